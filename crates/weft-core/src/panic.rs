@@ -1,0 +1,109 @@
+use std::any::Any;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+
+use futures::FutureExt;
+
+/// The work a caller was waiting on panicked.
+///
+/// weft catches panics at every task boundary (a pool job, an executor task, a
+/// pipeline stage, an actor handler) and turns them into this error for
+/// whoever awaits the result, with the panic message when it was a string.
+/// The panic is also counted and logged by the component.
+///
+/// ```
+/// use weft_core::Panicked;
+///
+/// let payload = std::panic::catch_unwind(|| panic!("bad row {}", 7)).unwrap_err();
+/// let err = Panicked::from_payload(payload.as_ref());
+/// assert_eq!(err.message(), "bad row 7");
+/// assert_eq!(err.to_string(), "task panicked: bad row 7");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("task panicked: {message}")]
+pub struct Panicked {
+    message: String,
+}
+
+impl Panicked {
+    /// A `Panicked` error with the given message.
+    pub fn new(message: impl Into<String>) -> Self {
+        Panicked {
+            message: message.into(),
+        }
+    }
+
+    /// Builds the error from a panic payload, as returned by
+    /// [`std::panic::catch_unwind`] or [`tokio::task::JoinError::into_panic`].
+    ///
+    /// `&str` and `String` payloads (what `panic!` produces) become the
+    /// message; any other payload gives a generic message.
+    pub fn from_payload(payload: &(dyn Any + Send)) -> Self {
+        let message = if let Some(s) = payload.downcast_ref::<&'static str>() {
+            (*s).to_owned()
+        } else if let Some(s) = payload.downcast_ref::<String>() {
+            s.clone()
+        } else {
+            "panic payload was not a string".to_owned()
+        };
+        Panicked { message }
+    }
+
+    /// The panic message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+/// Runs a future, turning a panic inside it into [`Panicked`].
+///
+/// This is the task boundary every weft component puts around user code. The
+/// future is polled as it is (`AssertUnwindSafe`): after a panic it is dropped
+/// and never polled again, so no broken state is observed through it.
+///
+/// ```
+/// use weft_core::catch_unwind;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// assert_eq!(catch_unwind(async { 1 + 1 }).await, Ok(2));
+/// let err = catch_unwind(async { panic!("oops") }).await.unwrap_err();
+/// assert_eq!(err.message(), "oops");
+/// # }
+/// ```
+pub fn catch_unwind<F: Future>(fut: F) -> impl Future<Output = Result<F::Output, Panicked>> {
+    AssertUnwindSafe(fut)
+        .catch_unwind()
+        .map(|r| r.map_err(|payload| Panicked::from_payload(payload.as_ref())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_kinds() {
+        assert_eq!(Panicked::from_payload(&"static").message(), "static");
+        assert_eq!(
+            Panicked::from_payload(&String::from("owned")).message(),
+            "owned"
+        );
+        assert_eq!(
+            Panicked::from_payload(&42_u32).message(),
+            "panic payload was not a string"
+        );
+    }
+
+    #[tokio::test]
+    async fn catch_unwind_passes_values_and_catches_panics() {
+        assert_eq!(catch_unwind(async { "ok" }).await, Ok("ok"));
+        let err = catch_unwind(async {
+            let v: Vec<u8> = Vec::new();
+            #[allow(clippy::useless_vec)]
+            v[3]
+        })
+        .await
+        .unwrap_err();
+        assert!(err.message().contains("index out of bounds"), "{err}");
+    }
+}

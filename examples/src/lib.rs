@@ -1,0 +1,14 @@
+//! Helpers shared by weft's examples. The examples themselves are in this
+//! folder (`cargo run --example NAME` from the workspace root).
+#![forbid(unsafe_code)]
+
+/// Installs a `tracing` subscriber that prints to stderr, filtered by
+/// `RUST_LOG` (default `info`). Examples call it first.
+pub fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
