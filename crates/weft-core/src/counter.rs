@@ -40,7 +40,9 @@ impl Counter {
             .unwrap_or(1);
         let n = cores.next_power_of_two().clamp(1, 64);
         Counter {
-            cells: (0..n).map(|_| CachePadded::new(AtomicU64::new(0))).collect(),
+            cells: (0..n)
+                .map(|_| CachePadded::new(AtomicU64::new(0)))
+                .collect(),
         }
     }
 

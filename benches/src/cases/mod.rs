@@ -1,0 +1,3 @@
+//! The side-by-side cases, one module per pattern.
+
+pub mod reference;

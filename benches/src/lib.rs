@@ -1,0 +1,160 @@
+//! weft's benchmark harness: the reference workload, the side-by-side cases
+//! run by the `compare` binary, and helpers shared with the criterion benches.
+//!
+//! Each pattern adds one module under [`cases`] exposing a `GROUP: Group`, and
+//! lists it in [`groups`]. A group pushes [`Row`]s; the `compare` binary prints
+//! them as `CASE<TAB>IMPL<TAB>VALUE<TAB>UNIT`, then a ratio table pairing every
+//! weft implementation (impl name starting with `weft`) with every peer in the
+//! same case, then the targets the issues set.
+#![forbid(unsafe_code)]
+
+use std::time::{Duration, Instant};
+
+pub mod cases;
+pub mod report;
+pub mod workload;
+
+/// Settings for one `compare` run.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    /// `--quick`: fewer samples, so the whole run stays under 60 s on 2 cores.
+    pub quick: bool,
+    /// `--filter`: only cases whose name contains one of these (all if empty).
+    pub filters: Vec<String>,
+}
+
+impl Ctx {
+    /// Samples per measurement: the median of these is reported.
+    pub fn samples(&self) -> usize {
+        if self.quick { 3 } else { 9 }
+    }
+
+    /// Whether a case is selected by the filters.
+    pub fn wants(&self, case: &str) -> bool {
+        self.filters.is_empty() || self.filters.iter().any(|f| case.contains(f.as_str()))
+    }
+}
+
+/// The unit of a measurement, which also says which direction is better.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    /// Items (jobs, messages, calls) per second; higher is better.
+    ItemsPerSec,
+    /// Nanoseconds per call; lower is better.
+    NsPerCall,
+    /// Bytes (memory); lower is better.
+    Bytes,
+    /// Milliseconds (a latency or a duration); lower is better.
+    Millis,
+}
+
+impl Unit {
+    /// The label printed in the `UNIT` column.
+    pub fn label(self) -> &'static str {
+        match self {
+            Unit::ItemsPerSec => "items/s",
+            Unit::NsPerCall => "ns/call",
+            Unit::Bytes => "bytes",
+            Unit::Millis => "ms",
+        }
+    }
+
+    /// Whether a larger value is better.
+    pub fn higher_is_better(self) -> bool {
+        matches!(self, Unit::ItemsPerSec)
+    }
+}
+
+/// One measurement: `CASE<TAB>IMPL<TAB>VALUE<TAB>UNIT`.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// The workload, shared by every implementation compared on it
+    /// (for example `jobs/iters=0`).
+    pub case: String,
+    /// The implementation; weft's own start with `weft`.
+    pub imp: String,
+    /// The median value.
+    pub value: f64,
+    /// Its unit.
+    pub unit: Unit,
+}
+
+/// A target an issue sets: `weft / peer >= at_least` (in "better" terms, so
+/// for ns/call the ratio is peer / weft).
+#[derive(Debug, Clone, Copy)]
+pub struct Target {
+    /// The case.
+    pub case: &'static str,
+    /// The weft implementation.
+    pub weft: &'static str,
+    /// The peer implementation.
+    pub peer: &'static str,
+    /// The minimum ratio.
+    pub at_least: f64,
+}
+
+/// The cases of one pattern.
+#[derive(Debug, Clone, Copy)]
+pub struct Group {
+    /// The pattern's name (`reference`, `pool`, ...).
+    pub name: &'static str,
+    /// Runs the group's cases that `ctx` selects and pushes their rows.
+    pub run: fn(&Ctx, &mut Vec<Row>),
+    /// The targets the pattern's issue sets.
+    pub targets: &'static [Target],
+}
+
+/// Every group, in the order `compare` runs them.
+pub fn groups() -> Vec<Group> {
+    vec![cases::reference::GROUP]
+}
+
+/// Runs `f` `samples` times and returns the median of the durations it
+/// reports (each call times its own measured section).
+pub fn median(samples: usize, mut f: impl FnMut() -> Duration) -> Duration {
+    let mut times: Vec<Duration> = (0..samples.max(1)).map(|_| f()).collect();
+    times.sort_unstable();
+    times[times.len() / 2]
+}
+
+/// Times `f` once.
+pub fn time(f: impl FnOnce()) -> Duration {
+    let start = Instant::now();
+    f();
+    start.elapsed()
+}
+
+/// A throughput row: `items` per median duration of `ctx.samples()` runs.
+pub fn throughput(
+    ctx: &Ctx,
+    case: &str,
+    imp: &str,
+    items: u64,
+    f: impl FnMut() -> Duration,
+) -> Row {
+    let d = median(ctx.samples(), f);
+    Row {
+        case: case.to_owned(),
+        imp: imp.to_owned(),
+        value: items as f64 / d.as_secs_f64(),
+        unit: Unit::ItemsPerSec,
+    }
+}
+
+/// A per-call cost row: the median duration of `ctx.samples()` runs of
+/// `calls` calls each, divided by `calls`.
+pub fn ns_per_call(
+    ctx: &Ctx,
+    case: &str,
+    imp: &str,
+    calls: u64,
+    f: impl FnMut() -> Duration,
+) -> Row {
+    let d = median(ctx.samples(), f);
+    Row {
+        case: case.to_owned(),
+        imp: imp.to_owned(),
+        value: d.as_nanos() as f64 / calls as f64,
+        unit: Unit::NsPerCall,
+    }
+}
