@@ -224,26 +224,39 @@ fn chart(path: &Path, rows: &[Row]) -> Result<(), String> {
         .margin(10)
         .x_label_area_size(30)
         .y_label_area_size(330)
-        .build_cartesian_2d(0.0..1.05_f64, 0..n)
+        .build_cartesian_2d(0.0..1.05_f64, (0..n).into_segmented())
         .map_err(|e| e.to_string())?;
     let labels: Vec<String> = bars.iter().map(|b| b.0.clone()).collect();
     chart
         .configure_mesh()
         .disable_y_mesh()
         .y_labels(bars.len().max(1))
-        .y_label_formatter(&|i| labels.get(*i as usize).cloned().unwrap_or_default())
+        .y_label_formatter(&|v| match v {
+            SegmentValue::CenterOf(i) => labels.get(*i as usize).cloned().unwrap_or_default(),
+            _ => String::new(),
+        })
         .x_desc("relative to the best implementation of the case")
         .draw()
         .map_err(|e| e.to_string())?;
     chart
-        .draw_series(bars.iter().enumerate().map(|(i, (_, v, weft))| {
-            let color = if *weft {
-                BLUE.mix(0.8)
-            } else {
-                BLACK.mix(0.35)
-            };
-            Rectangle::new([(0.0, i as i32), (*v, i as i32 + 1)], color.filled())
-        }))
+        .draw_series(
+            Histogram::horizontal(&chart)
+                .margin(3)
+                .style_func(|y, _| {
+                    let weft = match y {
+                        SegmentValue::Exact(i) | SegmentValue::CenterOf(i) => {
+                            bars.get(*i as usize).is_some_and(|b| b.2)
+                        }
+                        SegmentValue::Last => false,
+                    };
+                    if weft {
+                        BLUE.mix(0.8).filled()
+                    } else {
+                        BLACK.mix(0.35).filled()
+                    }
+                })
+                .data(bars.iter().enumerate().map(|(i, b)| (i as i32, b.1))),
+        )
         .map_err(|e| e.to_string())?;
     root.present().map_err(|e| e.to_string())
 }
