@@ -1,0 +1,316 @@
+//! `ActorRef`: the address of an actor.
+
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tokio::time::Instant;
+use weft_core::queue::{Admitted, PushError};
+use weft_core::{BoxError, Drain, ShutdownReport};
+
+use crate::actor::{Actor, AskFor, Exit};
+use crate::error::{AskError, SendError};
+use crate::mailbox::{ActorStats, Mailbox, SIG_STOP};
+use crate::reply::Reply;
+
+/// The address of an actor: cheap to clone (one `Arc`), and valid across
+/// restarts, because it points at the mailbox, which outlives every
+/// incarnation.
+///
+/// - [`tell`](ActorRef::tell) sends and waits for mailbox room under the
+///   mailbox's [`Overflow`](weft_core::Overflow) policy;
+///   [`try_tell`](ActorRef::try_tell) never waits and hands the message back.
+/// - [`ask`](ActorRef::ask) / [`ask_with`](ActorRef::ask_with) send a message
+///   carrying a [`Reply`] and wait for the answer, within the ask timeout.
+/// - `ActorRef<A>` is a tower [`Service<R>`](tower_service::Service) for
+///   every request `R` with [`AskFor<R>`], so timeouts, load shedding, rate
+///   limits and retries come from tower layers.
+/// - [`stop`](ActorRef::stop) drains gracefully until a deadline, then
+///   kills; the actor also implements [`Drain`].
+pub struct ActorRef<A: Actor> {
+    mb: Arc<Mailbox<A::Msg>>,
+    _actor: PhantomData<fn() -> A>,
+}
+
+impl<A: Actor> Clone for ActorRef<A> {
+    fn clone(&self) -> Self {
+        ActorRef {
+            mb: self.mb.clone(),
+            _actor: PhantomData,
+        }
+    }
+}
+
+impl<A: Actor> fmt::Debug for ActorRef<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ActorRef")
+            .field("name", &self.name())
+            .field("queued", &self.mb.queue.len())
+            .field("terminated", &self.mb.is_terminated())
+            .finish()
+    }
+}
+
+impl<A: Actor> ActorRef<A> {
+    pub(crate) fn from_mailbox(mb: Arc<Mailbox<A::Msg>>) -> Self {
+        ActorRef {
+            mb,
+            _actor: PhantomData,
+        }
+    }
+
+    pub(crate) fn mailbox(&self) -> &Arc<Mailbox<A::Msg>> {
+        &self.mb
+    }
+
+    /// The actor's name.
+    pub fn name(&self) -> &str {
+        &self.mb.name
+    }
+
+    /// Whether two references address the same actor.
+    pub fn same_actor(&self, other: &ActorRef<A>) -> bool {
+        Arc::ptr_eq(&self.mb, &other.mb)
+    }
+
+    /// Whether the actor has not terminated for good. (An actor being
+    /// restarted by its supervisor is alive.)
+    pub fn is_alive(&self) -> bool {
+        !self.mb.is_terminated()
+    }
+
+    /// Messages waiting in the mailbox now.
+    pub fn queued(&self) -> usize {
+        self.mb.queue.len()
+    }
+
+    /// A snapshot of the actor's counters.
+    pub fn stats(&self) -> ActorStats {
+        self.mb.stats()
+    }
+
+    /// Sends a message, applying the mailbox's overflow policy when it is
+    /// full (`Block` waits for room). The message rides inside the error when
+    /// it is not delivered.
+    pub async fn tell(&self, msg: A::Msg) -> Result<(), SendError<A::Msg>> {
+        let pushed = self.mb.queue.push(msg).await;
+        self.admitted(pushed)
+    }
+
+    /// Sends a message without waiting: when the mailbox is full, `Block`
+    /// and `WaitTimeout` act as `Reject`.
+    pub fn try_tell(&self, msg: A::Msg) -> Result<(), SendError<A::Msg>> {
+        let pushed = self.mb.queue.try_push(msg);
+        self.admitted(pushed)
+    }
+
+    #[inline]
+    fn admitted(
+        &self,
+        pushed: Result<Admitted<A::Msg>, PushError<A::Msg>>,
+    ) -> Result<(), SendError<A::Msg>> {
+        match pushed {
+            Ok(admitted) => {
+                self.mb.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                if let Admitted::Evicted(old) = admitted {
+                    self.mb.give_back(old);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.mb.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                if e.is_closed() {
+                    self.mb
+                        .stats
+                        .rejected_after_close
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                tracing::debug!(actor = %self.mb.name, error = %e, "message refused");
+                #[cfg(feature = "metrics")]
+                metrics::counter!("weft_actor_rejected_total", "name" => self.mb.name.to_string())
+                    .increment(1);
+                Err(SendError::from_push(e))
+            }
+        }
+    }
+
+    /// Asks with a request value, for actors with [`AskFor<R>`]; waits for
+    /// the answer within the actor's ask timeout.
+    pub async fn ask<R>(&self, req: R) -> Result<A::Reply, AskError<A::Msg>>
+    where
+        A: AskFor<R>,
+    {
+        self.ask_inner(|reply| A::wrap(req, reply), self.mb.ask_timeout)
+            .await
+    }
+
+    /// Asks with a message built around a fresh [`Reply`] (often just the
+    /// enum variant: `actor.ask_with(Msg::Get)`); waits for the answer within
+    /// the actor's ask timeout.
+    pub async fn ask_with<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(Reply<T>) -> A::Msg,
+    ) -> Result<T, AskError<A::Msg>> {
+        self.ask_inner(make, self.mb.ask_timeout).await
+    }
+
+    /// [`ask_with`](ActorRef::ask_with) with its own timeout (`None`: wait
+    /// forever).
+    pub async fn ask_timeout<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(Reply<T>) -> A::Msg,
+        timeout: Option<Duration>,
+    ) -> Result<T, AskError<A::Msg>> {
+        self.ask_inner(make, timeout).await
+    }
+
+    async fn ask_inner<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(Reply<T>) -> A::Msg,
+        timeout: Option<Duration>,
+    ) -> Result<T, AskError<A::Msg>> {
+        let (reply, rx) = Reply::pair();
+        let msg = make(reply);
+        let exchange = async move {
+            self.tell(msg).await.map_err(AskError::Send)?;
+            match rx.await {
+                Ok(Ok(v)) => Ok(v),
+                Ok(Err(p)) => Err(AskError::Panicked(p)),
+                Err(_) => Err(AskError::NoReply),
+            }
+        };
+        match timeout {
+            None => exchange.await,
+            Some(d) => match tokio::time::timeout(d, exchange).await {
+                Ok(r) => r,
+                Err(_) => Err(AskError::Timeout),
+            },
+        }
+    }
+
+    /// Stops the actor after the current message, without handling what is
+    /// queued (the control lane overtakes the queue). Admission is closed and
+    /// the queued messages go to the undelivered hook. Returns at once; see
+    /// [`wait`](ActorRef::wait).
+    pub fn stop_now(&self) {
+        self.mb.queue.close();
+        self.mb.signal(SIG_STOP);
+        self.mb.notify_supervisor();
+    }
+
+    /// Kills the actor: its current handler is cut off at its next await
+    /// point and no hook runs. Under a supervisor this counts as an abnormal
+    /// exit (the child may be restarted), unless the mailbox was closed.
+    pub fn kill(&self) {
+        self.mb.kill();
+    }
+
+    /// Waits until the actor has terminated for good, and returns why.
+    pub async fn wait(&self) -> Exit {
+        let mut rx = self.mb.terminated.subscribe();
+        let exit = rx
+            .wait_for(|e| e.is_some())
+            .await
+            .expect("the sender lives in the mailbox, which this reference keeps alive");
+        exit.clone().expect("waited for Some")
+    }
+
+    /// Graceful stop: closes admission (new messages are refused with
+    /// [`SendError::Stopped`]), lets the actor handle what is queued, and
+    /// waits for it to stop until `deadline`; then kills it, and hands what
+    /// is still queued to the undelivered hook. Returns the actor's report.
+    pub async fn stop(&self, deadline: Instant) -> ShutdownReport {
+        let start = Instant::now();
+        self.mb.close();
+        let mut rx = self.mb.terminated.subscribe();
+        let finished = tokio::time::timeout_at(deadline, rx.wait_for(|e| e.is_some()))
+            .await
+            .is_ok();
+        if !finished {
+            tracing::warn!(actor = %self.mb.name, "actor did not stop by its deadline; killing it");
+            self.mb.kill();
+            let _ = rx.wait_for(|e| e.is_some()).await;
+        }
+        let s = self.mb.stats();
+        let mut report = ShutdownReport::new(self.mb.name.to_string());
+        report.accepted = s.accepted;
+        report.completed = s.completed;
+        report.failed = s.failed;
+        report.aborted = s.aborted;
+        report.returned = s.returned;
+        report.rejected_after_close = s.rejected_after_close;
+        if s.aborted > 0 {
+            report.unfinished.push(self.mb.name.to_string());
+        }
+        report.elapsed = start.elapsed();
+        report
+    }
+}
+
+impl<A: Actor> Drain for ActorRef<A> {
+    fn drain(&self, deadline: Instant) -> BoxFuture<'_, ShutdownReport> {
+        Box::pin(self.stop(deadline))
+    }
+}
+
+/// `ActorRef<A>` as a tower service: `call(req)` is
+/// [`ask(req)`](ActorRef::ask), with the actor's ask timeout.
+///
+/// `poll_ready` reports a stopped actor as an error; mailbox admission itself
+/// happens in `call` under the mailbox's overflow policy (a `Block` mailbox
+/// makes the response future wait for room). Errors are [`AskError<()>`]
+/// boxed into [`BoxError`]; find them with `downcast_ref`.
+impl<A, R> tower_service::Service<R> for ActorRef<A>
+where
+    A: AskFor<R>,
+    R: Send + 'static,
+{
+    type Response = A::Reply;
+    type Error = BoxError;
+    type Future = ResponseFuture<A::Reply>;
+
+    fn poll_ready(&mut self, _cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+        if self.mb.queue.is_closed() {
+            Poll::Ready(Err(Box::new(AskError::<()>::Send(SendError::Stopped(())))))
+        } else {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn call(&mut self, req: R) -> Self::Future {
+        let this = self.clone();
+        ResponseFuture {
+            inner: Box::pin(async move {
+                this.ask(req)
+                    .await
+                    .map_err(|e| Box::new(e.without_message()) as BoxError)
+            }),
+        }
+    }
+}
+
+/// The future returned by the [`Service`](tower_service::Service) impl of
+/// [`ActorRef`].
+pub struct ResponseFuture<T> {
+    inner: Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>>,
+}
+
+impl<T> Future for ResponseFuture<T> {
+    type Output = Result<T, BoxError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+impl<T> fmt::Debug for ResponseFuture<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}

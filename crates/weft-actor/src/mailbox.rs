@@ -1,0 +1,220 @@
+//! The mailbox shared by an actor's references and its incarnations.
+
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+use tokio::task::AbortHandle;
+use weft_core::queue::Queue;
+
+use crate::actor::Exit;
+
+/// What happens to a message that was accepted but never handled: the actor
+/// stopped (or was killed) with it still queued, or it was evicted under
+/// `Overflow::DropOldest`.
+pub type UndeliveredHook<M> = Arc<dyn Fn(M) + Send + Sync>;
+
+/// Control-lane signal: stop after the current message, leaving the queue.
+pub(crate) const SIG_STOP: u8 = 1;
+
+/// The mailbox outlives every incarnation of its actor: references point at
+/// it, so they stay valid across restarts.
+pub(crate) struct Mailbox<M> {
+    /// The ordinary lane.
+    pub(crate) queue: Queue<M>,
+    /// The control lane: signals checked before every message, so they
+    /// overtake whatever is queued.
+    pub(crate) signals: AtomicU8,
+    /// Wakes an idle incarnation when a signal arrives.
+    pub(crate) wake: Notify,
+    pub(crate) name: Cow<'static, str>,
+    pub(crate) ask_timeout: Option<Duration>,
+    pub(crate) hook: Option<UndeliveredHook<M>>,
+    pub(crate) stats: Stats,
+    pub(crate) life: Mutex<Life>,
+    pub(crate) terminated: watch::Sender<Option<Exit>>,
+}
+
+#[derive(Default)]
+pub(crate) struct Stats {
+    pub(crate) accepted: AtomicU64,
+    pub(crate) completed: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) aborted: AtomicU64,
+    pub(crate) returned: AtomicU64,
+    pub(crate) rejected: AtomicU64,
+    pub(crate) rejected_after_close: AtomicU64,
+    pub(crate) restarts: AtomicU64,
+    pub(crate) in_flight: AtomicBool,
+}
+
+#[derive(Default)]
+pub(crate) struct Life {
+    /// The running incarnation, if any.
+    pub(crate) abort: Option<AbortHandle>,
+    /// A kill arrived while no incarnation was registered.
+    pub(crate) kill_pending: bool,
+    /// Set by a supervisor: tells it that a stop or kill was asked for.
+    pub(crate) on_stop: Option<Box<dyn Fn() + Send + Sync>>,
+}
+
+/// A snapshot of one actor's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ActorStats {
+    /// Messages accepted into the mailbox.
+    pub accepted: u64,
+    /// Messages handled to completion.
+    pub completed: u64,
+    /// Messages whose handler panicked.
+    pub failed: u64,
+    /// Messages cut off by a kill.
+    pub aborted: u64,
+    /// Messages handed to the undelivered hook (left queued at a final stop,
+    /// or evicted by `DropOldest`).
+    pub returned: u64,
+    /// Messages refused (full, dropped, timed out, or stopped).
+    pub rejected: u64,
+    /// Of `rejected`, those refused because the actor was stopped.
+    pub rejected_after_close: u64,
+    /// Incarnations started after the first (restarts by a supervisor).
+    pub restarts: u64,
+    /// Messages waiting in the mailbox now.
+    pub queued: usize,
+    /// Whether the actor has terminated for good.
+    pub terminated: bool,
+}
+
+impl<M> Mailbox<M> {
+    pub(crate) fn new(
+        queue: Queue<M>,
+        name: Cow<'static, str>,
+        ask_timeout: Option<Duration>,
+        hook: Option<UndeliveredHook<M>>,
+    ) -> Self {
+        Mailbox {
+            queue,
+            signals: AtomicU8::new(0),
+            wake: Notify::new(),
+            name,
+            ask_timeout,
+            hook,
+            stats: Stats::default(),
+            life: Mutex::new(Life::default()),
+            terminated: watch::Sender::new(None),
+        }
+    }
+
+    pub(crate) fn life(&self) -> MutexGuard<'_, Life> {
+        self.life.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends a control-lane signal and wakes the incarnation.
+    pub(crate) fn signal(&self, sig: u8) {
+        self.signals.fetch_or(sig, Ordering::AcqRel);
+        self.wake.notify_one();
+    }
+
+    /// Closes admission (queued messages stay, for a graceful drain).
+    pub(crate) fn close(&self) {
+        if self.queue.close() {
+            tracing::debug!(actor = %self.name, "mailbox closed");
+        }
+        self.wake.notify_one();
+        self.notify_supervisor();
+    }
+
+    pub(crate) fn notify_supervisor(&self) {
+        if let Some(f) = self.life().on_stop.as_ref() {
+            f();
+        }
+    }
+
+    /// Aborts the running incarnation (or the next one to register).
+    pub(crate) fn kill(&self) {
+        let mut life = self.life();
+        match life.abort.as_ref() {
+            Some(h) => h.abort(),
+            None => life.kill_pending = true,
+        }
+        if let Some(f) = life.on_stop.as_ref() {
+            f();
+        }
+    }
+
+    /// Registers a freshly spawned incarnation so that it can be killed.
+    pub(crate) fn register(&self, handle: AbortHandle) {
+        let mut life = self.life();
+        if std::mem::take(&mut life.kill_pending) {
+            handle.abort();
+        }
+        life.abort = Some(handle);
+    }
+
+    pub(crate) fn unregister(&self) {
+        self.life().abort = None;
+    }
+
+    /// Hands messages that will never be handled to the hook, counting them.
+    pub(crate) fn give_back(&self, msgs: Vec<M>) {
+        if msgs.is_empty() {
+            return;
+        }
+        self.stats
+            .returned
+            .fetch_add(msgs.len() as u64, Ordering::Relaxed);
+        match &self.hook {
+            Some(hook) => msgs.into_iter().for_each(|m| hook(m)),
+            None => tracing::warn!(
+                actor = %self.name,
+                count = msgs.len(),
+                "undelivered messages dropped (no undelivered hook set)"
+            ),
+        }
+    }
+
+    /// The final stop: close, hand back what is queued, mark terminated.
+    pub(crate) fn finish(&self, exit: Exit) {
+        self.queue.close();
+        self.give_back(self.queue.drain_now());
+        self.life().on_stop = None;
+        tracing::debug!(actor = %self.name, %exit, "actor terminated");
+        #[cfg(feature = "metrics")]
+        metrics::counter!("weft_actor_terminated_total", "name" => self.name.to_string(), "exit" => exit_label(&exit)).increment(1);
+        self.terminated.send_replace(Some(exit));
+    }
+
+    pub(crate) fn is_terminated(&self) -> bool {
+        self.terminated.borrow().is_some()
+    }
+
+    pub(crate) fn stats(&self) -> ActorStats {
+        let s = &self.stats;
+        ActorStats {
+            accepted: s.accepted.load(Ordering::Relaxed),
+            completed: s.completed.load(Ordering::Relaxed),
+            failed: s.failed.load(Ordering::Relaxed),
+            aborted: s.aborted.load(Ordering::Relaxed),
+            returned: s.returned.load(Ordering::Relaxed),
+            rejected: s.rejected.load(Ordering::Relaxed),
+            rejected_after_close: s.rejected_after_close.load(Ordering::Relaxed),
+            restarts: s.restarts.load(Ordering::Relaxed),
+            queued: self.queue.len(),
+            terminated: self.is_terminated(),
+        }
+    }
+}
+
+#[cfg(feature = "metrics")]
+pub(crate) fn exit_label(exit: &Exit) -> &'static str {
+    match exit {
+        Exit::Normal => "normal",
+        Exit::Stopped => "stopped",
+        Exit::Panicked(_) => "panicked",
+        Exit::StartFailed(_) => "start_failed",
+        Exit::Killed => "killed",
+        Exit::Escalated(_) => "escalated",
+    }
+}
