@@ -1,0 +1,135 @@
+//! Building a [`BoundedExecutor`].
+
+use std::time::Duration;
+
+use weft_core::{Overflow, OverflowError};
+
+use super::BoundedExecutor;
+use crate::error::BuildError;
+
+/// Configures a [`BoundedExecutor`]; read it like the config file it replaces.
+///
+/// ```
+/// use std::time::Duration;
+/// use weft_core::Overflow;
+/// use weft_exec::BoundedExecutor;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let exec = BoundedExecutor::builder()
+///     .name("thumbnails")
+///     .max_running(16)
+///     .queue_capacity(256)
+///     .overflow(Overflow::WaitTimeout(Duration::from_millis(50)))
+///     .queue_timeout(Duration::from_secs(1))
+///     .run_timeout(Duration::from_secs(5))
+///     .build()
+///     .unwrap();
+/// assert_eq!(exec.stats().max_running, 16);
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Builder {
+    pub(super) name: String,
+    pub(super) max_running: usize,
+    pub(super) queue_capacity: usize,
+    pub(super) overflow: Overflow,
+    pub(super) queue_timeout: Option<Duration>,
+    pub(super) run_timeout: Option<Duration>,
+    pub(super) fairness: u32,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            name: "executor".to_owned(),
+            max_running: 64,
+            queue_capacity: 1024,
+            overflow: Overflow::Block,
+            queue_timeout: None,
+            run_timeout: None,
+            fairness: 8,
+        }
+    }
+}
+
+impl Builder {
+    /// A builder with the defaults below.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The name used in tracing, metrics and the shutdown report.
+    /// Default `"executor"`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// How many permits exist: at most this many unit-weight tasks run at
+    /// once. Default 64: enough to keep I/O-bound work busy while bounding the
+    /// memory and downstream connections a burst can take.
+    pub fn max_running(mut self, n: usize) -> Self {
+        self.max_running = n;
+        self
+    }
+
+    /// How many tasks may wait for a slot, **per priority lane** (high,
+    /// normal, low each hold up to this many), plus the one task the
+    /// dispatcher has taken off its lane as the next to start. Default 1024:
+    /// a burst of a second or so for typical request rates, not an unbounded
+    /// backlog.
+    pub fn queue_capacity(mut self, n: usize) -> Self {
+        self.queue_capacity = n;
+        self
+    }
+
+    /// What `spawn` does when the task's lane is full. Default
+    /// [`Overflow::Block`] (backpressure on the caller).
+    pub fn overflow(mut self, overflow: Overflow) -> Self {
+        self.overflow = overflow;
+        self
+    }
+
+    /// How long a queued task may wait for a running slot before it fails
+    /// with [`TaskError::QueueTimeout`](crate::TaskError::QueueTimeout)
+    /// without running. Default: no limit.
+    pub fn queue_timeout(mut self, d: Duration) -> Self {
+        self.queue_timeout = Some(d);
+        self
+    }
+
+    /// How long a task may run once started before it is dropped and fails
+    /// with [`TaskError::TimedOut`](crate::TaskError::TimedOut). Default: no
+    /// limit. Set it: a slot timeout alone leaves admitted work unbounded.
+    pub fn run_timeout(mut self, d: Duration) -> Self {
+        self.run_timeout = Some(d);
+        self
+    }
+
+    /// Anti-starvation: every `n`-th dispatch starts looking at a lower lane
+    /// first (normal and low in turn), so low-priority work still advances
+    /// while high-priority work keeps arriving. Default 8 (lower lanes get at
+    /// least 1/16 of dispatches each when the high lane is never empty).
+    /// `0` turns it off (strict priority).
+    pub fn fairness(mut self, n: u32) -> Self {
+        self.fairness = n;
+        self
+    }
+
+    /// Builds the executor and spawns its dispatcher on the current tokio
+    /// runtime.
+    pub fn build(self) -> Result<BoundedExecutor, BuildError> {
+        if self.max_running == 0 {
+            return Err(BuildError::ZeroRunning);
+        }
+        OverflowError::check(self.queue_capacity, self.overflow)?;
+        for d in [self.queue_timeout, self.run_timeout].into_iter().flatten() {
+            if d.is_zero() {
+                return Err(BuildError::Queue(OverflowError::ZeroTimeout));
+            }
+        }
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
+        Ok(BoundedExecutor::from_builder(self, &handle))
+    }
+}

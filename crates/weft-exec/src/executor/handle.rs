@@ -1,0 +1,84 @@
+//! The handle to a spawned task's result.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::error::TaskError;
+
+/// Resolves to the output of a task spawned on a
+/// [`BoundedExecutor`](crate::BoundedExecutor), or to the [`TaskError`] that
+/// says why there is none.
+///
+/// Dropping the handle does not cancel the task (as with tokio's
+/// `JoinHandle`); the task still runs and is counted.
+pub struct TaskHandle<T> {
+    inner: Inner<T>,
+    id: u64,
+}
+
+enum Inner<T> {
+    /// Started at once: the tokio task's own handle.
+    Direct(JoinHandle<Result<T, TaskError>>),
+    /// Queued: the dispatcher sends the result when the task ends.
+    Queued(oneshot::Receiver<Result<T, TaskError>>),
+}
+
+impl<T> TaskHandle<T> {
+    pub(crate) fn direct(id: u64, h: JoinHandle<Result<T, TaskError>>) -> Self {
+        TaskHandle {
+            inner: Inner::Direct(h),
+            id,
+        }
+    }
+
+    pub(crate) fn queued(id: u64, rx: oneshot::Receiver<Result<T, TaskError>>) -> Self {
+        TaskHandle {
+            inner: Inner::Queued(rx),
+            id,
+        }
+    }
+
+    /// The task's id, unique within its executor (as in the shutdown
+    /// report's `unfinished` list: `task #ID`).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Whether the task started at once (`true`) or waited in the queue.
+    pub fn started_at_once(&self) -> bool {
+        matches!(self.inner, Inner::Direct(_))
+    }
+}
+
+impl<T> Future for TaskHandle<T> {
+    type Output = Result<T, TaskError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        match &mut this.inner {
+            Inner::Direct(h) => Poll::Ready(match ready!(Pin::new(h).poll(cx)) {
+                Ok(r) => r,
+                // Only a runtime shutting down cancels the tokio task itself.
+                Err(_) => Err(TaskError::Aborted),
+            }),
+            Inner::Queued(rx) => Poll::Ready(match ready!(Pin::new(rx).poll(cx)) {
+                Ok(r) => r,
+                Err(_) => Err(TaskError::Aborted),
+            }),
+        }
+    }
+}
+
+impl<T> fmt::Debug for TaskHandle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskHandle")
+            .field("id", &self.id)
+            .field("started_at_once", &self.started_at_once())
+            .finish()
+    }
+}

@@ -1,0 +1,686 @@
+//! The bounded executor: at most N futures running, at most Q waiting.
+
+mod builder;
+mod dispatch;
+mod handle;
+mod stats;
+
+use std::any::Any;
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tokio::sync::{Notify, Semaphore, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use weft_core::queue::{Admitted, PushError, Queue};
+use weft_core::{Counter, Drain, Overflow, Panicked, ShutdownReport};
+
+pub use builder::Builder;
+pub use handle::TaskHandle;
+pub use stats::ExecutorStats;
+
+use crate::error::{SpawnError, TaskError};
+
+/// The lane a task waits in when no slot is free.
+///
+/// Lanes are served high first; the builder's
+/// [`fairness`](Builder::fairness) keeps lower lanes from starving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+pub enum Priority {
+    /// Served first.
+    High = 0,
+    /// The default.
+    #[default]
+    Normal = 1,
+    /// Served last, but never starved while `fairness` is on.
+    Low = 2,
+}
+
+/// Per-task options: priority lane and weight.
+///
+/// ```
+/// use weft_exec::{Priority, TaskOptions};
+///
+/// let heavy = TaskOptions::new().priority(Priority::Low).weight(4);
+/// assert_eq!(heavy.get_weight(), 4);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskOptions {
+    priority: Priority,
+    weight: u32,
+}
+
+impl Default for TaskOptions {
+    fn default() -> Self {
+        TaskOptions {
+            priority: Priority::Normal,
+            weight: 1,
+        }
+    }
+}
+
+impl TaskOptions {
+    /// Normal priority, weight 1.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The lane the task waits in.
+    pub fn priority(mut self, p: Priority) -> Self {
+        self.priority = p;
+        self
+    }
+
+    /// How many permits the task holds while it runs (a task that opens four
+    /// connections takes four). 0 is treated as 1.
+    pub fn weight(mut self, k: u32) -> Self {
+        self.weight = k.max(1);
+        self
+    }
+
+    /// The weight.
+    pub fn get_weight(&self) -> u32 {
+        self.weight
+    }
+
+    /// The priority.
+    pub fn get_priority(&self) -> Priority {
+        self.priority
+    }
+}
+
+/// Runs futures with at most `max_running` permits held at once and at most
+/// `queue_capacity` tasks waiting per priority lane; beyond that the
+/// [`Overflow`] policy decides.
+///
+/// Clones share one executor. Dropping the last clone closes admission:
+/// queued tasks still run, and the dispatcher exits when they have started.
+///
+/// ```
+/// use weft_exec::{BoundedExecutor, SpawnError};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let exec = BoundedExecutor::builder().max_running(2).queue_capacity(1).build().unwrap();
+/// let a = exec.spawn(async { 1 }).await.unwrap();
+/// let b = exec.spawn(async { 2 }).await.unwrap();
+/// let c = exec.spawn(async { 3 }).await.unwrap(); // queued
+/// // Two running, one queued: try_spawn hands the future back.
+/// let refused = exec.try_spawn(async { 4 }).unwrap_err();
+/// assert!(matches!(refused, SpawnError::Full(_)));
+/// assert_eq!(a.await.unwrap() + b.await.unwrap() + c.await.unwrap(), 6);
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct BoundedExecutor {
+    owner: Arc<Owner>,
+}
+
+/// Closes admission when the last user handle goes away.
+struct Owner {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.shared.close();
+    }
+}
+
+pub(crate) struct Shared {
+    name: String,
+    max_running: usize,
+    sem: Semaphore,
+    lanes: [Queue<Queued>; 3],
+    /// Tasks in a lane or held by the dispatcher; while non-zero, spawns do
+    /// not bypass the queue.
+    pending: AtomicUsize,
+    wake: Notify,
+    idle: Notify,
+    closed: AtomicBool,
+    abort: CancellationToken,
+    next_id: AtomicU64,
+    queue_timeout: Option<Duration>,
+    run_timeout: Option<Duration>,
+    fairness: u32,
+    c: Counters,
+    unfinished: Mutex<Vec<String>>,
+}
+
+#[derive(Default)]
+struct Counters {
+    accepted: Counter,
+    completed: Counter,
+    panicked: Counter,
+    timed_out: Counter,
+    queue_timed_out: Counter,
+    aborted: Counter,
+    returned: Counter,
+    rejected: Counter,
+    dropped: Counter,
+    rejected_after_close: Counter,
+}
+
+/// A task waiting in a lane.
+pub(crate) struct Queued {
+    id: u64,
+    weight: u32,
+    enqueued: Instant,
+    job: Box<dyn Job>,
+}
+
+/// The type-erased future of a queued task and the sender of its result.
+trait Job: Send + 'static {
+    fn start(self: Box<Self>, shared: Arc<Shared>, weight: u32);
+    fn fail(self: Box<Self>, err: TaskError);
+    fn into_any(self: Box<Self>) -> Box<dyn Any>;
+}
+
+struct QueuedJob<F: Future> {
+    id: u64,
+    fut: F,
+    tx: oneshot::Sender<Result<F::Output, TaskError>>,
+}
+
+impl<F> Job for QueuedJob<F>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn start(self: Box<Self>, shared: Arc<Shared>, weight: u32) {
+        let QueuedJob { id, fut, tx } = *self;
+        tokio::spawn(async move {
+            let r = run_task(shared, id, weight, fut).await;
+            let _ = tx.send(r);
+        });
+    }
+
+    fn fail(self: Box<Self>, err: TaskError) {
+        let _ = self.tx.send(Err(err));
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn Any> {
+        Box::new(self.fut)
+    }
+}
+
+enum Refused<F> {
+    Queue(F),
+    Err(SpawnError<F>),
+}
+
+/// Holds `weight` permits while a task runs; gives them back on drop
+/// (including when the task is aborted or the runtime drops it).
+struct RunGuard {
+    shared: Arc<Shared>,
+    weight: u32,
+}
+
+impl Drop for RunGuard {
+    fn drop(&mut self) {
+        self.shared.sem.add_permits(self.weight as usize);
+        if self.shared.closed.load(Ordering::SeqCst) {
+            self.shared.idle.notify_waiters();
+        }
+    }
+}
+
+/// Undoes a `pending` increment if a `spawn` future is dropped mid-push.
+struct PendingGuard<'a>(&'a Shared, bool);
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        if self.1 {
+            self.0.pending_done();
+        }
+    }
+}
+
+enum Ended<T> {
+    Done(Result<T, Panicked>),
+    TimedOut,
+    Aborted,
+}
+
+async fn run_task<F: Future>(
+    shared: Arc<Shared>,
+    id: u64,
+    weight: u32,
+    fut: F,
+) -> Result<F::Output, TaskError> {
+    let guard = RunGuard { shared, weight };
+    let s = &*guard.shared;
+    let caught = weft_core::catch_unwind(fut);
+    let ended = match s.run_timeout {
+        None => tokio::select! {
+            biased;
+            r = caught => Ended::Done(r),
+            _ = s.abort.cancelled() => Ended::Aborted,
+        },
+        Some(d) => tokio::select! {
+            biased;
+            r = tokio::time::timeout(d, caught) => match r {
+                Ok(r) => Ended::Done(r),
+                Err(_) => Ended::TimedOut,
+            },
+            _ = s.abort.cancelled() => Ended::Aborted,
+        },
+    };
+    match ended {
+        Ended::Done(Ok(v)) => {
+            s.c.completed.incr();
+            crate::metrics::task_ended(&s.name, "completed");
+            Ok(v)
+        }
+        Ended::Done(Err(p)) => {
+            s.c.panicked.incr();
+            crate::metrics::task_ended(&s.name, "panicked");
+            tracing::error!(executor = %s.name, task = id, panic = %p.message(), "task panicked");
+            Err(TaskError::Panicked(p))
+        }
+        Ended::TimedOut => {
+            let d = s.run_timeout.unwrap_or_default();
+            s.c.timed_out.incr();
+            crate::metrics::task_ended(&s.name, "timed_out");
+            tracing::warn!(executor = %s.name, task = id, timeout = ?d, "task exceeded its run timeout");
+            Err(TaskError::TimedOut(d))
+        }
+        Ended::Aborted => {
+            s.c.aborted.incr();
+            crate::metrics::task_ended(&s.name, "aborted");
+            s.unfinished
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(format!("task #{id}"));
+            tracing::warn!(executor = %s.name, task = id, "task aborted at the shutdown deadline");
+            Err(TaskError::Aborted)
+        }
+    }
+}
+
+impl Shared {
+    fn close(&self) -> bool {
+        if self.closed.swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        for lane in &self.lanes {
+            lane.close();
+        }
+        self.wake.notify_one();
+        self.idle.notify_waiters();
+        tracing::info!(executor = %self.name, "admission closed");
+        true
+    }
+
+    fn pending_done(&self) {
+        if self.pending.fetch_sub(1, Ordering::SeqCst) == 1 && self.closed.load(Ordering::SeqCst) {
+            self.idle.notify_waiters();
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.pending.load(Ordering::SeqCst) == 0
+            && self.sem.available_permits() == self.max_running
+    }
+
+    fn queued(&self) -> usize {
+        self.lanes.iter().map(|l| l.len()).sum()
+    }
+}
+
+impl BoundedExecutor {
+    /// A builder with documented defaults.
+    pub fn builder() -> Builder {
+        Builder::new()
+    }
+
+    /// An executor with `max_running` permits and the default queue
+    /// (1024 per lane, `Overflow::Block`).
+    ///
+    /// # Panics
+    /// If `max_running` is 0 or there is no tokio runtime; use
+    /// [`builder`](Self::builder) to get the error instead.
+    pub fn new(max_running: usize) -> Self {
+        Builder::new()
+            .max_running(max_running)
+            .build()
+            .expect("BoundedExecutor::new")
+    }
+
+    fn from_builder(b: Builder, handle: &tokio::runtime::Handle) -> Self {
+        let lane = || Queue::bounded(b.queue_capacity, b.overflow).expect("checked by build");
+        let shared = Arc::new(Shared {
+            name: b.name,
+            max_running: b.max_running,
+            sem: Semaphore::new(b.max_running),
+            lanes: [lane(), lane(), lane()],
+            pending: AtomicUsize::new(0),
+            wake: Notify::new(),
+            idle: Notify::new(),
+            closed: AtomicBool::new(false),
+            abort: CancellationToken::new(),
+            next_id: AtomicU64::new(0),
+            queue_timeout: b.queue_timeout,
+            run_timeout: b.run_timeout,
+            fairness: b.fairness,
+            c: Counters::default(),
+            unfinished: Mutex::new(Vec::new()),
+        });
+        let span = tracing::info_span!("weft_exec", executor = %shared.name);
+        handle.spawn(dispatch::run(shared.clone()).instrument(span));
+        tracing::info!(executor = %shared.name, max_running = b.max_running, queue_capacity = b.queue_capacity, "executor started");
+        BoundedExecutor {
+            owner: Arc::new(Owner { shared }),
+        }
+    }
+
+    fn shared(&self) -> &Arc<Shared> {
+        &self.owner.shared
+    }
+
+    /// The executor's name.
+    pub fn name(&self) -> &str {
+        &self.shared().name
+    }
+
+    /// The overflow policy of the wait queue.
+    pub fn overflow(&self) -> Overflow {
+        self.shared().lanes[0].overflow()
+    }
+
+    /// Spawns `fut` at normal priority and weight 1. Resolves once the task
+    /// is admitted (started, or queued) with a handle to its result; waits
+    /// only when the queue is full and the policy is `Block` or
+    /// `WaitTimeout`.
+    pub async fn spawn<F>(&self, fut: F) -> Result<TaskHandle<F::Output>, SpawnError<F>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.spawn_with(TaskOptions::default(), fut).await
+    }
+
+    /// Spawns `fut` with the given priority and weight.
+    pub async fn spawn_with<F>(
+        &self,
+        opts: TaskOptions,
+        fut: F,
+    ) -> Result<TaskHandle<F::Output>, SpawnError<F>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match self.start_now(opts, fut) {
+            Ok(h) => Ok(h),
+            Err(Refused::Err(e)) => Err(e),
+            Err(Refused::Queue(fut)) => self.enqueue(opts, fut, true).await,
+        }
+    }
+
+    /// Spawns `fut` without waiting: when no slot is free and the lane is
+    /// full, the future is handed back (`Block` and `WaitTimeout` act as
+    /// `Reject`).
+    pub fn try_spawn<F>(&self, fut: F) -> Result<TaskHandle<F::Output>, SpawnError<F>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.try_spawn_with(TaskOptions::default(), fut)
+    }
+
+    /// [`try_spawn`](Self::try_spawn) with a priority and weight.
+    pub fn try_spawn_with<F>(
+        &self,
+        opts: TaskOptions,
+        fut: F,
+    ) -> Result<TaskHandle<F::Output>, SpawnError<F>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match self.start_now(opts, fut) {
+            Ok(h) => Ok(h),
+            Err(Refused::Err(e)) => Err(e),
+            Err(Refused::Queue(fut)) => {
+                let (id, q, rx) = self.package(opts, fut);
+                let lane = &self.shared().lanes[opts.priority as usize];
+                let guard = PendingGuard(self.shared(), true);
+                self.admitted(lane.try_push(q), guard)
+                    .map(|()| TaskHandle::queued(id, rx))
+            }
+        }
+    }
+
+    /// The fast path: nothing queued and enough permits free, so start now.
+    fn start_now<F>(&self, opts: TaskOptions, fut: F) -> Result<TaskHandle<F::Output>, Refused<F>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let s = self.shared();
+        if s.closed.load(Ordering::Acquire) {
+            s.c.rejected_after_close.incr();
+            return Err(Refused::Err(SpawnError::Closed(fut)));
+        }
+        if opts.weight as usize > s.max_running {
+            s.c.rejected.incr();
+            return Err(Refused::Err(SpawnError::TooHeavy(fut)));
+        }
+        if s.pending.load(Ordering::SeqCst) == 0 {
+            if let Ok(p) = s.sem.try_acquire_many(opts.weight) {
+                p.forget();
+                let id = s.next_id.fetch_add(1, Ordering::Relaxed);
+                s.c.accepted.incr();
+                let h = tokio::spawn(run_task(s.clone(), id, opts.weight, fut));
+                return Ok(TaskHandle::direct(id, h));
+            }
+        }
+        Err(Refused::Queue(fut))
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn package<F>(
+        &self,
+        opts: TaskOptions,
+        fut: F,
+    ) -> (u64, Queued, oneshot::Receiver<Result<F::Output, TaskError>>)
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let s = self.shared();
+        let id = s.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        s.pending.fetch_add(1, Ordering::SeqCst);
+        let q = Queued {
+            id,
+            weight: opts.weight,
+            enqueued: Instant::now(),
+            job: Box::new(QueuedJob { id, fut, tx }),
+        };
+        (id, q, rx)
+    }
+
+    async fn enqueue<F>(
+        &self,
+        opts: TaskOptions,
+        fut: F,
+        wait: bool,
+    ) -> Result<TaskHandle<F::Output>, SpawnError<F>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let (id, q, rx) = self.package(opts, fut);
+        let guard = PendingGuard(self.shared(), true);
+        let lane = &self.shared().lanes[opts.priority as usize];
+        let res = if wait {
+            lane.push(q).await
+        } else {
+            lane.try_push(q)
+        };
+        self.admitted(res, guard)
+            .map(|()| TaskHandle::queued(id, rx))
+    }
+
+    fn admitted<F: 'static>(
+        &self,
+        res: Result<Admitted<Queued>, PushError<Queued>>,
+        mut guard: PendingGuard<'_>,
+    ) -> Result<(), SpawnError<F>> {
+        let s = self.shared();
+        match res {
+            Ok(adm) => {
+                guard.1 = false;
+                s.c.accepted.incr();
+                for old in adm.into_evicted() {
+                    s.c.returned.incr();
+                    crate::metrics::task_ended(&s.name, "evicted");
+                    tracing::debug!(executor = %s.name, task = old.id, "queued task evicted (DropOldest)");
+                    old.job.fail(TaskError::Evicted);
+                    s.pending_done();
+                }
+                s.wake.notify_one();
+                Ok(())
+            }
+            Err(e) => {
+                drop(guard);
+                let (ctor, q): (fn(F) -> SpawnError<F>, Queued) = match e {
+                    PushError::Full(q) => {
+                        s.c.rejected.incr();
+                        (SpawnError::Full, q)
+                    }
+                    PushError::Dropped(q) => {
+                        s.c.dropped.incr();
+                        (SpawnError::Dropped, q)
+                    }
+                    PushError::Timeout(q) => {
+                        s.c.rejected.incr();
+                        (SpawnError::Timeout, q)
+                    }
+                    PushError::Closed(q) => {
+                        s.c.rejected_after_close.incr();
+                        (SpawnError::Closed, q)
+                    }
+                };
+                crate::metrics::spawn_refused(&s.name);
+                tracing::debug!(executor = %s.name, "spawn refused");
+                let fut = *q
+                    .job
+                    .into_any()
+                    .downcast::<F>()
+                    .unwrap_or_else(|_| unreachable!("a queued job holds the future it was built from"));
+                Err(ctor(fut))
+            }
+        }
+    }
+
+    /// A snapshot of the executor's state and counters.
+    pub fn stats(&self) -> ExecutorStats {
+        let s = self.shared();
+        let c = &s.c;
+        let queued = s.queued();
+        let accepted = c.accepted.get();
+        let ended = c.completed.get()
+            + c.panicked.get()
+            + c.timed_out.get()
+            + c.queue_timed_out.get()
+            + c.aborted.get()
+            + c.returned.get();
+        let permits_in_use = s.max_running.saturating_sub(s.sem.available_permits());
+        ExecutorStats {
+            max_running: s.max_running,
+            running: (accepted.saturating_sub(ended) as usize)
+                .saturating_sub(s.pending.load(Ordering::Relaxed))
+                .min(permits_in_use),
+            permits_in_use,
+            queued,
+            accepted,
+            completed: c.completed.get(),
+            panicked: c.panicked.get(),
+            timed_out: c.timed_out.get(),
+            queue_timed_out: c.queue_timed_out.get(),
+            aborted: c.aborted.get(),
+            returned: c.returned.get(),
+            rejected: c.rejected.get(),
+            dropped: c.dropped.get(),
+            rejected_after_close: c.rejected_after_close.get(),
+        }
+    }
+
+    /// Closes admission: later spawns fail with [`SpawnError::Closed`];
+    /// queued tasks still run. Returns `false` if already closed.
+    pub fn close(&self) -> bool {
+        self.shared().close()
+    }
+
+    /// Whether admission is closed.
+    pub fn is_closed(&self) -> bool {
+        self.shared().closed.load(Ordering::Acquire)
+    }
+
+    /// Shuts down in phases: close admission; let queued and running tasks
+    /// finish until `deadline`; then abort what still runs (handles resolve
+    /// to [`TaskError::Aborted`]) and fail what never started
+    /// ([`TaskError::NotStarted`], counted as returned). Returns the report;
+    /// calling it again returns the same totals.
+    pub async fn shutdown(&self, deadline: Instant) -> ShutdownReport {
+        let started = Instant::now();
+        let s = self.shared();
+        s.close();
+        if !self.wait_idle(Some(deadline)).await {
+            tracing::warn!(executor = %s.name, "drain deadline reached: aborting running tasks");
+            s.abort.cancel();
+            s.wake.notify_one();
+            self.wait_idle(None).await;
+        }
+        let st = self.stats();
+        let mut r = ShutdownReport::new(s.name.clone());
+        r.accepted = st.accepted;
+        r.completed = st.completed;
+        r.failed = st.panicked + st.timed_out + st.queue_timed_out;
+        r.aborted = st.aborted;
+        r.returned = st.returned;
+        r.rejected_after_close = st.rejected_after_close;
+        r.unfinished = s.unfinished.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        r.elapsed = started.elapsed();
+        tracing::info!(executor = %s.name, report = %r, "executor shut down");
+        r
+    }
+
+    async fn wait_idle(&self, deadline: Option<Instant>) -> bool {
+        let s = self.shared();
+        loop {
+            let n = s.idle.notified();
+            tokio::pin!(n);
+            n.as_mut().enable();
+            if s.is_idle() {
+                return true;
+            }
+            tokio::select! {
+                _ = n => {}
+                _ = dispatch::sleep_until_opt(deadline) => return s.is_idle(),
+            }
+        }
+    }
+}
+
+impl Drain for BoundedExecutor {
+    fn drain(&self, deadline: Instant) -> BoxFuture<'_, ShutdownReport> {
+        Box::pin(self.shutdown(deadline))
+    }
+}
+
+impl fmt::Debug for BoundedExecutor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BoundedExecutor")
+            .field("name", &self.name())
+            .field("stats", &self.stats())
+            .finish()
+    }
+}

@@ -1,0 +1,335 @@
+//! BoundedExecutor: bounds, overflow, timeouts, weights, priorities, panics,
+//! shutdown.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use proptest::prelude::*;
+use tokio::time::{Instant, sleep};
+use weft_core::{Drain, Overflow};
+use weft_exec::{BoundedExecutor, BuildError, Priority, SpawnError, TaskError, TaskOptions};
+
+fn exec(max: usize, q: usize, overflow: Overflow) -> BoundedExecutor {
+    BoundedExecutor::builder()
+        .max_running(max)
+        .queue_capacity(q)
+        .overflow(overflow)
+        .build()
+        .unwrap()
+}
+
+/// Tracks how many tasks run at once and the peak.
+#[derive(Default)]
+struct Gauge {
+    now: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+impl Gauge {
+    async fn hold(&self, weight: usize, d: Duration) {
+        let n = self.now.fetch_add(weight, Ordering::SeqCst) + weight;
+        self.peak.fetch_max(n, Ordering::SeqCst);
+        sleep(d).await;
+        self.now.fetch_sub(weight, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn runs_at_most_n_and_queues_the_rest() {
+    support::init();
+    let e = exec(2, 10, Overflow::Block);
+    let g = Arc::new(Gauge::default());
+    let mut hs = Vec::new();
+    for i in 0..6u64 {
+        let g = g.clone();
+        hs.push(
+            e.spawn(async move {
+                g.hold(1, Duration::from_millis(100)).await;
+                i
+            })
+            .await
+            .unwrap(),
+        );
+    }
+    let s = e.stats();
+    assert_eq!(s.queued + s.running, 6, "{s:?}");
+    assert!(hs[0].started_at_once() && !hs[5].started_at_once());
+    let start = Instant::now();
+    let mut sum = 0;
+    for h in hs {
+        sum += h.await.unwrap();
+    }
+    assert_eq!(sum, 15);
+    assert_eq!(g.peak.load(Ordering::SeqCst), 2);
+    assert_eq!(start.elapsed(), Duration::from_millis(300), "3 waves of 2");
+    assert_eq!(e.stats().completed, 6);
+}
+
+#[tokio::test(start_paused = true)]
+async fn try_spawn_hands_the_future_back_when_full() {
+    let e = exec(1, 1, Overflow::Block);
+    let _a = e.try_spawn(sleep(Duration::from_secs(1))).unwrap();
+    let _b = e.try_spawn(sleep(Duration::from_secs(1))).unwrap();
+    let err = e.try_spawn(async { 7 }).unwrap_err();
+    assert!(matches!(err, SpawnError::Full(_)));
+    assert_eq!(err.into_inner().await, 7, "the future comes back intact");
+    assert_eq!(e.stats().rejected, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn overflow_policies() {
+    // Reject
+    let e = exec(1, 1, Overflow::Reject);
+    let _r = e.spawn(sleep(Duration::from_secs(1))).await.unwrap();
+    let _q = e.spawn(sleep(Duration::from_secs(1))).await.unwrap();
+    assert!(matches!(e.spawn(async {}).await, Err(SpawnError::Full(_))));
+
+    // DropNewest
+    let e = exec(1, 1, Overflow::DropNewest);
+    let _r = e.spawn(sleep(Duration::from_secs(1))).await.unwrap();
+    let _q = e.spawn(sleep(Duration::from_secs(1))).await.unwrap();
+    assert!(matches!(e.spawn(async {}).await, Err(SpawnError::Dropped(_))));
+    assert_eq!(e.stats().dropped, 1);
+
+    // DropOldest: the evicted task's handle says so.
+    let e = exec(1, 1, Overflow::DropOldest);
+    let _r = e.spawn(sleep(Duration::from_secs(1))).await.unwrap();
+    let old = e.spawn(async { 1 }).await.unwrap();
+    let new = e.spawn(async { 2 }).await.unwrap();
+    assert_eq!(old.await, Err(TaskError::Evicted));
+    assert_eq!(new.await, Ok(2));
+    assert_eq!(e.stats().returned, 1);
+
+    // WaitTimeout
+    // (The dispatcher holds the next task to start out of the lane, so the
+    // lane fills after one more.)
+    let e = exec(1, 1, Overflow::WaitTimeout(Duration::from_millis(50)));
+    let _r = e.spawn(sleep(Duration::from_secs(1))).await.unwrap();
+    let _q = e.spawn(sleep(Duration::from_secs(1))).await.unwrap();
+    tokio::task::yield_now().await;
+    let _q2 = e.spawn(sleep(Duration::from_secs(1))).await.unwrap();
+    assert_eq!(e.stats().queued, 1);
+    let t = Instant::now();
+    assert!(matches!(e.spawn(async {}).await, Err(SpawnError::Timeout(_))));
+    assert_eq!(t.elapsed(), Duration::from_millis(50));
+
+    // Block waits for room.
+    let e = exec(1, 1, Overflow::Block);
+    let _r = e.spawn(sleep(Duration::from_millis(100))).await.unwrap();
+    let _q = e.spawn(sleep(Duration::from_millis(100))).await.unwrap();
+    tokio::task::yield_now().await;
+    let _q2 = e.spawn(sleep(Duration::from_millis(100))).await.unwrap();
+    let t = Instant::now();
+    let h = e.spawn(async { 3 }).await.unwrap();
+    assert_eq!(t.elapsed(), Duration::from_millis(100), "waited for the queue to move");
+    assert_eq!(h.await, Ok(3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn queue_timeout_and_run_timeout_are_separate() {
+    let e = BoundedExecutor::builder()
+        .max_running(1)
+        .queue_timeout(Duration::from_millis(100))
+        .run_timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let long = e.spawn(sleep(Duration::from_secs(10))).await.unwrap();
+    let waiting = e.spawn(async { 1 }).await.unwrap();
+    assert_eq!(waiting.await, Err(TaskError::QueueTimeout(Duration::from_millis(100))));
+    let t = Instant::now();
+    assert_eq!(long.await, Err(TaskError::TimedOut(Duration::from_millis(500))));
+    assert_eq!(t.elapsed(), Duration::from_millis(400));
+    let s = e.stats();
+    assert_eq!((s.queue_timed_out, s.timed_out), (1, 1));
+    // After the timed-out task gave its slot back, work runs again.
+    assert_eq!(e.spawn(async { 5 }).await.unwrap().await, Ok(5));
+}
+
+#[tokio::test(start_paused = true)]
+async fn weighted_tasks_hold_k_permits() {
+    let e = exec(4, 10, Overflow::Block);
+    let g = Arc::new(Gauge::default());
+    let mut hs = Vec::new();
+    for w in [3u32, 2, 1, 4, 1] {
+        let g = g.clone();
+        hs.push(
+            e.spawn_with(TaskOptions::new().weight(w), async move {
+                g.hold(w as usize, Duration::from_millis(10)).await
+            })
+            .await
+            .unwrap(),
+        );
+    }
+    for h in hs {
+        h.await.unwrap();
+    }
+    assert!(g.peak.load(Ordering::SeqCst) <= 4);
+    let err = e.try_spawn_with(TaskOptions::new().weight(5), async {}).unwrap_err();
+    assert!(matches!(err, SpawnError::TooHeavy(_)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn high_first_and_low_not_starved() {
+    let e = BoundedExecutor::builder()
+        .max_running(1)
+        .queue_capacity(100)
+        .fairness(4)
+        .build()
+        .unwrap();
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let _blocker = e.spawn(sleep(Duration::from_millis(1))).await.unwrap();
+    let mut hs = Vec::new();
+    for (p, tag) in [(Priority::Low, 'l'), (Priority::Normal, 'n')]
+        .into_iter()
+        .chain(std::iter::repeat_n((Priority::High, 'h'), 20))
+    {
+        let order = order.clone();
+        hs.push(
+            e.spawn_with(TaskOptions::new().priority(p), async move {
+                order.lock().unwrap().push(tag);
+                sleep(Duration::from_millis(1)).await;
+            })
+            .await
+            .unwrap(),
+        );
+    }
+    for h in hs {
+        h.await.unwrap();
+    }
+    let order: String = order.lock().unwrap().iter().collect();
+    assert!(order.starts_with("hhh"), "high first: {order}");
+    let l = order.find('l').unwrap();
+    let n = order.find('n').unwrap();
+    assert!(l < 12 && n < 12, "lower lanes served while high kept coming: {order}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn panics_are_contained_and_counted() {
+    let e = exec(1, 4, Overflow::Block);
+    let h = e.spawn(async { panic!("boom") }).await.unwrap();
+    let q = e.spawn(async { panic!("queued boom") }).await.unwrap();
+    match h.await {
+        Err(TaskError::Panicked(p)) => assert_eq!(p.message(), "boom"),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(matches!(q.await, Err(TaskError::Panicked(_))));
+    assert_eq!(e.spawn(async { 1 }).await.unwrap().await, Ok(1), "slot was released");
+    assert_eq!(e.stats().panicked, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_drains_then_aborts_with_a_balanced_report() {
+    let e = exec(2, 10, Overflow::Block);
+    let quick = e.spawn(sleep(Duration::from_millis(10))).await.unwrap();
+    let stuck = e.spawn(sleep(Duration::from_secs(3600))).await.unwrap();
+    let mut queued = Vec::new();
+    for _ in 0..3 {
+        queued.push(e.spawn(sleep(Duration::from_secs(3600))).await.unwrap());
+    }
+    let t = Instant::now();
+    let report = e.drain(Instant::now() + Duration::from_secs(1)).await;
+    assert_eq!(t.elapsed(), Duration::from_secs(1));
+    assert!(report.is_balanced(), "{report}");
+    assert_eq!(report.accepted, 5);
+    assert_eq!(report.completed, 1);
+    // `quick` done; `stuck` and the first queued task that took quick's
+    // slot are aborted; the other two never started.
+    assert_eq!(report.aborted, 2, "{report}");
+    assert_eq!(report.returned, 2, "{report}");
+    assert_eq!(report.unfinished.len(), 2);
+    assert_eq!(quick.await, Ok(()));
+    assert_eq!(stuck.await, Err(TaskError::Aborted));
+    let outcomes: Vec<_> = futures::future::join_all(queued).await;
+    assert_eq!(outcomes.iter().filter(|r| **r == Err(TaskError::NotStarted)).count(), 2);
+    assert!(matches!(e.spawn(async {}).await, Err(SpawnError::Closed(_))));
+    let again = e.shutdown(Instant::now()).await;
+    assert_eq!(again.rejected_after_close, 1);
+    assert_eq!(again.accepted, report.accepted);
+}
+
+#[tokio::test(start_paused = true)]
+async fn clean_shutdown_runs_queued_work() {
+    let e = exec(1, 10, Overflow::Block);
+    let hs: Vec<_> = futures::future::join_all((0..5).map(|_| e.spawn(sleep(Duration::from_millis(10)))))
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let report = e.shutdown(Instant::now() + Duration::from_secs(1)).await;
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(report.completed, 5);
+    for h in hs {
+        assert_eq!(h.await, Ok(()));
+    }
+}
+
+#[test]
+fn build_errors() {
+    assert_eq!(
+        BoundedExecutor::builder().build().unwrap_err(),
+        BuildError::NoRuntime
+    );
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    rt.block_on(async {
+        assert_eq!(
+            BoundedExecutor::builder().max_running(0).build().unwrap_err(),
+            BuildError::ZeroRunning
+        );
+        assert!(BoundedExecutor::builder().queue_capacity(0).build().is_err());
+    });
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    /// Never more than N permits' worth running; every accepted task is
+    /// accounted for; every handle resolves.
+    #[test]
+    fn never_more_than_n_and_never_loses_a_task(
+        max in 1usize..5,
+        cap in 1usize..6,
+        overflow in prop_oneof![Just(Overflow::Block), Just(Overflow::Reject), Just(Overflow::DropOldest), Just(Overflow::DropNewest)],
+        tasks in proptest::collection::vec((1u32..4, 0u8..3, 0u64..20, any::<bool>()), 1..40),
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+        rt.block_on(async move {
+            let e = exec(max, cap, overflow);
+            let g = Arc::new(Gauge::default());
+            let mut handles = Vec::new();
+            let mut refused = 0u64;
+            for (w, p, ms, use_try) in tasks {
+                let w = w.min(max as u32);
+                let p = [Priority::High, Priority::Normal, Priority::Low][p as usize];
+                let g2 = g.clone();
+                let fut = async move { g2.hold(w as usize, Duration::from_millis(ms)).await };
+                let opts = TaskOptions::new().weight(w).priority(p);
+                let r = if use_try { e.try_spawn_with(opts, fut) } else { e.spawn_with(opts, fut).await };
+                match r {
+                    Ok(h) => handles.push(h),
+                    Err(_) => refused += 1,
+                }
+            }
+            let accepted = handles.len() as u64;
+            let mut ok = 0u64;
+            let mut evicted = 0u64;
+            for h in handles {
+                match h.await {
+                    Ok(()) => ok += 1,
+                    Err(TaskError::Evicted) => evicted += 1,
+                    Err(other) => panic!("unexpected {other:?}"),
+                }
+            }
+            prop_assert!(g.peak.load(Ordering::SeqCst) <= max);
+            let s = e.stats();
+            prop_assert_eq!(s.accepted, accepted);
+            prop_assert_eq!(s.completed, ok);
+            prop_assert_eq!(s.returned, evicted);
+            prop_assert_eq!(s.rejected + s.dropped, refused);
+            let report = e.shutdown(Instant::now()).await;
+            prop_assert!(report.is_clean(), "{}", report);
+            Ok(())
+        })?;
+    }
+}
