@@ -1,0 +1,170 @@
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Where the hedge delay comes from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum DelaySource {
+    Fixed(Duration),
+    Percentile {
+        p: f64,
+        min_samples: usize,
+        window: usize,
+    },
+}
+
+const NO_DELAY: u64 = u64::MAX;
+/// Recompute the percentile once per this many recorded latencies.
+const RECOMPUTE_EVERY: u64 = 16;
+
+/// A ring of recent latencies (nanoseconds) and the cached percentile.
+#[derive(Debug)]
+pub(crate) struct Latencies {
+    p: f64,
+    min_samples: usize,
+    ring: Mutex<Ring>,
+    cached: AtomicU64,
+    recorded: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Ring {
+    buf: Vec<u64>,
+    next: usize,
+    cap: usize,
+}
+
+impl Latencies {
+    pub(crate) fn new(p: f64, min_samples: usize, window: usize) -> Self {
+        Latencies {
+            p,
+            min_samples,
+            ring: Mutex::new(Ring {
+                buf: Vec::with_capacity(window),
+                next: 0,
+                cap: window,
+            }),
+            cached: AtomicU64::new(NO_DELAY),
+            recorded: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn record(&self, d: Duration) {
+        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX - 1);
+        let n = self.recorded.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
+        if ring.buf.len() < ring.cap {
+            ring.buf.push(nanos);
+        } else {
+            let i = ring.next;
+            ring.buf[i] = nanos;
+        }
+        ring.next = (ring.next + 1) % ring.cap;
+        let len = ring.buf.len();
+        if len >= self.min_samples && (n % RECOMPUTE_EVERY == 0 || len == self.min_samples) {
+            let mut sorted = ring.buf.clone();
+            drop(ring);
+            let rank = ((self.p * len as f64).ceil() as usize).clamp(1, len) - 1;
+            let (_, v, _) = sorted.select_nth_unstable(rank);
+            self.cached.store(*v, Ordering::Relaxed);
+        }
+    }
+
+    /// The current percentile, once `min_samples` latencies were recorded.
+    pub(crate) fn delay(&self) -> Option<Duration> {
+        match self.cached.load(Ordering::Relaxed) {
+            NO_DELAY => None,
+            n => Some(Duration::from_nanos(n)),
+        }
+    }
+}
+
+/// A token bucket in thousandths of a hedge: each request deposits `ratio`,
+/// each hedge withdraws one, the balance is capped at `burst`. So over any
+/// stretch, hedges <= ratio * requests + burst.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    tokens: AtomicI64,
+    deposit: i64,
+    cap: i64,
+}
+
+const ONE: i64 = 1000;
+
+impl Budget {
+    pub(crate) fn new(ratio: f64, burst: u32) -> Self {
+        let cap = i64::from(burst) * ONE;
+        Budget {
+            tokens: AtomicI64::new(cap),
+            deposit: (ratio * ONE as f64).round() as i64,
+            cap,
+        }
+    }
+
+    pub(crate) fn deposit(&self) {
+        if self.deposit == 0 {
+            return;
+        }
+        let _ = self
+            .tokens
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                (t < self.cap).then(|| (t + self.deposit).min(self.cap))
+            });
+    }
+
+    pub(crate) fn withdraw(&self) -> bool {
+        self.tokens
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                (t >= ONE).then_some(t - ONE)
+            })
+            .is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentile_of_window() {
+        let l = Latencies::new(0.9, 10, 100);
+        for i in 1..=9 {
+            l.record(Duration::from_millis(i));
+            assert_eq!(l.delay(), None, "no delay before min_samples");
+        }
+        l.record(Duration::from_millis(10));
+        assert_eq!(l.delay(), Some(Duration::from_millis(9)));
+    }
+
+    #[test]
+    fn window_forgets_old_latencies() {
+        let l = Latencies::new(0.5, 4, 4);
+        for _ in 0..4 {
+            l.record(Duration::from_millis(100));
+        }
+        assert_eq!(l.delay(), Some(Duration::from_millis(100)));
+        for _ in 0..(RECOMPUTE_EVERY * 2) {
+            l.record(Duration::from_millis(5));
+        }
+        assert_eq!(l.delay(), Some(Duration::from_millis(5)));
+    }
+
+    #[test]
+    fn budget_bounds_hedges() {
+        let b = Budget::new(0.1, 2);
+        let mut hedges = 0;
+        for _ in 0..1000 {
+            b.deposit();
+            if b.withdraw() {
+                hedges += 1;
+            }
+        }
+        // At most the burst of 2 plus 10% of 1000 requests, and no fewer
+        // than the deposits paid for.
+        assert!((100..=102).contains(&hedges), "{hedges}");
+        assert!(
+            !b.withdraw(),
+            "the bucket is empty after a hedge per request"
+        );
+    }
+}

@@ -1,0 +1,152 @@
+//! Partition one stream to N workers by key, and collect their outputs.
+
+use std::fmt;
+use std::future::Future;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use weft_core::{Panicked, catch_unwind};
+
+/// A partitioner that cannot be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PartitionError {
+    /// No workers; pass at least 1.
+    #[error("partition needs at least 1 worker")]
+    ZeroWorkers,
+    /// The per-worker queue has capacity 0; pass at least 1.
+    #[error("partition queue capacity must be at least 1")]
+    ZeroCapacity,
+}
+
+/// Routes each item of a stream to one of `workers` tasks by the stable hash
+/// of its key, so items with the same key are handled by the same worker, one
+/// at a time, in input order. Workers' outputs are collected into one stream.
+///
+/// Every queue is bounded (`capacity` per worker, and the same for the
+/// output): a slow worker slows the router rather than growing memory. A
+/// panic in the handler becomes that item's `Err(Panicked)` and the worker
+/// carries on. The output stream ends when the input has ended and every
+/// worker has finished; dropping it aborts the router and the workers.
+///
+/// ```
+/// use futures::{StreamExt, stream};
+/// use weft_fanout::partition::Partitioner;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let events = stream::iter((0..100u32).map(|i| (i % 7, i)));
+/// let p = Partitioner::new(4, 16).unwrap();
+/// let out: Vec<_> = p
+///     .run(events, |(user, _)| *user, |(user, i)| async move { (user, i * 2) })
+///     .collect()
+///     .await;
+/// assert_eq!(out.len(), 100);
+/// // Per key, outputs keep input order.
+/// let user3: Vec<u32> = out.iter().map(|r| *r.as_ref().unwrap()).filter(|(u, _)| *u == 3).map(|(_, v)| v / 2).collect();
+/// assert!(user3.windows(2).all(|w| w[0] < w[1]));
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Partitioner {
+    workers: usize,
+    capacity: usize,
+}
+
+impl Partitioner {
+    /// `workers` workers with a queue of `capacity` items each.
+    pub fn new(workers: usize, capacity: usize) -> Result<Self, PartitionError> {
+        if workers == 0 {
+            return Err(PartitionError::ZeroWorkers);
+        }
+        if capacity == 0 {
+            return Err(PartitionError::ZeroCapacity);
+        }
+        Ok(Partitioner { workers, capacity })
+    }
+
+    /// The worker a key goes to: a hash with fixed keys, the same in every
+    /// run of the same build.
+    pub fn worker_for<K: Hash + ?Sized>(&self, key: &K) -> usize {
+        let mut h = DefaultHasher::new();
+        key.hash(&mut h);
+        (h.finish() % self.workers as u64) as usize
+    }
+
+    /// Spawns the router and the workers on the current tokio runtime and
+    /// returns the stream of outputs (in completion order across workers).
+    pub fn run<St, K, KF, F, Fut, O>(&self, input: St, key: KF, f: F) -> Partitioned<O>
+    where
+        St: Stream + Send + 'static,
+        St::Item: Send + 'static,
+        K: Hash,
+        KF: Fn(&St::Item) -> K + Send + 'static,
+        F: FnMut(St::Item) -> Fut + Clone + Send + 'static,
+        Fut: Future<Output = O> + Send + 'static,
+        O: Send + 'static,
+    {
+        let mut tasks = JoinSet::new();
+        let (out_tx, out_rx) = mpsc::channel(self.capacity);
+        let mut queues = Vec::with_capacity(self.workers);
+        for worker in 0..self.workers {
+            let (tx, mut rx) = mpsc::channel::<St::Item>(self.capacity);
+            queues.push(tx);
+            let out_tx = out_tx.clone();
+            let mut f = f.clone();
+            tasks.spawn(async move {
+                while let Some(item) = rx.recv().await {
+                    let out = catch_unwind(f(item)).await;
+                    if let Err(p) = &out {
+                        tracing::error!(worker, panic = %p, "partition handler panicked");
+                    }
+                    if out_tx.send(out).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(out_tx);
+        let me = *self;
+        tasks.spawn(async move {
+            let mut input = std::pin::pin!(input);
+            while let Some(item) = input.next().await {
+                let w = me.worker_for(&key(&item));
+                if queues[w].send(item).await.is_err() {
+                    break;
+                }
+            }
+            tracing::debug!("partition input ended");
+        });
+        Partitioned { rx: out_rx, tasks }
+    }
+}
+
+/// The outputs of [`Partitioner::run`]: one `Result` per input item,
+/// `Err(Panicked)` where the handler panicked.
+pub struct Partitioned<O> {
+    rx: mpsc::Receiver<Result<O, Panicked>>,
+    // Dropping the set aborts the router and the workers.
+    tasks: JoinSet<()>,
+}
+
+impl<O> fmt::Debug for Partitioned<O> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Partitioned")
+            .field("tasks", &self.tasks.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<O> Stream for Partitioned<O> {
+    type Item = Result<O, Panicked>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        // Reap finished tasks so the set does not grow; never blocks.
+        while let Some(_done) = self.tasks.try_join_next() {}
+        self.rx.poll_recv(cx)
+    }
+}
