@@ -1,0 +1,743 @@
+//! The machinery shared by every pool: queue, workers, counters, sizing and
+//! shutdown. The pools differ only in their [`Runner`].
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use crossbeam_utils::CachePadded;
+use tokio::runtime::Handle;
+use tokio::sync::{Notify, OnceCell};
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use weft_core::queue::{Admitted, PushError, Queue};
+use weft_core::{Counter, Panicked, ShutdownReport};
+
+use crate::adaptive::Scaling;
+use crate::metrics;
+use crate::stats::PoolStats;
+
+/// How a job ended, as recorded by a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum JobOutcome {
+    Succeeded,
+    Failed,
+    Panicked,
+    TimedOut,
+}
+
+/// What a pool runs: how an item is executed and what state a worker keeps.
+pub(crate) trait Runner: Send + Sync + 'static {
+    type Item: Send + 'static;
+    type State: Send;
+    /// Whether workers are dedicated threads rather than tokio tasks.
+    const THREADS: bool;
+
+    /// Jobs inside one queue item.
+    fn jobs(item: &Self::Item) -> u64;
+    /// Disposes of an item evicted by `DropOldest` (its callers are told).
+    fn evicted(item: Self::Item) {
+        drop(item);
+    }
+    /// Builds a worker's state (a panic here is caught by the caller).
+    fn init(&self) -> Self::State;
+    /// Runs one item, recording each job's outcome on `env`; returns whether
+    /// any job panicked (the worker's state is then rebuilt).
+    fn run<'a>(
+        &'a self,
+        item: Self::Item,
+        state: &'a mut Self::State,
+        env: &'a Env<'a>,
+    ) -> impl Future<Output = bool> + Send + 'a;
+}
+
+/// Counters written only by their own worker (so never contended), summed
+/// when read.
+#[derive(Debug, Default)]
+pub(crate) struct Slot {
+    pub(crate) id: u64,
+    succeeded: AtomicU64,
+    failed: AtomicU64,
+    panicked: AtomicU64,
+    timed_out: AtomicU64,
+    cancelled: AtomicU64,
+    in_flight: AtomicU64,
+    busy_nanos: AtomicU64,
+}
+
+impl Slot {
+    #[inline]
+    fn bump(c: &AtomicU64, n: u64) {
+        // Only this slot's worker writes it: a load + store is enough and
+        // cheaper than a locked add.
+        c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+    }
+}
+
+/// What a running item needs from its worker.
+#[derive(Debug)]
+pub(crate) struct Env<'a> {
+    pub(crate) slot: &'a Slot,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) name: &'a str,
+    cancelling: &'a AtomicBool,
+}
+
+impl<'a> Env<'a> {
+    /// An environment for running a job outside the pool (uncounted).
+    pub(crate) fn detached(slot: &'a Slot, cancelling: &'a AtomicBool) -> Self {
+        Env { slot, timeout: None, name: "detached", cancelling }
+    }
+
+    /// Records one finished job.
+    #[inline]
+    pub(crate) fn record(&self, outcome: JobOutcome, _started: Option<Instant>) {
+        let s = self.slot;
+        if self.cancelling.load(Ordering::Relaxed) {
+            Slot::bump(&s.cancelled, 1);
+        } else {
+            match outcome {
+                JobOutcome::Succeeded => Slot::bump(&s.succeeded, 1),
+                JobOutcome::Failed => Slot::bump(&s.failed, 1),
+                JobOutcome::Panicked => Slot::bump(&s.panicked, 1),
+                JobOutcome::TimedOut => Slot::bump(&s.timed_out, 1),
+            }
+        }
+        let n = s.in_flight.load(Ordering::Relaxed);
+        s.in_flight.store(n.saturating_sub(1), Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        if let Some(start) = _started {
+            let label = match outcome {
+                JobOutcome::Succeeded => "succeeded",
+                JobOutcome::Failed => "failed",
+                JobOutcome::Panicked => "panicked",
+                JobOutcome::TimedOut => "timed_out",
+            };
+            metrics::job(self.name, label, start.elapsed());
+        }
+    }
+
+    /// Logs a caught panic.
+    pub(crate) fn log_panic(&self, p: &Panicked) {
+        tracing::error!(pool = self.name, worker = self.slot.id, panic = p.message(), "job panicked; worker continues");
+    }
+
+    /// When a job starts, for the duration histogram (only with `metrics`).
+    #[inline]
+    pub(crate) fn start_clock(&self) -> Option<Instant> {
+        if cfg!(feature = "metrics") {
+            Some(Instant::now())
+        } else {
+            None
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Totals {
+    succeeded: u64,
+    failed: u64,
+    panicked: u64,
+    timed_out: u64,
+    cancelled: u64,
+    busy_nanos: u64,
+}
+
+impl Totals {
+    fn add(&mut self, s: &Slot) {
+        self.succeeded += s.succeeded.load(Ordering::Relaxed);
+        self.failed += s.failed.load(Ordering::Relaxed);
+        self.panicked += s.panicked.load(Ordering::Relaxed);
+        self.timed_out += s.timed_out.load(Ordering::Relaxed);
+        self.cancelled += s.cancelled.load(Ordering::Relaxed);
+        self.busy_nanos += s.busy_nanos.load(Ordering::Relaxed);
+    }
+}
+
+#[derive(Debug, Default)]
+struct Registry {
+    workers: Vec<(Arc<CachePadded<Slot>>, Option<AbortHandle>)>,
+    retired: Totals,
+    next_id: u64,
+}
+
+/// Settings fixed when the pool is built.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) name: Arc<str>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) cancel_grace: Duration,
+    pub(crate) scaling: Option<Scaling>,
+}
+
+/// What a cancelling shutdown hands back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Drain,
+    Cancel,
+}
+
+pub(crate) struct Shared<R: Runner> {
+    pub(crate) runner: R,
+    pub(crate) queue: Queue<R::Item>,
+    pub(crate) cfg: Config,
+    handle: Handle,
+    submitted: Counter,
+    rejected: Counter,
+    dropped: Counter,
+    returned: Counter,
+    rejected_after_close: Counter,
+    aborted: AtomicU64,
+    unfinished: Mutex<Vec<String>>,
+    registry: Mutex<Registry>,
+    /// Workers counting towards `target`.
+    live: AtomicUsize,
+    /// Worker tasks or threads still running.
+    tasks: AtomicUsize,
+    target: AtomicUsize,
+    min: AtomicUsize,
+    max: AtomicUsize,
+    wake_idle: Notify,
+    exited: Notify,
+    closed: AtomicBool,
+    cancelling: AtomicBool,
+    token: CancellationToken,
+    report: OnceCell<ShutdownReport>,
+    returned_items: Mutex<Vec<R::Item>>,
+}
+
+impl<R: Runner> std::fmt::Debug for Shared<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("name", &self.cfg.name)
+            .field("queue", &self.queue)
+            .field("workers", &self.live.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Result of admitting an item.
+pub(crate) type Admit<I> = Result<(), PushError<I>>;
+
+impl<R: Runner> Shared<R> {
+    pub(crate) fn start(
+        runner: R,
+        queue: Queue<R::Item>,
+        cfg: Config,
+        workers: usize,
+        min: usize,
+        max: usize,
+    ) -> Result<Arc<Self>, crate::BuildError> {
+        let handle = Handle::try_current().map_err(|_| crate::BuildError::NoRuntime)?;
+        let shared = Arc::new(Shared {
+            runner,
+            queue,
+            cfg,
+            handle,
+            submitted: Counter::new(),
+            rejected: Counter::new(),
+            dropped: Counter::new(),
+            returned: Counter::new(),
+            rejected_after_close: Counter::new(),
+            aborted: AtomicU64::new(0),
+            unfinished: Mutex::new(Vec::new()),
+            registry: Mutex::new(Registry::default()),
+            live: AtomicUsize::new(0),
+            tasks: AtomicUsize::new(0),
+            target: AtomicUsize::new(workers),
+            min: AtomicUsize::new(min),
+            max: AtomicUsize::new(max),
+            wake_idle: Notify::new(),
+            exited: Notify::new(),
+            closed: AtomicBool::new(false),
+            cancelling: AtomicBool::new(false),
+            token: CancellationToken::new(),
+            report: OnceCell::new(),
+            returned_items: Mutex::new(Vec::new()),
+        });
+        shared.ensure_workers();
+        if let Some(scaling) = shared.cfg.scaling.clone() {
+            let weak = Arc::downgrade(&shared);
+            shared.handle.spawn(crate::adaptive::scaler(weak, scaling));
+        }
+        tracing::info!(pool = &*shared.cfg.name, workers, "pool started");
+        Ok(shared)
+    }
+
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn token(&self) -> &CancellationToken {
+        &self.token
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    // ---- admission ----
+
+    /// Counts the outcome of a push of `n` jobs.
+    #[inline]
+    pub(crate) fn account(&self, n: u64, res: Result<Admitted<R::Item>, PushError<R::Item>>) -> Admit<R::Item> {
+        match res {
+            Ok(Admitted::Queued) => {
+                self.submitted.add(n);
+                Ok(())
+            }
+            Ok(Admitted::Evicted(old)) => {
+                self.submitted.add(n);
+                let k: u64 = old.iter().map(R::jobs).sum();
+                self.dropped.add(k);
+                self.returned.add(k);
+                metrics::refused(&self.cfg.name, "evicted", k);
+                tracing::warn!(pool = &*self.cfg.name, jobs = k, "queue full: evicted the oldest job (DropOldest)");
+                old.into_iter().for_each(R::evicted);
+                Ok(())
+            }
+            Err(e) => {
+                let outcome = match &e {
+                    PushError::Dropped(_) => {
+                        self.dropped.add(n);
+                        "dropped"
+                    }
+                    PushError::Closed(_) => {
+                        self.rejected.add(n);
+                        self.rejected_after_close.add(n);
+                        "rejected"
+                    }
+                    _ => {
+                        self.rejected.add(n);
+                        "rejected"
+                    }
+                };
+                metrics::refused(&self.cfg.name, outcome, n);
+                tracing::warn!(pool = &*self.cfg.name, jobs = n, error = %e, "job not accepted");
+                Err(e)
+            }
+        }
+    }
+
+    pub(crate) async fn push(&self, item: R::Item) -> Admit<R::Item> {
+        let n = R::jobs(&item);
+        let res = self.queue.push(item).await;
+        self.account(n, res)
+    }
+
+    pub(crate) fn try_push(&self, item: R::Item) -> Admit<R::Item> {
+        let n = R::jobs(&item);
+        let res = self.queue.try_push(item);
+        self.account(n, res)
+    }
+
+    // ---- workers ----
+
+    /// Spawns workers until `live` reaches `target`.
+    pub(crate) fn ensure_workers(self: &Arc<Self>) {
+        loop {
+            if self.is_closed() {
+                return;
+            }
+            let live = self.live.load(Ordering::Acquire);
+            if live >= self.target.load(Ordering::Acquire) {
+                return;
+            }
+            if self
+                .live
+                .compare_exchange(live, live + 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                self.spawn_worker();
+            }
+        }
+    }
+
+    fn spawn_worker(self: &Arc<Self>) {
+        let mut reg = self.registry();
+        let id = reg.next_id;
+        reg.next_id += 1;
+        let slot = Arc::new(CachePadded::new(Slot {
+            id,
+            ..Slot::default()
+        }));
+        self.tasks.fetch_add(1, Ordering::AcqRel);
+        let fut = worker_loop(self.clone(), slot.clone());
+        let abort = if R::THREADS {
+            let handle = self.handle.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("{}-{id}", self.cfg.name))
+                .spawn(move || handle.block_on(fut));
+            if let Err(e) = spawned {
+                tracing::error!(pool = &*self.cfg.name, error = %e, "could not start a worker thread");
+                self.tasks.fetch_sub(1, Ordering::AcqRel);
+                self.live.fetch_sub(1, Ordering::AcqRel);
+                return;
+            }
+            None
+        } else {
+            Some(self.handle.spawn(fut).abort_handle())
+        };
+        reg.workers.push((slot, abort));
+    }
+
+    /// Takes one worker out of `live` if there are more than `floor`.
+    fn retire_above(&self, floor: &AtomicUsize) -> bool {
+        let mut live = self.live.load(Ordering::Acquire);
+        loop {
+            if live <= floor.load(Ordering::Acquire).max(1) {
+                return false;
+            }
+            match self
+                .live
+                .compare_exchange_weak(live, live - 1, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return true,
+                Err(l) => live = l,
+            }
+        }
+    }
+
+    #[inline]
+    fn surplus(&self) -> bool {
+        self.live.load(Ordering::Relaxed) > self.target.load(Ordering::Relaxed)
+    }
+
+    /// Sets the number of workers (clamped to at least 1). Extra workers
+    /// retire once their current job is done; idle ones at once.
+    pub(crate) fn resize(self: &Arc<Self>, n: usize) -> usize {
+        let n = n.max(1);
+        self.target.store(n, Ordering::Release);
+        if self.min.load(Ordering::Acquire) > n {
+            self.min.store(n, Ordering::Release);
+        }
+        if self.max.load(Ordering::Acquire) < n {
+            self.max.store(n, Ordering::Release);
+        }
+        self.ensure_workers();
+        self.wake_idle.notify_waiters();
+        tracing::info!(pool = &*self.cfg.name, workers = n, "pool resized");
+        n
+    }
+
+    /// Sets the number of workers the pool aims for (adaptive scaling).
+    pub(crate) fn set_target(self: &Arc<Self>, n: usize) {
+        self.target.store(n.max(1), Ordering::Release);
+        self.ensure_workers();
+        self.wake_idle.notify_waiters();
+    }
+
+    pub(crate) fn bounds(&self) -> (usize, usize) {
+        (self.min.load(Ordering::Acquire), self.max.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn live(&self) -> usize {
+        self.live.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn target(&self) -> usize {
+        self.target.load(Ordering::Acquire)
+    }
+
+    /// Busy time of all workers so far, and how many run a job right now.
+    pub(crate) fn busy(&self) -> (u64, u64) {
+        let reg = self.registry();
+        let mut nanos = reg.retired.busy_nanos;
+        let mut running = 0;
+        for (s, _) in &reg.workers {
+            nanos += s.busy_nanos.load(Ordering::Relaxed);
+            running += s.in_flight.load(Ordering::Relaxed).min(1);
+        }
+        (nanos, running)
+    }
+
+    // ---- stats ----
+
+    pub(crate) fn stats(&self) -> PoolStats {
+        let reg = self.registry();
+        let mut t = Totals::default();
+        t.succeeded = reg.retired.succeeded;
+        t.failed = reg.retired.failed;
+        t.panicked = reg.retired.panicked;
+        t.timed_out = reg.retired.timed_out;
+        t.cancelled = reg.retired.cancelled;
+        let mut running = 0;
+        for (s, _) in &reg.workers {
+            t.add(s);
+            running += s.in_flight.load(Ordering::Relaxed);
+        }
+        drop(reg);
+        let queued = self.queue.len();
+        let workers = self.live.load(Ordering::Relaxed);
+        metrics::gauges(&self.cfg.name, queued, workers);
+        PoolStats {
+            submitted: self.submitted.get(),
+            queued: queued as u64,
+            running,
+            succeeded: t.succeeded,
+            failed: t.failed + t.panicked + t.timed_out,
+            panicked: t.panicked,
+            timed_out: t.timed_out,
+            cancelled: t.cancelled,
+            rejected: self.rejected.get(),
+            dropped: self.dropped.get(),
+            returned: self.returned.get(),
+            aborted: self.aborted.load(Ordering::Relaxed),
+            workers: workers as u64,
+            target_workers: self.target.load(Ordering::Relaxed) as u64,
+        }
+    }
+
+    // ---- shutdown ----
+
+    pub(crate) async fn shutdown(self: &Arc<Self>, mode: Mode, deadline: Instant) -> ShutdownReport {
+        self.report
+            .get_or_init(|| self.run_shutdown(mode, deadline))
+            .await
+            .clone()
+    }
+
+    pub(crate) fn take_returned(&self) -> Vec<R::Item> {
+        std::mem::take(&mut *self.returned_items.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn hand_back_queued(&self) {
+        let items = self.queue.drain_now();
+        if items.is_empty() {
+            return;
+        }
+        let n: u64 = items.iter().map(R::jobs).sum();
+        self.returned.add(n);
+        tracing::info!(pool = &*self.cfg.name, jobs = n, "queued jobs handed back unstarted");
+        self.returned_items
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(items);
+    }
+
+    /// Closes admission and lets idle workers exit (used on drop too).
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.queue.close();
+        self.wake_idle.notify_waiters();
+    }
+
+    async fn wait_exited(&self, until: Instant) -> bool {
+        loop {
+            let notified = self.exited.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.tasks.load(Ordering::Acquire) == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(until, notified).await.is_err() {
+                return self.tasks.load(Ordering::Acquire) == 0;
+            }
+        }
+    }
+
+    async fn run_shutdown(self: &Arc<Self>, mode: Mode, deadline: Instant) -> ShutdownReport {
+        let started = Instant::now();
+        let name = &*self.cfg.name;
+        tracing::info!(pool = name, ?mode, "pool shutting down");
+        self.close();
+        if mode == Mode::Cancel {
+            self.hand_back_queued();
+        }
+        let now = Instant::now();
+        let left = deadline.saturating_duration_since(now);
+        let cancel_at = deadline - self.cfg.cancel_grace.min(left / 2);
+        if !self.wait_exited(cancel_at).await {
+            tracing::warn!(pool = name, "drain deadline near: cancelling running jobs");
+            self.cancelling.store(true, Ordering::Release);
+            self.token.cancel();
+            if !self.wait_exited(deadline).await {
+                tracing::warn!(pool = name, "shutdown deadline passed: aborting running jobs");
+                for (_, abort) in &self.registry().workers {
+                    if let Some(a) = abort {
+                        a.abort();
+                    }
+                }
+                if !R::THREADS {
+                    self.wait_exited(Instant::now() + Duration::from_secs(1)).await;
+                }
+            }
+        }
+        // Whatever is still queued (drain cut short) goes back unstarted.
+        self.hand_back_queued();
+        // Worker threads that could not be stopped: their jobs are given up.
+        {
+            let reg = self.registry();
+            let mut unfinished = self.unfinished.lock().unwrap_or_else(|p| p.into_inner());
+            for (s, _) in &reg.workers {
+                let n = s.in_flight.load(Ordering::Acquire);
+                if n > 0 {
+                    self.aborted.fetch_add(n, Ordering::AcqRel);
+                    unfinished.push(format!(
+                        "{name} worker {}: {n} job(s) still running on its thread",
+                        s.id
+                    ));
+                }
+            }
+        }
+        let st = self.stats();
+        let mut r = ShutdownReport::new(name);
+        r.accepted = st.submitted;
+        r.completed = st.succeeded;
+        r.failed = st.failed;
+        r.cancelled = st.cancelled;
+        r.aborted = st.aborted;
+        r.returned = st.returned;
+        r.rejected_after_close = self.rejected_after_close.get();
+        r.unfinished = self.unfinished.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        r.elapsed = started.elapsed();
+        tracing::info!(pool = name, report = %r, "pool shut down");
+        r
+    }
+
+    fn retire(&self, slot: &Slot, counted: bool) {
+        let mut reg = self.registry();
+        if let Some(pos) = reg
+            .workers
+            .iter()
+            .position(|(s, _)| std::ptr::eq::<Slot>(&***s, slot))
+        {
+            let (s, _) = reg.workers.swap_remove(pos);
+            reg.retired.add(&s);
+            let cut = s.in_flight.load(Ordering::Acquire);
+            if cut > 0 {
+                // The worker was dropped (aborted) in the middle of a job.
+                self.aborted.fetch_add(cut, Ordering::AcqRel);
+                self.unfinished
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(format!("{} worker {}: {cut} job(s) aborted", self.cfg.name, s.id));
+            }
+        }
+        drop(reg);
+        if counted {
+            self.live.fetch_sub(1, Ordering::AcqRel);
+        }
+        self.tasks.fetch_sub(1, Ordering::AcqRel);
+        self.exited.notify_waiters();
+    }
+}
+
+struct ExitGuard<'a, R: Runner> {
+    shared: &'a Shared<R>,
+    slot: &'a Slot,
+    counted: bool,
+}
+
+impl<R: Runner> Drop for ExitGuard<'_, R> {
+    fn drop(&mut self) {
+        self.shared.retire(self.slot, self.counted);
+    }
+}
+
+enum Wait<I> {
+    Item(I),
+    Exit,
+}
+
+async fn next_item<R: Runner>(shared: &Shared<R>, guard: &mut ExitGuard<'_, R>) -> Wait<R::Item> {
+    loop {
+        let notified = shared.wake_idle.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if shared.surplus() && shared.retire_above(&shared.target) {
+            guard.counted = false;
+            return Wait::Exit;
+        }
+        if let Some(item) = shared.queue.try_pop() {
+            return Wait::Item(item);
+        }
+        let idle = match &shared.cfg.scaling {
+            Some(s) if shared.live.load(Ordering::Relaxed) > shared.min.load(Ordering::Relaxed) => {
+                Some(s.idle_timeout)
+            }
+            _ => None,
+        };
+        let idle_sleep = async {
+            match idle {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            item = shared.queue.pop() => return match item {
+                Some(i) => Wait::Item(i),
+                None => Wait::Exit,
+            },
+            _ = &mut notified => {}
+            _ = idle_sleep => {
+                if shared.retire_above(&shared.min) {
+                    guard.counted = false;
+                    tracing::debug!(pool = &*shared.cfg.name, worker = guard.slot.id, "idle worker expired");
+                    return Wait::Exit;
+                }
+            }
+        }
+    }
+}
+
+async fn worker_loop<R: Runner>(shared: Arc<Shared<R>>, slot: Arc<CachePadded<Slot>>) {
+    let mut guard = ExitGuard {
+        shared: &shared,
+        slot: &slot,
+        counted: true,
+    };
+    let init = || std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| shared.runner.init()));
+    let mut state = match init() {
+        Ok(s) => s,
+        Err(p) => {
+            let p = Panicked::from_payload(p.as_ref());
+            tracing::error!(pool = &*shared.cfg.name, panic = p.message(), "worker state factory panicked; worker not started");
+            return;
+        }
+    };
+    let env = Env {
+        slot: &slot,
+        timeout: shared.cfg.timeout,
+        name: &shared.cfg.name,
+        cancelling: &shared.cancelling,
+    };
+    let track_busy = shared.cfg.scaling.is_some();
+    loop {
+        let item = match shared.queue.try_pop() {
+            Some(item) => item,
+            None => match next_item(&shared, &mut guard).await {
+                Wait::Item(i) => i,
+                Wait::Exit => break,
+            },
+        };
+        slot.in_flight.store(R::jobs(&item), Ordering::Relaxed);
+        let began = if track_busy { Some(Instant::now()) } else { None };
+        let panicked = shared.runner.run(item, &mut state, &env).await;
+        slot.in_flight.store(0, Ordering::Relaxed);
+        if let Some(b) = began {
+            Slot::bump(&slot.busy_nanos, b.elapsed().as_nanos() as u64);
+        }
+        if panicked {
+            match init() {
+                Ok(s) => state = s,
+                Err(p) => {
+                    let p = Panicked::from_payload(p.as_ref());
+                    tracing::error!(pool = &*shared.cfg.name, panic = p.message(), "worker state factory panicked while rebuilding; worker exits");
+                    break;
+                }
+            }
+        }
+        if shared.surplus() && shared.retire_above(&shared.target) {
+            guard.counted = false;
+            break;
+        }
+    }
+    drop(guard);
+}
+
+/// Holds a weak reference for background tasks.
+pub(crate) type WeakShared<R> = Weak<Shared<R>>;

@@ -1,0 +1,354 @@
+//! The async jobs of a [`WorkerPool`](crate::WorkerPool): one job or a batch,
+//! boxed once into a queue item, with their handles.
+
+use std::any::Any;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use pin_project_lite::pin_project;
+use tokio::sync::oneshot;
+use tokio::time::{Instant, Sleep};
+use weft_core::Panicked;
+
+use crate::JobError;
+use crate::core::{Env, JobOutcome, Runner};
+
+/// One queue item of an async pool.
+pub(crate) trait Task: Send + 'static {
+    fn jobs(&self) -> u64;
+    fn poll_run(self: Pin<&mut Self>, cx: &mut Context<'_>, env: &Env<'_>) -> Poll<bool>;
+    /// Fails every job of an item that will not run (its handles get `err`).
+    fn fail(self: Box<Self>, err: JobError);
+    fn into_any(self: Box<Self>) -> Box<dyn Any + Send>;
+}
+
+pub(crate) type BoxTask = Box<dyn Task>;
+
+fn is_ok<T>(_: &T) -> bool {
+    true
+}
+
+fn poll_guarded<F: Future>(fut: Pin<&mut F>, cx: &mut Context<'_>) -> Result<Poll<F::Output>, Panicked> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| fut.poll(cx))).map_err(|p| Panicked::from_payload(p.as_ref()))
+}
+
+/// Polls the per-job timer; `true` once it has fired.
+fn timed_out(sleep: &mut Option<Pin<Box<Sleep>>>, timeout: Option<Duration>, cx: &mut Context<'_>) -> bool {
+    match timeout {
+        None => false,
+        Some(d) => sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(d)))
+            .as_mut()
+            .poll(cx)
+            .is_ready(),
+    }
+}
+
+pin_project! {
+    /// One job: its future and where its result goes.
+    pub(crate) struct JobTask<F: Future> {
+        #[pin]
+        fut: F,
+        tx: Option<oneshot::Sender<Result<F::Output, JobError>>>,
+        sleep: Option<Pin<Box<Sleep>>>,
+        ok: fn(&F::Output) -> bool,
+        // With `metrics`: when the job was queued, then when it started.
+        clock: Option<Instant>,
+        running: bool,
+    }
+}
+
+impl<F> JobTask<F>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    pub(crate) fn new(fut: F, tx: Option<oneshot::Sender<Result<F::Output, JobError>>>) -> Self {
+        JobTask {
+            fut,
+            tx,
+            sleep: None,
+            ok: is_ok::<F::Output>,
+            clock: if cfg!(feature = "metrics") { Some(Instant::now()) } else { None },
+            running: false,
+        }
+    }
+
+    /// A job whose output is judged by `ok` (the tower service counts `Err`
+    /// responses as failed).
+    pub(crate) fn judged(mut self, ok: fn(&F::Output) -> bool) -> Self {
+        self.ok = ok;
+        self
+    }
+
+    pub(crate) fn into_future(self) -> F {
+        self.fut
+    }
+}
+
+impl<F> Task for JobTask<F>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn jobs(&self) -> u64 {
+        1
+    }
+
+    fn poll_run(self: Pin<&mut Self>, cx: &mut Context<'_>, env: &Env<'_>) -> Poll<bool> {
+        let this = self.project();
+        if !*this.running {
+            *this.running = true;
+            if let Some(queued) = this.clock.take() {
+                crate::metrics::queue_wait(env.name, queued.elapsed());
+                *this.clock = env.start_clock();
+            }
+        }
+        match poll_guarded(this.fut, cx) {
+            Ok(Poll::Ready(v)) => {
+                let outcome = if (this.ok)(&v) { JobOutcome::Succeeded } else { JobOutcome::Failed };
+                if let Some(tx) = this.tx.take() {
+                    let _ = tx.send(Ok(v));
+                }
+                env.record(outcome, *this.clock);
+                Poll::Ready(false)
+            }
+            Ok(Poll::Pending) => {
+                if timed_out(this.sleep, env.timeout, cx) {
+                    let d = env.timeout.unwrap_or_default();
+                    tracing::warn!(pool = env.name, timeout = ?d, "job timed out");
+                    if let Some(tx) = this.tx.take() {
+                        let _ = tx.send(Err(JobError::TimedOut(d)));
+                    }
+                    env.record(JobOutcome::TimedOut, *this.clock);
+                    return Poll::Ready(false);
+                }
+                Poll::Pending
+            }
+            Err(p) => {
+                env.log_panic(&p);
+                if let Some(tx) = this.tx.take() {
+                    let _ = tx.send(Err(JobError::Panicked(p)));
+                }
+                env.record(JobOutcome::Panicked, *this.clock);
+                Poll::Ready(true)
+            }
+        }
+    }
+
+    fn fail(self: Box<Self>, err: JobError) {
+        if let Some(tx) = self.tx {
+            let _ = tx.send(Err(err));
+        }
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn Any + Send> {
+        self
+    }
+}
+
+pin_project! {
+    /// Many jobs in one queue item, run one after the other by one worker.
+    pub(crate) struct BatchTask<F: Future> {
+        rest: std::vec::IntoIter<F>,
+        #[pin]
+        current: Option<F>,
+        results: Vec<Result<F::Output, JobError>>,
+        tx: Option<oneshot::Sender<Vec<Result<F::Output, JobError>>>>,
+        sleep: Option<Pin<Box<Sleep>>>,
+        panicked: bool,
+    }
+}
+
+impl<F> BatchTask<F>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    pub(crate) fn new(jobs: Vec<F>, tx: Option<oneshot::Sender<Vec<Result<F::Output, JobError>>>>) -> Self {
+        BatchTask {
+            results: if tx.is_some() { Vec::with_capacity(jobs.len()) } else { Vec::new() },
+            rest: jobs.into_iter(),
+            current: None,
+            tx,
+            sleep: None,
+            panicked: false,
+        }
+    }
+
+    pub(crate) fn into_jobs(self) -> Vec<F> {
+        self.rest.collect()
+    }
+}
+
+impl<F> Task for BatchTask<F>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn jobs(&self) -> u64 {
+        (self.rest.len() + usize::from(self.current.is_some())) as u64
+    }
+
+    fn poll_run(self: Pin<&mut Self>, cx: &mut Context<'_>, env: &Env<'_>) -> Poll<bool> {
+        let mut this = self.project();
+        let keep = this.tx.is_some();
+        loop {
+            if this.current.is_none() {
+                match this.rest.next() {
+                    Some(f) => {
+                        this.current.set(Some(f));
+                        *this.sleep = None;
+                    }
+                    None => {
+                        if let Some(tx) = this.tx.take() {
+                            let _ = tx.send(std::mem::take(this.results));
+                        }
+                        return Poll::Ready(*this.panicked);
+                    }
+                }
+            }
+            let fut = this.current.as_mut().as_pin_mut().expect("current job set above");
+            let res = match poll_guarded(fut, cx) {
+                Ok(Poll::Ready(v)) => {
+                    env.record(JobOutcome::Succeeded, None);
+                    Ok(v)
+                }
+                Ok(Poll::Pending) => {
+                    if !timed_out(this.sleep, env.timeout, cx) {
+                        return Poll::Pending;
+                    }
+                    let d = env.timeout.unwrap_or_default();
+                    tracing::warn!(pool = env.name, timeout = ?d, "batched job timed out");
+                    env.record(JobOutcome::TimedOut, None);
+                    Err(JobError::TimedOut(d))
+                }
+                Err(p) => {
+                    env.log_panic(&p);
+                    env.record(JobOutcome::Panicked, None);
+                    *this.panicked = true;
+                    Err(JobError::Panicked(p))
+                }
+            };
+            this.current.set(None);
+            if keep {
+                this.results.push(res);
+            }
+        }
+    }
+
+    fn fail(self: Box<Self>, err: JobError) {
+        let BatchTask { rest, current, mut results, tx, .. } = *self;
+        if let Some(tx) = tx {
+            let n = rest.len() + usize::from(current.is_some());
+            results.extend((0..n).map(|_| Err(err.clone())));
+            let _ = tx.send(results);
+        }
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn Any + Send> {
+        self
+    }
+}
+
+/// The runner of [`WorkerPool`](crate::WorkerPool): polls the boxed task in
+/// place, no allocation per job beyond the task itself.
+#[derive(Debug, Default)]
+pub(crate) struct AsyncRunner;
+
+impl Runner for AsyncRunner {
+    type Item = BoxTask;
+    type State = ();
+    const THREADS: bool = false;
+
+    fn jobs(item: &BoxTask) -> u64 {
+        item.jobs()
+    }
+
+    fn init(&self) {}
+
+    fn evicted(item: BoxTask) {
+        item.fail(JobError::Evicted);
+    }
+
+    fn run<'a>(&'a self, item: BoxTask, _: &'a mut (), env: &'a Env<'a>) -> impl Future<Output = bool> + Send + 'a {
+        let mut task: Pin<BoxTask> = Box::into_pin(item);
+        std::future::poll_fn(move |cx| task.as_mut().poll_run(cx, env))
+    }
+}
+
+/// Awaits one job's result: its value, or why it has none.
+///
+/// Dropping the handle detaches the job: it still runs and is counted.
+#[must_use = "a JobHandle does nothing unless awaited; drop it to detach the job"]
+pub struct JobHandle<T> {
+    rx: oneshot::Receiver<Result<T, JobError>>,
+}
+
+impl<T> JobHandle<T> {
+    pub(crate) fn new(rx: oneshot::Receiver<Result<T, JobError>>) -> Self {
+        JobHandle { rx }
+    }
+
+    /// Whether the job has finished (its result can be taken without waiting).
+    pub fn is_finished(&self) -> bool {
+        !self.rx.is_empty() || self.rx.is_terminated()
+    }
+}
+
+impl<T> Future for JobHandle<T> {
+    type Output = Result<T, JobError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let r = ready!(Pin::new(&mut self.rx).poll(cx));
+        Poll::Ready(r.unwrap_or(Err(JobError::Cancelled)))
+    }
+}
+
+impl<T> std::fmt::Debug for JobHandle<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobHandle").finish_non_exhaustive()
+    }
+}
+
+/// Awaits the results of a batch, in the order the jobs were given.
+#[must_use = "a BatchHandle does nothing unless awaited; drop it to detach the batch"]
+pub struct BatchHandle<T> {
+    rx: oneshot::Receiver<Vec<Result<T, JobError>>>,
+    len: usize,
+}
+
+impl<T> BatchHandle<T> {
+    pub(crate) fn new(rx: oneshot::Receiver<Vec<Result<T, JobError>>>, len: usize) -> Self {
+        BatchHandle { rx, len }
+    }
+
+    /// Jobs in the batch.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the batch is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl<T> Future for BatchHandle<T> {
+    type Output = Vec<Result<T, JobError>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let len = self.len;
+        let r = ready!(Pin::new(&mut self.rx).poll(cx));
+        Poll::Ready(r.unwrap_or_else(|_| (0..len).map(|_| Err(JobError::Cancelled)).collect()))
+    }
+}
+
+impl<T> std::fmt::Debug for BatchHandle<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchHandle").field("len", &self.len).finish_non_exhaustive()
+    }
+}
