@@ -1,0 +1,596 @@
+//! Sessions: a lease kept alive, under which locks, permits and leadership are held.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tokio::sync::{OnceCell, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use weft_core::{Drain, ShutdownReport};
+
+use crate::client::Coord;
+use crate::election::Election;
+use crate::error::{CoordError, LostReason};
+use crate::keepalive::{self, EtcdRefresh};
+use crate::mutex::Mutex;
+use crate::semaphore::Semaphore;
+
+/// Whether a session's lease is still held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SessionState {
+    /// The lease is alive and kept alive.
+    Alive,
+    /// The lease is gone (or the session was closed); everything held under
+    /// it is lost.
+    Lost(LostReason),
+}
+
+/// Settings for a [`Session`]; made by [`Coord::session_builder`].
+#[derive(Debug, Clone)]
+pub struct SessionBuilder {
+    coord: Coord,
+    ttl: Duration,
+    owner: String,
+    keep_alive_interval: Option<Duration>,
+}
+
+impl SessionBuilder {
+    pub(crate) fn new(coord: Coord) -> Self {
+        SessionBuilder {
+            coord,
+            ttl: Duration::from_secs(10),
+            owner: format!("pid-{}", std::process::id()),
+            keep_alive_interval: None,
+        }
+    }
+
+    /// The lease's time to live: how long after this process dies (or is
+    /// cut off) its locks, permits and leadership are released, and how long
+    /// a failed keep-alive is retried before the session is declared lost.
+    /// Rounded up to whole seconds; etcd may raise very small values to its
+    /// minimum (about 2 s with default settings). Default 10 s: a failover
+    /// within seconds without losing the lease to one slow round trip.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// The name that identifies this holder: stored as the value of every
+    /// lock, permit and election key, shown by [`Mutex::holder`]. Default
+    /// `pid-<process id>`; use something unique per node (host name, pod
+    /// name).
+    pub fn owner(mut self, owner: impl Into<String>) -> Self {
+        self.owner = owner.into();
+        self
+    }
+
+    /// How often the lease is refreshed. Default a third of the ttl, so two
+    /// refreshes can fail before the lease is at risk.
+    pub fn keep_alive_interval(mut self, interval: Duration) -> Self {
+        self.keep_alive_interval = Some(interval);
+        self
+    }
+
+    /// Grants the lease and starts keeping it alive.
+    pub async fn build(self) -> Result<Session, CoordError> {
+        let secs = self.ttl.as_secs() + u64::from(self.ttl.subsec_nanos() > 0);
+        if secs == 0 {
+            return Err(CoordError::InvalidArgument(
+                "session ttl of zero; pass a ttl of a few seconds, e.g. 10s".into(),
+            ));
+        }
+        let mut lease_client = self.coord.inner.client.lease_client();
+        let grant = self
+            .coord
+            .call("lease grant", lease_client.grant(secs as i64, None))
+            .await?;
+        let lease = grant.id();
+        let granted = grant.ttl().max(1);
+        let ttl = Duration::from_secs(granted as u64);
+        let interval = self
+            .keep_alive_interval
+            .unwrap_or(ttl / 3)
+            .min(ttl / 2)
+            .max(Duration::from_millis(10));
+        let (state, _) = watch::channel(SessionState::Alive);
+        let stop = CancellationToken::new();
+        let inner = Arc::new(SessionInner {
+            coord: self.coord.clone(),
+            lease,
+            ttl,
+            owner: self.owner,
+            seq: AtomicU64::new(0),
+            state,
+            lost: CancellationToken::new(),
+            closing: CancellationToken::new(),
+            stop_keepalive: stop.clone(),
+            tracker: TaskTracker::new(),
+            holds: std::sync::Mutex::new(Holds::default()),
+            closed: OnceCell::new(),
+        });
+        let refresh = EtcdRefresh {
+            client: lease_client,
+            lease,
+            granted,
+            stream: None,
+        };
+        let weak: Weak<SessionInner> = Arc::downgrade(&inner);
+        tokio::spawn(async move {
+            if let Some(reason) = keepalive::run(refresh, ttl, interval, stop).await {
+                if let Some(inner) = weak.upgrade() {
+                    inner.mark_lost(reason);
+                }
+            }
+        });
+        tracing::info!(lease = format_args!("{lease:x}"), ttl = granted, owner = %inner.owner, "session started");
+        Ok(Session { inner })
+    }
+}
+
+/// A lease kept alive in the background. Everything acquired through a
+/// session — [`Mutex`] guards, [`Semaphore`] permits, [`Election`]
+/// leadership — is an etcd key attached to its lease, so it disappears when
+/// the lease does: when the session is closed, or when this process dies or
+/// is cut off from etcd for a whole ttl.
+///
+/// Loss is reported at once, three ways: [`state`](Session::state) /
+/// [`watch`](Session::watch) (a `watch` channel), a
+/// [`CancellationToken`] from [`lost_token`](Session::lost_token) that work
+/// can `select!` on, and [`CoordError::SessionLost`] from every operation
+/// after it.
+///
+/// Cloning is cheap and shares the lease. When the last clone (and every
+/// guard made from it) is dropped, keep-alive stops and the lease is revoked
+/// in the background; [`close`](Session::close) (or [`Drain::drain`]) does
+/// the same and waits for it, returning a report.
+#[derive(Clone)]
+pub struct Session {
+    pub(crate) inner: Arc<SessionInner>,
+}
+
+pub(crate) struct SessionInner {
+    pub(crate) coord: Coord,
+    pub(crate) lease: i64,
+    pub(crate) ttl: Duration,
+    pub(crate) owner: String,
+    seq: AtomicU64,
+    state: watch::Sender<SessionState>,
+    pub(crate) lost: CancellationToken,
+    pub(crate) closing: CancellationToken,
+    stop_keepalive: CancellationToken,
+    tracker: TaskTracker,
+    holds: std::sync::Mutex<Holds>,
+    closed: OnceCell<ShutdownReport>,
+}
+
+/// What kind of thing a session holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Mutex,
+    Permit,
+    Leader,
+}
+
+impl Kind {
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Kind::Mutex => "mutex",
+            Kind::Permit => "permit",
+            Kind::Leader => "leader",
+        }
+    }
+}
+
+#[derive(Default)]
+struct Holds {
+    next: u64,
+    live: HashMap<u64, (Kind, String)>,
+    acquired: u64,
+    released: u64,
+    lost: u64,
+    rejected_after_close: u64,
+}
+
+/// A snapshot of a session's counts, from [`Session::stats`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SessionStats {
+    /// The lease id.
+    pub lease: i64,
+    /// Whether the lease is alive.
+    pub state: SessionState,
+    /// Locks, permits and leaderships held right now.
+    pub held: usize,
+    /// Acquisitions granted over the session's life.
+    pub acquired: u64,
+    /// Acquisitions released by their holder (unlock, drop, resign).
+    pub released: u64,
+    /// Acquisitions lost with the lease.
+    pub lost: u64,
+    /// Acquisitions refused because the session was closing.
+    pub rejected_after_close: u64,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("lease", &format_args!("{:x}", self.inner.lease))
+            .field("owner", &self.inner.owner)
+            .field("ttl", &self.inner.ttl)
+            .field("state", &*self.inner.state.borrow())
+            .finish()
+    }
+}
+
+impl Session {
+    /// The lease id (shown in hex in logs and keys).
+    pub fn lease_id(&self) -> i64 {
+        self.inner.lease
+    }
+
+    /// The ttl etcd granted.
+    pub fn ttl(&self) -> Duration {
+        self.inner.ttl
+    }
+
+    /// The owner name stored in every key this session writes.
+    pub fn owner(&self) -> &str {
+        &self.inner.owner
+    }
+
+    /// The connection this session uses.
+    pub fn coord(&self) -> &Coord {
+        &self.inner.coord
+    }
+
+    /// The current state.
+    pub fn state(&self) -> SessionState {
+        *self.inner.state.borrow()
+    }
+
+    /// Whether the lease is alive.
+    pub fn is_alive(&self) -> bool {
+        self.state() == SessionState::Alive
+    }
+
+    /// A `watch` receiver that sees the state change to
+    /// [`SessionState::Lost`] the moment the loss is known.
+    pub fn watch(&self) -> watch::Receiver<SessionState> {
+        self.inner.state.subscribe()
+    }
+
+    /// A token cancelled when the session is lost or closed. It is a child
+    /// token: cancelling it does not end the session.
+    pub fn lost_token(&self) -> CancellationToken {
+        self.inner.lost.child_token()
+    }
+
+    /// Waits until the session is lost or closed, and says why.
+    pub async fn lost(&self) -> LostReason {
+        self.inner.lost.cancelled().await;
+        match self.state() {
+            SessionState::Lost(reason) => reason,
+            SessionState::Alive => LostReason::Closed,
+        }
+    }
+
+    /// A mutex named `name` (processes using the same name exclude each other).
+    pub fn mutex(&self, name: &str) -> Mutex {
+        Mutex::new(self, name)
+    }
+
+    /// A semaphore named `name` with `permits` permits (every process using
+    /// it must pass the same number). Refuses zero permits.
+    pub fn semaphore(&self, name: &str, permits: usize) -> Result<Semaphore, CoordError> {
+        Semaphore::new(self, name, permits)
+    }
+
+    /// An election named `name`.
+    pub fn election(&self, name: &str) -> Election {
+        Election::new(self, name)
+    }
+
+    /// A snapshot of the session's counts.
+    pub fn stats(&self) -> SessionStats {
+        let holds = self.inner.holds.lock().unwrap_or_else(|e| e.into_inner());
+        SessionStats {
+            lease: self.inner.lease,
+            state: self.state(),
+            held: holds.live.len(),
+            acquired: holds.acquired,
+            released: holds.released,
+            lost: holds.lost,
+            rejected_after_close: holds.rejected_after_close,
+        }
+    }
+
+    /// Closes the session: refuses new acquisitions, cancels waiting ones,
+    /// waits (up to the request timeout) for background releases, then
+    /// revokes the lease, which releases every lock, permit and leadership
+    /// still held in one step. Returns what happened to what was held:
+    /// `completed` = released by their holders, `cancelled` = released by
+    /// this close, `failed` = lost with the lease earlier, `aborted` = still
+    /// held because etcd could not be reached (they expire with the ttl).
+    /// Calling it again returns the same report.
+    pub async fn close(&self) -> ShutdownReport {
+        let deadline = Instant::now() + self.inner.coord.request_timeout();
+        self.inner.close(deadline).await
+    }
+}
+
+impl Drain for Session {
+    fn drain(&self, deadline: Instant) -> BoxFuture<'_, ShutdownReport> {
+        Box::pin(self.inner.close(deadline))
+    }
+}
+
+impl SessionInner {
+    /// A fresh, unique key under `prefix` for one acquisition attempt. Each
+    /// attempt gets its own key, so two tasks of one process sharing a
+    /// session still exclude each other (no re-entrancy to get wrong).
+    pub(crate) fn next_key(&self, prefix: &str) -> String {
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        format!("{prefix}{:016x}-{n:x}", self.lease)
+    }
+
+    pub(crate) fn lost_reason(&self) -> Option<LostReason> {
+        match *self.state.borrow() {
+            SessionState::Alive => None,
+            SessionState::Lost(r) => Some(r),
+        }
+    }
+
+    /// Checks that a new acquisition may start.
+    pub(crate) fn admit(&self) -> Result<(), CoordError> {
+        if self.closing.is_cancelled() {
+            self.holds().rejected_after_close += 1;
+            return Err(CoordError::Closed);
+        }
+        match self.lost_reason() {
+            None => Ok(()),
+            Some(LostReason::Closed) => Err(CoordError::Closed),
+            Some(r) => Err(CoordError::SessionLost(r)),
+        }
+    }
+
+    /// The error a waiter gets when the session ends under it.
+    pub(crate) fn ended_error(&self) -> CoordError {
+        match self.lost_reason() {
+            Some(LostReason::Closed) => CoordError::Closed,
+            Some(r) => CoordError::SessionLost(r),
+            None if self.closing.is_cancelled() => CoordError::Closed,
+            None => CoordError::SessionLost(LostReason::LeaseExpired),
+        }
+    }
+
+    fn holds(&self) -> std::sync::MutexGuard<'_, Holds> {
+        self.holds.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn register(&self, kind: Kind, key: &str) -> u64 {
+        let mut h = self.holds();
+        h.next += 1;
+        let id = h.next;
+        h.live.insert(id, (kind, key.to_owned()));
+        h.acquired += 1;
+        #[cfg(feature = "metrics")]
+        {
+            metrics::counter!("weft_coord_acquired_total", "name" => self.owner.clone(), "kind" => kind.label()).increment(1);
+            metrics::gauge!("weft_coord_held", "name" => self.owner.clone(), "kind" => kind.label()).increment(1.0);
+        }
+        id
+    }
+
+    /// Records that the holder released hold `id` (no-op if the session
+    /// already accounted for it).
+    pub(crate) fn released(&self, id: u64) {
+        let mut h = self.holds();
+        if let Some((_kind, _key)) = h.live.remove(&id) {
+            h.released += 1;
+            #[cfg(feature = "metrics")]
+            {
+                metrics::counter!("weft_coord_released_total", "name" => self.owner.clone(), "kind" => _kind.label()).increment(1);
+                metrics::gauge!("weft_coord_held", "name" => self.owner.clone(), "kind" => _kind.label()).decrement(1.0);
+            }
+        }
+    }
+
+    pub(crate) fn mark_lost(&self, reason: LostReason) {
+        let changed = self.state.send_if_modified(|s| {
+            if *s == SessionState::Alive {
+                *s = SessionState::Lost(reason);
+                true
+            } else {
+                false
+            }
+        });
+        if !changed {
+            return;
+        }
+        self.stop_keepalive.cancel();
+        self.lost.cancel();
+        if reason != LostReason::Closed {
+            let mut h = self.holds();
+            let n = h.live.len() as u64;
+            h.lost += n;
+            let _keys: Vec<(Kind, String)> = h.live.drain().map(|(_, v)| v).collect();
+            #[cfg(feature = "metrics")]
+            for (kind, _) in &_keys {
+                metrics::counter!("weft_coord_lost_total", "name" => self.owner.clone(), "kind" => kind.label()).increment(1);
+                metrics::gauge!("weft_coord_held", "name" => self.owner.clone(), "kind" => kind.label()).decrement(1.0);
+            }
+            #[cfg(feature = "metrics")]
+            metrics::counter!("weft_coord_session_lost_total", "name" => self.owner.clone())
+                .increment(1);
+            tracing::warn!(
+                lease = format_args!("{:x}", self.lease),
+                owner = %self.owner,
+                %reason,
+                held = n,
+                "session lost: everything held under it is released"
+            );
+        }
+    }
+
+    /// Deletes `key` now.
+    pub(crate) async fn delete(&self, key: &str) -> Result<(), CoordError> {
+        let mut kv = self.coord.inner.client.kv_client();
+        self.coord.call("delete", kv.delete(key, None)).await?;
+        Ok(())
+    }
+
+    /// Deletes `key` in the background (a guard dropped without an explicit
+    /// release). Skipped when the lease is gone or being revoked, which
+    /// deletes the key anyway; without a tokio runtime the key stays until
+    /// the session ends.
+    pub(crate) fn spawn_release(self: &Arc<Self>, key: String, hold: Option<u64>) {
+        if self.lost.is_cancelled() || self.closing.is_cancelled() {
+            return;
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            tracing::debug!(%key, "no runtime to release in the background; the key goes with the lease");
+            return;
+        };
+        let inner = self.clone();
+        self.tracker.spawn_on(
+            async move {
+                match inner.delete(&key).await {
+                    Ok(()) => {
+                        if let Some(id) = hold {
+                            inner.released(id);
+                        }
+                        tracing::debug!(%key, "released in the background");
+                    }
+                    Err(e) => {
+                        tracing::warn!(%key, error = %e, "background release failed; the key goes with the lease")
+                    }
+                }
+            },
+            &handle,
+        );
+    }
+
+    async fn close(&self, deadline: Instant) -> ShutdownReport {
+        self.closed
+            .get_or_init(|| async {
+                let start = Instant::now();
+                self.closing.cancel();
+                self.stop_keepalive.cancel();
+                self.tracker.close();
+                let _ = tokio::time::timeout_at(deadline, self.tracker.wait()).await;
+                let revoked = if self.lost_reason().is_some() {
+                    true
+                } else {
+                    let mut lease = self.coord.inner.client.lease_client();
+                    let call = self.coord.call("lease revoke", lease.revoke(self.lease));
+                    match tokio::time::timeout_at(deadline, call).await {
+                        Ok(Ok(_)) => true,
+                        Ok(Err(CoordError::SessionLost(_))) => true,
+                        Ok(Err(e)) => {
+                            tracing::warn!(error = %e, "could not revoke the lease; what it holds expires with its ttl");
+                            false
+                        }
+                        Err(_) => {
+                            tracing::warn!("lease revoke did not finish by the deadline; what it holds expires with its ttl");
+                            false
+                        }
+                    }
+                };
+                let mut report = ShutdownReport::new(format!("weft-coord session {}", self.owner));
+                {
+                    let mut h = self.holds();
+                    let live: Vec<(Kind, String)> = h.live.drain().map(|(_, v)| v).collect();
+                    report.accepted = h.acquired;
+                    report.completed = h.released;
+                    report.failed = h.lost;
+                    report.rejected_after_close = h.rejected_after_close;
+                    if revoked {
+                        report.cancelled = live.len() as u64;
+                    } else {
+                        report.aborted = live.len() as u64;
+                        report.unfinished = live
+                            .iter()
+                            .map(|(kind, key)| format!("{} {key} (held until the ttl expires)", kind.label()))
+                            .collect();
+                    }
+                    h.released += report.cancelled;
+                    h.lost += report.aborted;
+                }
+                report.elapsed = start.elapsed();
+                self.mark_lost(LostReason::Closed);
+                tracing::info!(%report, "session closed");
+                report
+            })
+            .await
+            .clone()
+    }
+}
+
+impl Drop for SessionInner {
+    fn drop(&mut self) {
+        self.stop_keepalive.cancel();
+        if self.lost_reason().is_some() || self.closed.initialized() {
+            return;
+        }
+        self.lost.cancel();
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let mut lease = self.coord.inner.client.lease_client();
+            let id = self.lease;
+            let after = self.coord.request_timeout();
+            handle.spawn(async move {
+                let _ = tokio::time::timeout(after, lease.revoke(id)).await;
+            });
+        }
+    }
+}
+
+/// The part every guard shares: one registered hold, released explicitly or
+/// in the background on drop.
+pub(crate) struct Hold {
+    pub(crate) session: Arc<SessionInner>,
+    pub(crate) id: u64,
+    pub(crate) key: String,
+    done: bool,
+}
+
+impl Hold {
+    pub(crate) fn new(session: Arc<SessionInner>, kind: Kind, key: String) -> Self {
+        let id = session.register(kind, &key);
+        Hold {
+            session,
+            id,
+            key,
+            done: false,
+        }
+    }
+
+    /// Deletes the key now. After a session loss, says so: the hold had
+    /// already ended, and the protected work may have overlapped another
+    /// holder's.
+    pub(crate) async fn release(&mut self) -> Result<(), CoordError> {
+        self.done = true;
+        if let Some(reason) = self.session.lost_reason() {
+            return match reason {
+                LostReason::Closed => Ok(()),
+                r => Err(CoordError::SessionLost(r)),
+            };
+        }
+        self.session.delete(&self.key).await?;
+        self.session.released(self.id);
+        Ok(())
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        if !self.done {
+            self.session.spawn_release(self.key.clone(), Some(self.id));
+        }
+    }
+}
