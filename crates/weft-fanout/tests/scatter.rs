@@ -1,0 +1,222 @@
+//! scatter: ordering, concurrency limit, error policies, spawned mode,
+//! panics, cancellation and no leaked tasks.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use support::{Tracker, settle_tasks};
+use tokio::time::{Instant, sleep};
+use weft_fanout::{ItemError, Order, deadline, scatter};
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+#[tokio::test(start_paused = true)]
+async fn input_order_and_completion_order() {
+    support::init();
+    // Item i takes (10 - i) ms: completion order is the reverse.
+    let f = |i: u64| async move {
+        sleep(ms(10 - i)).await;
+        Ok::<_, ()>(i)
+    };
+    let start = Instant::now();
+    let ordered = scatter(0..10, 10, f).try_collect().await.unwrap();
+    assert_eq!(ordered, (0..10).collect::<Vec<_>>());
+    assert_eq!(start.elapsed(), ms(10), "all ten ran concurrently");
+
+    let done = scatter(0..10, 10, f).completion_order().try_collect().await.unwrap();
+    assert_eq!(done, (0..10).rev().collect::<Vec<_>>());
+    let per_item = scatter(0..10, 10, f).order(Order::Completion).results().await;
+    assert_eq!(per_item[0].as_ref().unwrap(), &9);
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrency_limit_is_respected() {
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let max_seen = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let out = scatter(0..50u64, 7, |i| {
+        let in_flight = in_flight.clone();
+        let max_seen = max_seen.clone();
+        async move {
+            let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            max_seen.fetch_max(now, Ordering::SeqCst);
+            sleep(ms(10)).await;
+            in_flight.fetch_sub(1, Ordering::SeqCst);
+            Ok::<_, ()>(i)
+        }
+    })
+    .try_collect()
+    .await
+    .unwrap();
+    assert_eq!(out.len(), 50);
+    assert_eq!(max_seen.load(Ordering::SeqCst), 7);
+    // ceil(50 / 7) = 8 waves of 10 ms.
+    assert_eq!(start.elapsed(), ms(80));
+}
+
+#[tokio::test(start_paused = true)]
+async fn first_error_cancels_the_rest() {
+    let t = Tracker::default();
+    let start = Instant::now();
+    let err = scatter(0..20u64, 5, |i| {
+        let g = t.guard();
+        async move {
+            if i == 2 {
+                sleep(ms(5)).await;
+                return Err(format!("item {i} broke"));
+            }
+            sleep(ms(100)).await;
+            g.done();
+            Ok(i)
+        }
+    })
+    .try_collect()
+    .await
+    .unwrap_err();
+    assert_eq!(err.index(), 2);
+    assert_eq!(err.to_string(), "item 2 failed: item 2 broke");
+    assert_eq!(start.elapsed(), ms(5), "decided by the error, not the slow items");
+    assert_eq!(t.started(), 5, "no item started after the error");
+    assert_eq!(t.completed(), 0);
+    assert_eq!(t.live(), 0, "every started item was dropped");
+}
+
+#[tokio::test(start_paused = true)]
+async fn collect_all_runs_everything_and_reports_every_error() {
+    let failures = scatter(0..10u64, 3, |i| async move {
+        sleep(ms(i)).await;
+        if i % 3 == 0 { Err(i) } else { Ok(i * 10) }
+    })
+    .collect_all()
+    .await
+    .unwrap_err();
+    let failed: Vec<usize> = failures.failed.iter().map(|e| e.index()).collect();
+    assert_eq!(failed, [0, 3, 6, 9]);
+    let ok: Vec<(usize, u64)> = failures.succeeded.clone();
+    assert_eq!(ok, [(1, 10), (2, 20), (4, 40), (5, 50), (7, 70), (8, 80)]);
+    assert_eq!(failures.to_string(), "4 of 10 items failed; first: item 0 failed: 0");
+
+    let all = scatter(0..4u64, 2, |i| async move { Ok::<_, ()>(i) }).collect_all().await;
+    assert_eq!(all.unwrap(), [0, 1, 2, 3]);
+}
+
+#[tokio::test]
+async fn per_item_results_contain_panics() {
+    let results = scatter(0..4u32, 4, |i| async move {
+        if i == 1 {
+            panic!("item one exploded");
+        }
+        if i == 2 {
+            return Err("two failed");
+        }
+        Ok(i)
+    })
+    .results()
+    .await;
+    assert_eq!(results.len(), 4);
+    assert_eq!(*results[0].as_ref().unwrap(), 0);
+    match &results[1] {
+        Err(ItemError::Panicked { index: 1, panic }) => {
+            assert_eq!(panic.message(), "item one exploded")
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(matches!(results[2], Err(ItemError::Failed { index: 2, error: "two failed" })));
+    assert_eq!(*results[3].as_ref().unwrap(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spawned_runs_in_parallel_and_contains_panics() {
+    let threads = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+    let results = scatter(0..64u64, 8, |i| {
+        let threads = threads.clone();
+        async move {
+            threads.lock().unwrap().insert(std::thread::current().id());
+            // Block the worker a little so both workers get items.
+            std::thread::sleep(Duration::from_millis(2));
+            if i == 13 {
+                panic!("thirteen");
+            }
+            Ok::<_, ()>(i)
+        }
+    })
+    .spawned()
+    .results()
+    .await;
+    assert_eq!(results.len(), 64);
+    assert!(matches!(&results[13], Err(ItemError::Panicked { index: 13, .. })));
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 63);
+    assert!(threads.lock().unwrap().len() >= 2, "items ran on more than one thread");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spawned_fail_fast_leaves_no_task_alive() {
+    let baseline = tokio::runtime::Handle::current().metrics().num_alive_tasks();
+    let t = Tracker::default();
+    let err = scatter(0..100u64, 10, |i| {
+        let g = t.guard();
+        async move {
+            if i == 4 {
+                tokio::time::sleep(ms(5)).await;
+                return Err("bad");
+            }
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            g.done();
+            Ok(i)
+        }
+    })
+    .spawned()
+    .try_collect()
+    .await
+    .unwrap_err();
+    assert_eq!(err.index(), 4);
+    // The aborted tasks were awaited before try_collect returned.
+    assert_eq!(t.live(), 0, "every spawned item was dropped");
+    assert_eq!(settle_tasks(baseline).await, baseline);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_spawned_scatter_aborts_its_tasks() {
+    let baseline = tokio::runtime::Handle::current().metrics().num_alive_tasks();
+    let t = Tracker::default();
+    let gather = scatter(0..100u64, 10, |i| {
+        let g = t.guard();
+        async move {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            g.done();
+            Ok::<_, ()>(i)
+        }
+    })
+    .spawned()
+    .try_collect();
+    // The caller gives up after 20 ms.
+    assert!(tokio::time::timeout(ms(20), gather).await.is_err());
+    assert_eq!(settle_tasks(baseline).await, baseline, "no task outlives the caller");
+    assert_eq!(t.started(), 10);
+    assert_eq!(t.live(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn spawned_items_inherit_the_deadline() {
+    let out = deadline::within(ms(100), async {
+        scatter(0..3u64, 3, |_| async move { Ok::<_, ()>(deadline::remaining()) })
+            .spawned()
+            .try_collect()
+            .await
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(out, vec![Some(ms(100)); 3]);
+}
+
+#[test]
+#[should_panic(expected = "concurrency must be at least 1")]
+fn zero_concurrency_is_refused() {
+    let _ = scatter(0..1, 0, |i: i32| async move { Ok::<_, ()>(i) });
+}
