@@ -1,0 +1,248 @@
+//! Running a pipeline: the driver task, the handle, and `Drain`.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use futures::future::BoxFuture;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use weft_core::{Drain, Panicked, ShutdownReport};
+
+use crate::channel::{Shared, Wiring};
+use crate::error::{BuildError, PipelineError};
+use crate::report::{Report, StageStats};
+
+pub(crate) type Slot<R> = Arc<Mutex<Option<R>>>;
+
+type Outcome<R> = Result<(R, Report), PipelineError>;
+
+/// A pipeline with its sink attached, ready to [`run`](Runnable::run) or
+/// [`spawn`](Runnable::spawn).
+pub struct Runnable<R> {
+    name: String,
+    build: Box<dyn FnOnce(&mut Wiring) + Send>,
+    slot: Slot<R>,
+}
+
+impl<R> fmt::Debug for Runnable<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Runnable")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Send + 'static> Runnable<R> {
+    pub(crate) fn new(name: String, build: Box<dyn FnOnce(&mut Wiring) + Send>, slot: Slot<R>) -> Self {
+        Runnable { name, build, slot }
+    }
+
+    /// Runs the pipeline to completion and returns the sink's output (the
+    /// collected items for [`collect`](crate::Pipeline::collect)) and the
+    /// report.
+    pub async fn run(self) -> Result<(R, Report), PipelineError> {
+        self.spawn()?.join().await
+    }
+
+    /// Starts the pipeline's tasks on the current tokio runtime and returns
+    /// a handle to join it, watch it, or shut it down.
+    ///
+    /// Fails, starting nothing, if a stage's configuration is invalid.
+    pub fn spawn(self) -> Result<Running<R>, BuildError> {
+        let shared = Arc::new(Shared::new(self.name));
+        let mut w = Wiring::new(shared.clone());
+        (self.build)(&mut w);
+        if let Some(e) = w.errors.into_iter().next() {
+            return Err(e);
+        }
+        let mut stages = w.stages;
+        stages.reverse();
+        let (done_tx, done_rx) = watch::channel(false);
+        let inner = Arc::new(Inner {
+            shared: shared.clone(),
+            stages: stages.clone(),
+            started: Instant::now(),
+            outcome: Mutex::new(None),
+            report: Mutex::new(None),
+            done: done_rx,
+        });
+        tracing::info!(pipeline = %shared.name, stages = stages.len(), "pipeline started");
+        let tasks = w.tasks;
+        let leftovers = w.leftovers;
+        let slot = self.slot;
+        let driver_inner = inner.clone();
+        tokio::spawn(async move {
+            let inner = driver_inner;
+            let mut set = JoinSet::new();
+            for t in tasks {
+                set.spawn(t);
+            }
+            #[cfg(feature = "metrics")]
+            let mut emitted = crate::metrics::Emitted::default();
+            #[cfg(feature = "metrics")]
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                #[cfg(feature = "metrics")]
+                let next = tokio::select! {
+                    r = set.join_next() => r,
+                    _ = tick.tick() => {
+                        emitted.emit(&inner.shared.name, &inner.stages);
+                        continue;
+                    }
+                };
+                #[cfg(not(feature = "metrics"))]
+                let next = set.join_next().await;
+                let Some(r) = next else { break };
+                if let Err(e) = r {
+                    if e.is_panic() {
+                        let p = Panicked::from_payload(e.into_panic().as_ref());
+                        inner.shared.fail("pipeline", p.into());
+                    }
+                }
+            }
+            for l in leftovers {
+                l();
+            }
+            #[cfg(feature = "metrics")]
+            emitted.emit(&inner.shared.name, &inner.stages);
+            let report = inner.snapshot();
+            let shared = &inner.shared;
+            let fault = shared.fault.lock().unwrap_or_else(|p| p.into_inner()).take();
+            let outcome = if let Some((stage, error)) = fault {
+                Err(PipelineError::Failed {
+                    stage,
+                    error,
+                    report: Box::new(report.clone()),
+                })
+            } else if shared.sink_closed.load(std::sync::atomic::Ordering::SeqCst) {
+                Err(PipelineError::SinkClosed {
+                    report: Box::new(report.clone()),
+                })
+            } else if shared.kill.is_cancelled() {
+                Err(PipelineError::Cancelled {
+                    report: Box::new(report.clone()),
+                })
+            } else {
+                match slot.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                    Some(r) => Ok((r, report.clone())),
+                    None => Err(PipelineError::Cancelled {
+                        report: Box::new(report.clone()),
+                    }),
+                }
+            };
+            tracing::info!(pipeline = %shared.name, ok = outcome.is_ok(), "pipeline finished\n{report}");
+            *inner.report.lock().unwrap_or_else(|p| p.into_inner()) = Some(report);
+            *inner.outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
+            let _ = done_tx.send(true);
+        });
+        Ok(Running { inner })
+    }
+}
+
+struct Inner<R> {
+    shared: Arc<Shared>,
+    stages: Vec<Arc<StageStats>>,
+    started: Instant,
+    outcome: Mutex<Option<Outcome<R>>>,
+    report: Mutex<Option<Report>>,
+    done: watch::Receiver<bool>,
+}
+
+impl<R> Inner<R> {
+    fn snapshot(&self) -> Report {
+        Report::from_stages(
+            &self.shared.name,
+            self.stages.iter().map(|s| s.snapshot()).collect(),
+            self.started.elapsed(),
+        )
+    }
+
+    async fn finished(&self) {
+        let mut done = self.done.clone();
+        let _ = done.wait_for(|d| *d).await;
+    }
+}
+
+/// A running pipeline: join it, look at its live counts, or shut it down
+/// (it implements [`Drain`]).
+pub struct Running<R> {
+    inner: Arc<Inner<R>>,
+}
+
+impl<R> fmt::Debug for Running<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Running")
+            .field("name", &self.inner.shared.name)
+            .field("finished", &*self.inner.done.borrow())
+            .finish()
+    }
+}
+
+impl<R> Running<R> {
+    /// A snapshot of the counts so far (exact once the pipeline finished).
+    pub fn stats(&self) -> Report {
+        self.inner.snapshot()
+    }
+
+    /// Whether every task of the pipeline has finished.
+    pub fn is_finished(&self) -> bool {
+        *self.inner.done.borrow()
+    }
+
+    /// Waits for the pipeline to finish; returns the sink's output and the
+    /// report, or why it stopped.
+    pub async fn join(self) -> Result<(R, Report), PipelineError> {
+        self.inner.finished().await;
+        let outcome = self
+            .inner
+            .outcome
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        outcome.expect("the driver stores the outcome before signalling")
+    }
+
+    /// Stops the source now; the stages drain what is queued, batches are
+    /// flushed. If that has not finished by `deadline`, every stage is
+    /// cancelled (items still queued are counted as cancelled).
+    pub async fn shutdown(&self, deadline: Instant) -> Report {
+        let shared = &self.inner.shared;
+        tracing::info!(pipeline = %shared.name, "pipeline shutting down");
+        shared.stop.cancel();
+        if tokio::time::timeout_at(deadline, self.inner.finished())
+            .await
+            .is_err()
+        {
+            tracing::warn!(pipeline = %shared.name, "pipeline did not drain by the deadline; cancelling");
+            shared.kill.cancel();
+            self.inner.finished().await;
+        }
+        self.inner
+            .report
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .expect("the driver stores the report before signalling")
+    }
+}
+
+impl<R: Send> Drain for Running<R> {
+    /// Stops the source, drains the stages and flushes batches until
+    /// `deadline`, then cancels. In the `ShutdownReport`, `accepted` is the
+    /// items the source produced; `failed` counts failed, dead-lettered and
+    /// shed items; `cancelled` the items discarded; `completed` the rest.
+    fn drain(&self, deadline: Instant) -> BoxFuture<'_, ShutdownReport> {
+        Box::pin(async move {
+            let start = Instant::now();
+            let r = self.shutdown(deadline).await;
+            let mut s = ShutdownReport::new(r.name.clone());
+            s.accepted = r.items_in;
+            s.failed = (r.failed + r.dead_lettered + r.dropped).min(s.accepted);
+            s.cancelled = r.cancelled.min(s.accepted - s.failed);
+            s.completed = s.accepted - s.failed - s.cancelled;
+            s.elapsed = start.elapsed();
+            s
+        })
+    }
+}

@@ -1,0 +1,538 @@
+//! The tasks behind a stage: workers, and for ordered and keyed stages the
+//! dispatcher (and collector) around them.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use tokio::time::{Instant, sleep};
+use weft_core::{BoxError, Panicked, catch_unwind};
+
+use crate::channel::{Emitter, Flow, Inlet, Shared, StageCtx, Wiring};
+use crate::report::StageStats;
+use crate::stage::KeyFn;
+
+/// Processes one chunk of a stage's input into its output.
+pub(crate) trait Process<T, U>: Send + Sync + 'static {
+    /// Processes `chunk` (counting it received), pushing results to `out`.
+    /// Returns `Flow::Stop` when the stage must stop (fail fast, cancelled);
+    /// unprocessed items are then counted as cancelled.
+    fn process(
+        &self,
+        ctx: &StageCtx<T>,
+        chunk: Vec<T>,
+        out: &mut Vec<U>,
+    ) -> impl Future<Output = Flow> + Send;
+}
+
+/// A synchronous stage function: `item -> zero or more outputs`, or an error.
+pub(crate) struct SyncFn<F>(pub(crate) F);
+
+/// An asynchronous one-to-one stage function.
+pub(crate) struct AsyncFn<F>(pub(crate) F);
+
+enum Failure {
+    Error(BoxError),
+    Panic(Panicked),
+}
+
+enum Handled {
+    Recovered,
+    Flow(Flow),
+}
+
+impl<T, U, F> Process<T, U> for SyncFn<F>
+where
+    T: Send + 'static,
+    U: Send + 'static,
+    F: Fn(T, &mut Vec<U>) -> Result<(), BoxError> + Send + Sync + 'static,
+{
+    async fn process(&self, ctx: &StageCtx<T>, chunk: Vec<T>, out: &mut Vec<U>) -> Flow {
+        ctx.stats.received.add(chunk.len() as u64);
+        let f = &self.0;
+        let keep = ctx.cloner.is_some();
+        let mut iter = chunk.into_iter();
+        let mut completed = 0u64;
+        let mut flow = Flow::Continue;
+        loop {
+            let mut backup: Option<T> = None;
+            // One unwind boundary per run of good items, not per item.
+            let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                for item in iter.by_ref() {
+                    if keep {
+                        backup = ctx.backup(&item);
+                    }
+                    if let Err(e) = f(item, out) {
+                        return Some(e);
+                    }
+                    completed += 1;
+                }
+                None
+            }));
+            let failure = match r {
+                Ok(None) => break,
+                Ok(Some(e)) => Failure::Error(e),
+                Err(p) => Failure::Panic(Panicked::from_payload(p.as_ref())),
+            };
+            let handled = handle(ctx, backup, failure, |item| {
+                match std::panic::catch_unwind(AssertUnwindSafe(|| f(item, out))) {
+                    Ok(r) => std::future::ready(r.map_err(Failure::Error)),
+                    Err(p) => std::future::ready(Err(Failure::Panic(Panicked::from_payload(
+                        p.as_ref(),
+                    )))),
+                }
+            })
+            .await;
+            match handled {
+                Handled::Recovered => completed += 1,
+                Handled::Flow(Flow::Continue) => {}
+                Handled::Flow(Flow::Stop) => {
+                    flow = Flow::Stop;
+                    break;
+                }
+            }
+        }
+        ctx.stats.completed.add(completed);
+        if flow == Flow::Stop {
+            ctx.stats.cancelled.add(iter.len() as u64);
+        }
+        flow
+    }
+}
+
+impl<T, U, F, Fut> Process<T, U> for AsyncFn<F>
+where
+    T: Send + 'static,
+    U: Send + 'static,
+    F: Fn(T) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<U, BoxError>> + Send + 'static,
+{
+    async fn process(&self, ctx: &StageCtx<T>, chunk: Vec<T>, out: &mut Vec<U>) -> Flow {
+        ctx.stats.received.add(chunk.len() as u64);
+        let mut iter = chunk.into_iter();
+        let mut flow = Flow::Continue;
+        for item in iter.by_ref() {
+            let backup = ctx.backup(&item);
+            let r = tokio::select! {
+                biased;
+                _ = ctx.shared.kill.cancelled() => {
+                    ctx.stats.cancelled.incr();
+                    flow = Flow::Stop;
+                    break;
+                }
+                r = catch_unwind((self.0)(item)) => r,
+            };
+            let failure = match r {
+                Ok(Ok(u)) => {
+                    out.push(u);
+                    ctx.stats.completed.incr();
+                    continue;
+                }
+                Ok(Err(e)) => Failure::Error(e),
+                Err(p) => Failure::Panic(p),
+            };
+            let handled = handle(ctx, backup, failure, |item| {
+                let fut = catch_unwind((self.0)(item));
+                async move {
+                    match fut.await {
+                        Ok(Ok(u)) => Ok(u),
+                        Ok(Err(e)) => Err(Failure::Error(e)),
+                        Err(p) => Err(Failure::Panic(p)),
+                    }
+                }
+            });
+            // `handle` pushes nothing: async outputs come back through the
+            // closure's result, pushed here.
+            match handled.await {
+                (Handled::Recovered, Some(u)) => {
+                    out.push(u);
+                    ctx.stats.completed.incr();
+                }
+                (Handled::Flow(Flow::Stop), _) => {
+                    flow = Flow::Stop;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        if flow == Flow::Stop {
+            ctx.stats.cancelled.add(iter.len() as u64);
+        }
+        flow
+    }
+}
+
+/// What [`handle`] gives back: how the stage goes on, and for asynchronous
+/// stages the output of a successful retry.
+trait Attempt {
+    type Out;
+    fn handled(h: Handled, out: Option<Self::Out>) -> Self;
+}
+
+impl Attempt for Handled {
+    type Out = ();
+    fn handled(h: Handled, _: Option<()>) -> Self {
+        h
+    }
+}
+
+impl<U> Attempt for (Handled, Option<U>) {
+    type Out = U;
+    fn handled(h: Handled, out: Option<U>) -> Self {
+        (h, out)
+    }
+}
+
+/// Retries (if configured and the error is retryable), then applies the
+/// stage's error policy. `attempt` runs the stage function once more on a
+/// copy of the item.
+async fn handle<T, O, R, A, Fut>(ctx: &StageCtx<T>, backup: Option<T>, failure: Failure, mut attempt: A) -> R
+where
+    R: Attempt<Out = O>,
+    A: FnMut(T) -> Fut,
+    Fut: Future<Output = Result<O, Failure>>,
+{
+    let mut err = match failure {
+        Failure::Panic(p) => return R::handled(Handled::Flow(ctx.give_up(backup, p.into())), None),
+        Failure::Error(e) => e,
+    };
+    let (Some(retry), Some(item)) = (&ctx.retry, backup) else {
+        return R::handled(
+            Handled::Flow(ctx.give_up(None, crate::StageError::Failed(err))),
+            None,
+        );
+    };
+    let mut attempts = 1;
+    loop {
+        let (again, e) = retry.should_retry(err);
+        err = e;
+        if !again || attempts >= retry.attempts {
+            return R::handled(
+                Handled::Flow(ctx.give_up(Some(item), crate::StageError::Failed(err))),
+                None,
+            );
+        }
+        tokio::select! {
+            biased;
+            _ = ctx.shared.kill.cancelled() => {
+                ctx.stats.cancelled.incr();
+                return R::handled(Handled::Flow(Flow::Stop), None);
+            }
+            _ = sleep(retry.delay(attempts - 1)) => {}
+        }
+        ctx.stats.retried.incr();
+        attempts += 1;
+        let copy = ctx.backup(&item).expect("a stage that retries keeps its items");
+        match attempt(copy).await {
+            Ok(o) => return R::handled(Handled::Recovered, Some(o)),
+            Err(Failure::Error(e)) => err = e,
+            Err(Failure::Panic(p)) => {
+                return R::handled(Handled::Flow(ctx.give_up(Some(item), p.into())), None);
+            }
+        }
+    }
+}
+
+/// Where a worker takes its chunks from.
+pub(crate) enum Input<T> {
+    /// The stage's input queue, shared by the workers.
+    Shared(Inlet<T>),
+    /// The worker's own channel, fed by a dispatcher.
+    Own(async_channel::Receiver<Vec<T>>),
+}
+
+impl<T> Input<T> {
+    #[inline]
+    fn try_recv(&self) -> Option<Vec<T>> {
+        match self {
+            Input::Shared(i) => i.try_recv(),
+            Input::Own(rx) => rx.try_recv().ok(),
+        }
+    }
+
+    async fn recv(&self, shared: &Shared, stats: &StageStats) -> Option<Vec<T>> {
+        match self {
+            Input::Shared(i) => i.recv(shared, stats).await,
+            Input::Own(rx) => {
+                if let Ok(c) = rx.try_recv() {
+                    return Some(c);
+                }
+                let start = Instant::now();
+                let r = tokio::select! {
+                    biased;
+                    _ = shared.kill.cancelled() => None,
+                    c = rx.recv() => c.ok(),
+                };
+                stats.idle_ns.add(start.elapsed().as_nanos() as u64);
+                r
+            }
+        }
+    }
+}
+
+/// A worker whose results go straight downstream.
+pub(crate) async fn worker<T, U, P>(
+    ctx: Arc<StageCtx<T>>,
+    p: Arc<P>,
+    input: Input<T>,
+    mut em: Emitter<U>,
+) where
+    T: Send + 'static,
+    U: Send + 'static,
+    P: Process<T, U>,
+{
+    let shared = ctx.shared.clone();
+    loop {
+        let chunk = match input.try_recv() {
+            Some(c) => c,
+            None => {
+                // About to wait: send the partial chunk first (latency).
+                if em.flush().await.is_err() {
+                    break;
+                }
+                match input.recv(&shared, &ctx.stats).await {
+                    Some(c) => c,
+                    None => break,
+                }
+            }
+        };
+        let start = Instant::now();
+        let mut out = Vec::with_capacity(chunk.len().min(em.chunk()));
+        let flow = p.process(&ctx, chunk, &mut out).await;
+        ctx.stats.busy_ns.add(start.elapsed().as_nanos() as u64);
+        let sent = em.emit_vec(out).await;
+        if flow == Flow::Stop || sent.is_err() {
+            break;
+        }
+    }
+    let _ = em.flush().await;
+}
+
+/// A worker of an ordered stage: one output vector (maybe empty) per input
+/// chunk, so that the collector can restore the order.
+async fn ordered_worker<T, U, P>(
+    ctx: Arc<StageCtx<T>>,
+    p: Arc<P>,
+    rx: async_channel::Receiver<Vec<T>>,
+    tx: async_channel::Sender<Vec<U>>,
+    target: Arc<StageStats>,
+) where
+    T: Send + 'static,
+    U: Send + 'static,
+    P: Process<T, U>,
+{
+    let shared = ctx.shared.clone();
+    let input = Input::Own(rx);
+    while let Some(chunk) = input.recv(&shared, &ctx.stats).await {
+        let start = Instant::now();
+        let mut out = Vec::with_capacity(chunk.len());
+        let flow = p.process(&ctx, chunk, &mut out).await;
+        ctx.stats.busy_ns.add(start.elapsed().as_nanos() as u64);
+        if flow == Flow::Stop {
+            // Completed but never emitted.
+            ctx.stats.emitted.add(out.len() as u64);
+            target.cancelled.add(out.len() as u64);
+            break;
+        }
+        let n = out.len() as u64;
+        let start = Instant::now();
+        let sent = tokio::select! {
+            biased;
+            _ = shared.kill.cancelled() => Err(n),
+            r = tx.send(out) => r.map_err(|e| e.0.len() as u64),
+        };
+        ctx.stats.blocked_ns.add(start.elapsed().as_nanos() as u64);
+        if let Err(lost) = sent {
+            // Completed but never emitted.
+            ctx.stats.emitted.add(lost);
+            target.cancelled.add(lost);
+            break;
+        }
+    }
+}
+
+async fn send_own<T>(
+    shared: &Shared,
+    stats: &StageStats,
+    tx: &async_channel::Sender<Vec<T>>,
+    chunk: Vec<T>,
+) -> bool {
+    let n = chunk.len() as u64;
+    if n == 0 {
+        return true;
+    }
+    let r = tokio::select! {
+        biased;
+        _ = shared.kill.cancelled() => Err(n),
+        r = tx.send(chunk) => r.map_err(|e| e.0.len() as u64),
+    };
+    match r {
+        Ok(()) => true,
+        Err(lost) => {
+            stats.cancelled.add(lost);
+            false
+        }
+    }
+}
+
+/// Hands input chunks to the workers in turn.
+async fn round_robin<T: Send + 'static>(
+    shared: Arc<Shared>,
+    stats: Arc<StageStats>,
+    inlet: Inlet<T>,
+    txs: Vec<async_channel::Sender<Vec<T>>>,
+) {
+    let idle = StageStats::new("", crate::StageKind::Stage, 0);
+    let mut i = 0;
+    while let Some(chunk) = inlet.recv(&shared, &idle).await {
+        if chunk.is_empty() {
+            continue;
+        }
+        if !send_own(&shared, &stats, &txs[i], chunk).await {
+            break;
+        }
+        i = (i + 1) % txs.len();
+    }
+}
+
+/// Collects the workers' outputs in the order the chunks were handed out.
+async fn collect_in_turn<U: Send + 'static>(
+    rxs: Vec<async_channel::Receiver<Vec<U>>>,
+    mut em: Emitter<U>,
+) {
+    let mut i = 0;
+    loop {
+        let v = match rxs[i].try_recv() {
+            Ok(v) => v,
+            Err(_) => {
+                if em.flush().await.is_err() {
+                    return;
+                }
+                // A closed, empty channel in turn means every worker is done.
+                match rxs[i].recv().await {
+                    Ok(v) => v,
+                    Err(_) => break,
+                }
+            }
+        };
+        if em.emit_vec(v).await.is_err() {
+            return;
+        }
+        i = (i + 1) % rxs.len();
+    }
+    let _ = em.flush().await;
+}
+
+/// Routes each item to the worker its key hashes to.
+async fn by_key<T: Send + 'static>(
+    shared: Arc<Shared>,
+    stats: Arc<StageStats>,
+    inlet: Inlet<T>,
+    key: KeyFn<T>,
+    txs: Vec<async_channel::Sender<Vec<T>>>,
+) {
+    let idle = StageStats::new("", crate::StageKind::Stage, 0);
+    let n = txs.len() as u64;
+    let mut bufs: Vec<Vec<T>> = (0..txs.len()).map(|_| Vec::new()).collect();
+    route(&shared, &stats, &idle, &inlet, &key, &txs, &mut bufs, n).await;
+    let rest: usize = bufs.iter().map(Vec::len).sum();
+    stats.cancelled.add(rest as u64);
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn route<T: Send + 'static>(
+    shared: &Shared,
+    stats: &StageStats,
+    idle: &StageStats,
+    inlet: &Inlet<T>,
+    key: &KeyFn<T>,
+    txs: &[async_channel::Sender<Vec<T>>],
+    bufs: &mut [Vec<T>],
+    n: u64,
+) {
+    while let Some(chunk) = inlet.recv(shared, idle).await {
+        let mut it = chunk.into_iter();
+        while let Some(item) = it.next() {
+            let k = match std::panic::catch_unwind(AssertUnwindSafe(|| key(&item))) {
+                Ok(k) => k,
+                Err(p) => {
+                    let p = Panicked::from_payload(p.as_ref());
+                    tracing::error!(pipeline = %shared.name, stage = %stats.name, error = %p, "key function panicked");
+                    stats.received.incr();
+                    stats.panicked.incr();
+                    stats.failed.incr();
+                    shared.fail(&stats.name, p.into());
+                    stats.cancelled.add(it.len() as u64);
+                    return;
+                }
+            };
+            bufs[(k % n) as usize].push(item);
+        }
+        for (buf, tx) in bufs.iter_mut().zip(txs) {
+            if !send_own(shared, stats, tx, std::mem::take(buf)).await {
+                return;
+            }
+        }
+    }
+}
+
+/// Spawns the tasks of a stage with `workers` workers in `mode`.
+pub(crate) fn spawn_workers<T, U, P>(
+    w: &mut Wiring,
+    ctx: Arc<StageCtx<T>>,
+    workers: usize,
+    mode: crate::stage::Mode<T>,
+    p: P,
+    inlet: Inlet<T>,
+    out: crate::channel::Outlet<U>,
+) where
+    T: Send + 'static,
+    U: Send + 'static,
+    P: Process<T, U>,
+{
+    use crate::stage::Mode;
+    let p = Arc::new(p);
+    let shared = w.shared.clone();
+    let stats = ctx.stats.clone();
+    let mode = if workers == 1 { Mode::Unordered } else { mode };
+    match mode {
+        Mode::Unordered => {
+            for _ in 0..workers {
+                let em = Emitter::new(out.clone(), stats.clone(), shared.clone());
+                w.spawn(worker(ctx.clone(), p.clone(), Input::Shared(inlet.clone()), em));
+            }
+        }
+        Mode::Ordered => {
+            let mut txs = Vec::with_capacity(workers);
+            let mut out_rxs = Vec::with_capacity(workers);
+            for _ in 0..workers {
+                let (tx, rx) = async_channel::bounded::<Vec<T>>(2);
+                let (otx, orx) = async_channel::bounded::<Vec<U>>(2);
+                w.leftover_channel(rx.clone(), stats.clone(), None);
+                w.leftover_channel(orx.clone(), out.target.stats.clone(), Some(stats.clone()));
+                txs.push(tx);
+                out_rxs.push(orx);
+                w.spawn(ordered_worker(
+                    ctx.clone(),
+                    p.clone(),
+                    rx,
+                    otx,
+                    out.target.stats.clone(),
+                ));
+            }
+            w.spawn(round_robin(shared.clone(), stats.clone(), inlet, txs));
+            let em = Emitter::new(out, stats, shared);
+            w.spawn(collect_in_turn(out_rxs, em));
+        }
+        Mode::Keyed(key) => {
+            let mut txs = Vec::with_capacity(workers);
+            for _ in 0..workers {
+                let (tx, rx) = async_channel::bounded::<Vec<T>>(2);
+                w.leftover_channel(rx.clone(), stats.clone(), None);
+                txs.push(tx);
+                let em = Emitter::new(out.clone(), stats.clone(), shared.clone());
+                w.spawn(worker(ctx.clone(), p.clone(), Input::Own(rx), em));
+            }
+            w.spawn(by_key(shared, stats, inlet, key, txs));
+        }
+    }
+}
