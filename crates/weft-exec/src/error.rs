@@ -25,7 +25,9 @@ pub enum SpawnError<F> {
     #[error("executor is closed")]
     Closed(F),
     /// The task asked for more permits than the executor has in total.
-    #[error("task weight exceeds the executor's max_running: lower the weight or raise max_running")]
+    #[error(
+        "task weight exceeds the executor's max_running: lower the weight or raise max_running"
+    )]
     TooHeavy(F),
 }
 
@@ -144,7 +146,9 @@ impl RateLimited {
 /// A keyed rate limiter already tracks its maximum number of keys, none of
 /// them idle, and refused a request with a new key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("keyed rate limiter is tracking its maximum of {max_keys} keys: raise max_keys or shorten the quota period")]
+#[error(
+    "keyed rate limiter is tracking its maximum of {max_keys} keys: raise max_keys or shorten the quota period"
+)]
 pub struct TooManyKeys {
     max_keys: usize,
 }
@@ -158,4 +162,16 @@ impl TooManyKeys {
     pub fn max_keys(&self) -> usize {
         self.max_keys
     }
+}
+
+/// Why a [`KeyedRateLimiter`](crate::KeyedRateLimiter) refused a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyedRefusal {
+    /// The key's budget is spent for now.
+    #[error(transparent)]
+    RateLimited(#[from] RateLimited),
+    /// The key is new and the limiter already tracks `max_keys` active keys.
+    #[error(transparent)]
+    TooManyKeys(#[from] TooManyKeys),
 }

@@ -1,9 +1,27 @@
 //! Admission control for tokio services.
 #![forbid(unsafe_code)]
 
+mod concurrency;
 mod error;
 mod executor;
+mod load_shed;
 pub(crate) mod metrics;
+mod rate;
 
-pub use error::{BuildError, Overloaded, RateLimited, SpawnError, TaskError, TooManyKeys};
-pub use executor::{Builder, BoundedExecutor, ExecutorStats, Priority, TaskHandle, TaskOptions};
+pub use concurrency::{ConcurrencyLimit, ConcurrencyLimitLayer, ConcurrencyStats};
+pub use error::{
+    BuildError, KeyedRefusal, Overloaded, RateLimited, SpawnError, TaskError, TooManyKeys,
+};
+pub use executor::{BoundedExecutor, Builder, ExecutorStats, Priority, TaskHandle, TaskOptions};
+pub use load_shed::{LoadShed, LoadShedLayer, LoadShedStats};
+pub use rate::{
+    KeyedRateLimit, KeyedRateLimitLayer, KeyedRateLimitStats, KeyedRateLimiter, Quota, RateLimit,
+    RateLimitLayer, RateLimitStats, TokioClock,
+};
+
+/// Response futures of the tower services.
+pub mod future {
+    pub use crate::concurrency::future::ResponseFuture as ConcurrencyFuture;
+    pub use crate::load_shed::future::ResponseFuture as LoadShedFuture;
+    pub use crate::rate::KeyedFuture;
+}

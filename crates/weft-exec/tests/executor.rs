@@ -91,7 +91,10 @@ async fn overflow_policies() {
     let e = exec(1, 1, Overflow::DropNewest);
     let _r = e.spawn(sleep(Duration::from_secs(1))).await.unwrap();
     let _q = e.spawn(sleep(Duration::from_secs(1))).await.unwrap();
-    assert!(matches!(e.spawn(async {}).await, Err(SpawnError::Dropped(_))));
+    assert!(matches!(
+        e.spawn(async {}).await,
+        Err(SpawnError::Dropped(_))
+    ));
     assert_eq!(e.stats().dropped, 1);
 
     // DropOldest: the evicted task's handle says so.
@@ -113,7 +116,10 @@ async fn overflow_policies() {
     let _q2 = e.spawn(sleep(Duration::from_secs(1))).await.unwrap();
     assert_eq!(e.stats().queued, 1);
     let t = Instant::now();
-    assert!(matches!(e.spawn(async {}).await, Err(SpawnError::Timeout(_))));
+    assert!(matches!(
+        e.spawn(async {}).await,
+        Err(SpawnError::Timeout(_))
+    ));
     assert_eq!(t.elapsed(), Duration::from_millis(50));
 
     // Block waits for room.
@@ -124,7 +130,11 @@ async fn overflow_policies() {
     let _q2 = e.spawn(sleep(Duration::from_millis(100))).await.unwrap();
     let t = Instant::now();
     let h = e.spawn(async { 3 }).await.unwrap();
-    assert_eq!(t.elapsed(), Duration::from_millis(100), "waited for the queue to move");
+    assert_eq!(
+        t.elapsed(),
+        Duration::from_millis(100),
+        "waited for the queue to move"
+    );
     assert_eq!(h.await, Ok(3));
 }
 
@@ -138,9 +148,15 @@ async fn queue_timeout_and_run_timeout_are_separate() {
         .unwrap();
     let long = e.spawn(sleep(Duration::from_secs(10))).await.unwrap();
     let waiting = e.spawn(async { 1 }).await.unwrap();
-    assert_eq!(waiting.await, Err(TaskError::QueueTimeout(Duration::from_millis(100))));
+    assert_eq!(
+        waiting.await,
+        Err(TaskError::QueueTimeout(Duration::from_millis(100)))
+    );
     let t = Instant::now();
-    assert_eq!(long.await, Err(TaskError::TimedOut(Duration::from_millis(500))));
+    assert_eq!(
+        long.await,
+        Err(TaskError::TimedOut(Duration::from_millis(500)))
+    );
     assert_eq!(t.elapsed(), Duration::from_millis(400));
     let s = e.stats();
     assert_eq!((s.queue_timed_out, s.timed_out), (1, 1));
@@ -167,7 +183,9 @@ async fn weighted_tasks_hold_k_permits() {
         h.await.unwrap();
     }
     assert!(g.peak.load(Ordering::SeqCst) <= 4);
-    let err = e.try_spawn_with(TaskOptions::new().weight(5), async {}).unwrap_err();
+    let err = e
+        .try_spawn_with(TaskOptions::new().weight(5), async {})
+        .unwrap_err();
     assert!(matches!(err, SpawnError::TooHeavy(_)));
 }
 
@@ -203,7 +221,10 @@ async fn high_first_and_low_not_starved() {
     assert!(order.starts_with("hhh"), "high first: {order}");
     let l = order.find('l').unwrap();
     let n = order.find('n').unwrap();
-    assert!(l < 12 && n < 12, "lower lanes served while high kept coming: {order}");
+    assert!(
+        l < 12 && n < 12,
+        "lower lanes served while high kept coming: {order}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -216,7 +237,11 @@ async fn panics_are_contained_and_counted() {
         other => panic!("unexpected {other:?}"),
     }
     assert!(matches!(q.await, Err(TaskError::Panicked(_))));
-    assert_eq!(e.spawn(async { 1 }).await.unwrap().await, Ok(1), "slot was released");
+    assert_eq!(
+        e.spawn(async { 1 }).await.unwrap().await,
+        Ok(1),
+        "slot was released"
+    );
     assert_eq!(e.stats().panicked, 2);
 }
 
@@ -243,8 +268,17 @@ async fn shutdown_drains_then_aborts_with_a_balanced_report() {
     assert_eq!(quick.await, Ok(()));
     assert_eq!(stuck.await, Err(TaskError::Aborted));
     let outcomes: Vec<_> = futures::future::join_all(queued).await;
-    assert_eq!(outcomes.iter().filter(|r| **r == Err(TaskError::NotStarted)).count(), 2);
-    assert!(matches!(e.spawn(async {}).await, Err(SpawnError::Closed(_))));
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|r| **r == Err(TaskError::NotStarted))
+            .count(),
+        2
+    );
+    assert!(matches!(
+        e.spawn(async {}).await,
+        Err(SpawnError::Closed(_))
+    ));
     let again = e.shutdown(Instant::now()).await;
     assert_eq!(again.rejected_after_close, 1);
     assert_eq!(again.accepted, report.accepted);
@@ -253,11 +287,12 @@ async fn shutdown_drains_then_aborts_with_a_balanced_report() {
 #[tokio::test(start_paused = true)]
 async fn clean_shutdown_runs_queued_work() {
     let e = exec(1, 10, Overflow::Block);
-    let hs: Vec<_> = futures::future::join_all((0..5).map(|_| e.spawn(sleep(Duration::from_millis(10)))))
-        .await
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
+    let hs: Vec<_> =
+        futures::future::join_all((0..5).map(|_| e.spawn(sleep(Duration::from_millis(10)))))
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
     let report = e.shutdown(Instant::now() + Duration::from_secs(1)).await;
     assert!(report.is_clean(), "{report}");
     assert_eq!(report.completed, 5);
@@ -272,13 +307,23 @@ fn build_errors() {
         BoundedExecutor::builder().build().unwrap_err(),
         BuildError::NoRuntime
     );
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     rt.block_on(async {
         assert_eq!(
-            BoundedExecutor::builder().max_running(0).build().unwrap_err(),
+            BoundedExecutor::builder()
+                .max_running(0)
+                .build()
+                .unwrap_err(),
             BuildError::ZeroRunning
         );
-        assert!(BoundedExecutor::builder().queue_capacity(0).build().is_err());
+        assert!(
+            BoundedExecutor::builder()
+                .queue_capacity(0)
+                .build()
+                .is_err()
+        );
     });
 }
 

@@ -27,7 +27,7 @@ pub(super) async fn run(shared: Arc<Shared>) {
 /// The lane order for this turn: high first, except every `fairness`-th turn
 /// starts at normal or low (alternately).
 fn order(fairness: u32, turn: u32) -> [usize; 3] {
-    if fairness > 0 && turn.is_multiple_of(fairness) {
+    if fairness > 0 && turn % fairness == 0 {
         if (turn / fairness) % 2 == 1 {
             [1, 2, 0]
         } else {

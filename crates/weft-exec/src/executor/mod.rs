@@ -324,8 +324,7 @@ impl Shared {
     }
 
     fn is_idle(&self) -> bool {
-        self.pending.load(Ordering::SeqCst) == 0
-            && self.sem.available_permits() == self.max_running
+        self.pending.load(Ordering::SeqCst) == 0 && self.sem.available_permits() == self.max_running
     }
 
     fn queued(&self) -> usize {
@@ -570,11 +569,9 @@ impl BoundedExecutor {
                 };
                 crate::metrics::spawn_refused(&s.name);
                 tracing::debug!(executor = %s.name, "spawn refused");
-                let fut = *q
-                    .job
-                    .into_any()
-                    .downcast::<F>()
-                    .unwrap_or_else(|_| unreachable!("a queued job holds the future it was built from"));
+                let fut = *q.job.into_any().downcast::<F>().unwrap_or_else(|_| {
+                    unreachable!("a queued job holds the future it was built from")
+                });
                 Err(ctor(fut))
             }
         }
@@ -647,7 +644,11 @@ impl BoundedExecutor {
         r.aborted = st.aborted;
         r.returned = st.returned;
         r.rejected_after_close = st.rejected_after_close;
-        r.unfinished = s.unfinished.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        r.unfinished = s
+            .unfinished
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         r.elapsed = started.elapsed();
         tracing::info!(executor = %s.name, report = %r, "executor shut down");
         r
