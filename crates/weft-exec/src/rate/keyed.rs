@@ -194,7 +194,7 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
         let i = &*self.inner;
         let n = i.calls.fetch_add(1, Ordering::Relaxed);
         if n % 256 == 0 {
-            self.maybe_sweep(false);
+            self.maybe_sweep(false, n);
         }
         // Each call adds at most one key, so the store holds at most
         // `approx_len + calls since it was counted` keys: only near the cap
@@ -205,7 +205,7 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
         {
             self.count(n);
             if i.approx_len.load(Ordering::Relaxed) >= i.max_keys {
-                self.maybe_sweep(true);
+                self.maybe_sweep(true, n);
             }
             if i.approx_len.load(Ordering::Relaxed) >= i.max_keys && !i.map.contains_key(key) {
                 i.refused_keys.incr();
@@ -230,7 +230,7 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
         i.counted_at.store(at_call, Ordering::Relaxed);
     }
 
-    fn maybe_sweep(&self, forced: bool) {
+    fn maybe_sweep(&self, forced: bool, n: u64) {
         let i = &*self.inner;
         let now = i.limiter.clock().now().as_u64();
         let last = i.last_sweep.load(Ordering::Relaxed);
@@ -244,24 +244,31 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
                 .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
         {
-            let before = i.map.len();
-            i.limiter.retain_recent();
-            let after = i.map.len();
-            if after < before / 2 {
-                i.limiter.shrink_to_fit();
-            }
-            i.evicted.add(before.saturating_sub(after) as u64);
-            self.count(i.calls.load(Ordering::Relaxed));
-            tracing::debug!(name = %i.name, before, after, "evicted idle rate-limit keys");
+            self.sweep_now(n);
         } else if !forced {
-            self.count(i.calls.load(Ordering::Relaxed));
+            self.count(n);
         }
     }
 
-    /// Evicts idle keys now.
+    fn sweep_now(&self, n: u64) {
+        let i = &*self.inner;
+        let before = i.map.len();
+        i.limiter.retain_recent();
+        let after = i.map.len();
+        if after < before / 2 {
+            i.limiter.shrink_to_fit();
+        }
+        i.evicted.add(before.saturating_sub(after) as u64);
+        self.count(n);
+        tracing::debug!(name = %i.name, before, after, "evicted idle rate-limit keys");
+    }
+
+    /// Evicts idle keys now (it also happens on its own; see above).
     pub fn sweep(&self) {
-        self.inner.last_sweep.store(0, Ordering::Relaxed);
-        self.maybe_sweep(false);
+        let i = &*self.inner;
+        i.last_sweep
+            .store(i.limiter.clock().now().as_u64(), Ordering::Relaxed);
+        self.sweep_now(i.calls.load(Ordering::Relaxed));
     }
 
     /// A snapshot of the limiter.
