@@ -1,5 +1,6 @@
 //! The side-by-side cases, one module per pattern.
 
 pub mod actor;
+pub mod pipeline;
 pub mod pool;
 pub mod reference;
