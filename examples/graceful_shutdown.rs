@@ -138,7 +138,11 @@ where
             Err(e) if e.downcast_ref::<ShuttingDown>().is_some() => "503 shutting down".to_owned(),
             Err(e) => format!("500 {e}"),
         };
-        if write.write_all(format!("{answer}\n").as_bytes()).await.is_err() {
+        if write
+            .write_all(format!("{answer}\n").as_bytes())
+            .await
+            .is_err()
+        {
             break;
         }
     }
@@ -146,7 +150,9 @@ where
 }
 
 async fn demo_client(addr: SocketAddr, id: u32, stop: tokio_util::sync::CancellationToken) {
-    let Ok(stream) = TcpStream::connect(addr).await else { return };
+    let Ok(stream) = TcpStream::connect(addr).await else {
+        return;
+    };
     let (read, mut write) = stream.into_split();
     let reader = tokio::spawn(async move {
         let mut lines = BufReader::new(read).lines();

@@ -106,7 +106,12 @@ pub struct Group {
 
 /// Every group, in the order `compare` runs them.
 pub fn groups() -> Vec<Group> {
-    vec![cases::reference::GROUP, cases::pool::GROUP, cases::pipeline::GROUP, cases::actor::GROUP]
+    vec![
+        cases::reference::GROUP,
+        cases::pool::GROUP,
+        cases::pipeline::GROUP,
+        cases::actor::GROUP,
+    ]
 }
 
 /// Runs `f` `samples` times and returns the median of the durations it

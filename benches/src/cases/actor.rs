@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use crate::workload;
-use crate::{Ctx, Group, Row, Target, Unit, median, ns_per_call, throughput};
+use crate::{Ctx, Group, Row, Target, Unit, ns_per_call, throughput};
 
 /// The actor group.
 pub const GROUP: Group = Group {
@@ -65,6 +65,30 @@ fn run(ctx: &Ctx, rows: &mut Vec<Row>) {
     } else {
         (1_000_000, 50_000, 20_000)
     };
+    // Memory first, before the other cases free memory the allocator
+    // would hand back out; every implementation's actors stay alive until
+    // all are measured, for the same reason.
+    let case = "actor-idle-memory";
+    if ctx.wants(case) {
+        let rt = workload::current_thread();
+        let n = if ctx.quick { 20_000 } else { 50_000 };
+        let mut keep = Vec::new();
+        for imp in IMPLS {
+            let (bytes, refs) = rt.block_on(idle_memory(imp, n));
+            keep.push(refs);
+            rows.push(Row {
+                case: case.to_owned(),
+                imp: imp.to_owned(),
+                value: bytes as f64,
+                unit: Unit::Bytes,
+            });
+        }
+        rt.block_on(async {
+            for refs in keep {
+                stop_all(refs).await;
+            }
+        });
+    }
     for (flavor, rt) in [
         ("mt", workload::runtime()),
         ("ct", workload::current_thread()),
@@ -92,21 +116,6 @@ fn run(ctx: &Ctx, rows: &mut Vec<Row>) {
                     rt.block_on(spawn(imp, spawns as usize))
                 }));
             }
-        }
-    }
-    let case = "actor-idle-memory";
-    if ctx.wants(case) {
-        let rt = workload::current_thread();
-        for imp in IMPLS {
-            let bytes = median(1, || {
-                Duration::from_nanos(rt.block_on(idle_memory(imp, 20_000)) as u64)
-            });
-            rows.push(Row {
-                case: case.to_owned(),
-                imp: imp.to_owned(),
-                value: bytes.as_nanos() as f64,
-                unit: Unit::Bytes,
-            });
         }
     }
 }
@@ -386,8 +395,9 @@ fn rss_bytes() -> u64 {
         .unwrap_or(0)
 }
 
-/// Approximate resident bytes per idle actor, over `n` actors.
-pub async fn idle_memory(imp: &str, n: usize) -> u64 {
+/// Approximate resident bytes per idle actor, over `n` actors, and the
+/// actors (still alive).
+async fn idle_memory(imp: &str, n: usize) -> (u64, Refs) {
     let before = rss_bytes();
     let refs = spawn_n(imp, n).await;
     // Let every actor start and park on its empty mailbox.
@@ -396,6 +406,5 @@ pub async fn idle_memory(imp: &str, n: usize) -> u64 {
     }
     tokio::time::sleep(Duration::from_millis(10)).await;
     let after = rss_bytes();
-    stop_all(refs).await;
-    after.saturating_sub(before) / n as u64
+    (after.saturating_sub(before) / n as u64, refs)
 }
