@@ -2,11 +2,13 @@
 #![forbid(unsafe_code)]
 
 mod adaptive;
+mod blocking;
 mod builder;
 mod core;
 mod error;
 mod metrics;
 mod pool;
+mod stateful;
 mod stats;
 mod task;
 
@@ -14,6 +16,8 @@ pub use adaptive::Scaling;
 pub use builder::{Builder, DEFAULT_QUEUE_CAPACITY};
 pub use error::{BuildError, JobError, SubmitError};
 pub use pool::{ShutdownMode, Unstarted, WorkerPool};
+pub use blocking::BlockingPool;
+pub use stateful::StatefulPool;
 pub use stats::PoolStats;
 pub use task::{BatchHandle, JobHandle};
 

@@ -47,6 +47,49 @@ fn timed_out(sleep: &mut Option<Pin<Box<Sleep>>>, timeout: Option<Duration>, cx:
     }
 }
 
+/// With `metrics`: when a job was queued and when it started; without, nothing
+/// (so a queued job carries no clock).
+#[cfg(feature = "metrics")]
+#[derive(Debug)]
+pub(crate) struct Clock {
+    queued: Instant,
+    started: Option<Instant>,
+}
+
+#[cfg(feature = "metrics")]
+impl Clock {
+    fn queued() -> Self {
+        Clock { queued: Instant::now(), started: None }
+    }
+    fn start(&mut self, env: &Env<'_>) {
+        if self.started.is_none() {
+            crate::metrics::queue_wait(env.name, self.queued.elapsed());
+            self.started = Some(Instant::now());
+        }
+    }
+    fn started(&self) -> Option<Instant> {
+        self.started
+    }
+}
+
+#[cfg(not(feature = "metrics"))]
+#[derive(Debug)]
+pub(crate) struct Clock;
+
+#[cfg(not(feature = "metrics"))]
+impl Clock {
+    #[inline(always)]
+    fn queued() -> Self {
+        Clock
+    }
+    #[inline(always)]
+    fn start(&mut self, _: &Env<'_>) {}
+    #[inline(always)]
+    fn started(&self) -> Option<Instant> {
+        None
+    }
+}
+
 pin_project! {
     /// One job: its future and where its result goes.
     pub(crate) struct JobTask<F: Future> {
@@ -55,9 +98,7 @@ pin_project! {
         tx: Option<oneshot::Sender<Result<F::Output, JobError>>>,
         sleep: Option<Pin<Box<Sleep>>>,
         ok: fn(&F::Output) -> bool,
-        // With `metrics`: when the job was queued, then when it started.
-        clock: Option<Instant>,
-        running: bool,
+        clock: Clock,
     }
 }
 
@@ -72,8 +113,7 @@ where
             tx,
             sleep: None,
             ok: is_ok::<F::Output>,
-            clock: if cfg!(feature = "metrics") { Some(Instant::now()) } else { None },
-            running: false,
+            clock: Clock::queued(),
         }
     }
 
@@ -100,20 +140,14 @@ where
 
     fn poll_run(self: Pin<&mut Self>, cx: &mut Context<'_>, env: &Env<'_>) -> Poll<bool> {
         let this = self.project();
-        if !*this.running {
-            *this.running = true;
-            if let Some(queued) = this.clock.take() {
-                crate::metrics::queue_wait(env.name, queued.elapsed());
-                *this.clock = env.start_clock();
-            }
-        }
+        this.clock.start(env);
         match poll_guarded(this.fut, cx) {
             Ok(Poll::Ready(v)) => {
                 let outcome = if (this.ok)(&v) { JobOutcome::Succeeded } else { JobOutcome::Failed };
                 if let Some(tx) = this.tx.take() {
                     let _ = tx.send(Ok(v));
                 }
-                env.record(outcome, *this.clock);
+                env.record(outcome, this.clock.started());
                 Poll::Ready(false)
             }
             Ok(Poll::Pending) => {
@@ -123,7 +157,7 @@ where
                     if let Some(tx) = this.tx.take() {
                         let _ = tx.send(Err(JobError::TimedOut(d)));
                     }
-                    env.record(JobOutcome::TimedOut, *this.clock);
+                    env.record(JobOutcome::TimedOut, this.clock.started());
                     return Poll::Ready(false);
                 }
                 Poll::Pending
@@ -133,7 +167,7 @@ where
                 if let Some(tx) = this.tx.take() {
                     let _ = tx.send(Err(JobError::Panicked(p)));
                 }
-                env.record(JobOutcome::Panicked, *this.clock);
+                env.record(JobOutcome::Panicked, this.clock.started());
                 Poll::Ready(true)
             }
         }

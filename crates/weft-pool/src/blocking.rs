@@ -1,0 +1,294 @@
+//! [`BlockingPool`]: jobs that block or burn CPU, on dedicated threads, with
+//! optional per-worker state.
+
+use std::any::Any;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use weft_core::{Drain, Panicked, ShutdownReport};
+
+use crate::core::{Env, JobOutcome, Mode, Runner};
+use crate::pool::{Owner, common_pool_methods};
+use crate::task::{BatchHandle, JobHandle};
+use crate::{Builder, JobError, SubmitError};
+
+pub(crate) trait BlockingTask<St>: Send + 'static {
+    fn jobs(&self) -> u64;
+    fn run(self: Box<Self>, st: &mut St, env: &Env<'_>) -> bool;
+    fn fail(self: Box<Self>, err: JobError);
+    fn into_any(self: Box<Self>) -> Box<dyn Any + Send>;
+}
+
+fn call<St, F, T>(f: F, st: &mut St, env: &Env<'_>) -> (Result<T, JobError>, bool)
+where
+    F: FnOnce(&mut St) -> T,
+{
+    let started = env.start_clock();
+    match std::panic::catch_unwind(AssertUnwindSafe(|| f(st))) {
+        Ok(v) => {
+            env.record(JobOutcome::Succeeded, started);
+            (Ok(v), false)
+        }
+        Err(p) => {
+            let p = Panicked::from_payload(p.as_ref());
+            env.log_panic(&p);
+            env.record(JobOutcome::Panicked, started);
+            (Err(JobError::Panicked(p)), true)
+        }
+    }
+}
+
+struct Job<F, T> {
+    f: F,
+    tx: Option<oneshot::Sender<Result<T, JobError>>>,
+}
+
+impl<St: 'static, F, T> BlockingTask<St> for Job<F, T>
+where
+    F: FnOnce(&mut St) -> T + Send + 'static,
+    T: Send + 'static,
+{
+    fn jobs(&self) -> u64 {
+        1
+    }
+    fn run(self: Box<Self>, st: &mut St, env: &Env<'_>) -> bool {
+        let Job { f, tx } = *self;
+        let (r, panicked) = call(f, st, env);
+        if let Some(tx) = tx {
+            let _ = tx.send(r);
+        }
+        panicked
+    }
+    fn fail(self: Box<Self>, err: JobError) {
+        if let Some(tx) = self.tx {
+            let _ = tx.send(Err(err));
+        }
+    }
+    fn into_any(self: Box<Self>) -> Box<dyn Any + Send> {
+        Box::new(self.f)
+    }
+}
+
+struct Batch<F, T> {
+    jobs: Vec<F>,
+    tx: Option<oneshot::Sender<Vec<Result<T, JobError>>>>,
+}
+
+impl<St: 'static, F, T> BlockingTask<St> for Batch<F, T>
+where
+    F: FnOnce(&mut St) -> T + Send + 'static,
+    T: Send + 'static,
+{
+    fn jobs(&self) -> u64 {
+        self.jobs.len() as u64
+    }
+    fn run(self: Box<Self>, st: &mut St, env: &Env<'_>) -> bool {
+        let Batch { jobs, tx } = *self;
+        let mut out = Vec::with_capacity(if tx.is_some() { jobs.len() } else { 0 });
+        let mut any = false;
+        for f in jobs {
+            let (r, panicked) = call(f, st, env);
+            any |= panicked;
+            if tx.is_some() {
+                out.push(r);
+            }
+        }
+        if let Some(tx) = tx {
+            let _ = tx.send(out);
+        }
+        any
+    }
+    fn fail(self: Box<Self>, err: JobError) {
+        if let Some(tx) = self.tx {
+            let _ = tx.send(self.jobs.iter().map(|_| Err(err.clone())).collect());
+        }
+    }
+    fn into_any(self: Box<Self>) -> Box<dyn Any + Send> {
+        Box::new(self.jobs)
+    }
+}
+
+pub(crate) type Factory<St> = Box<dyn Fn() -> St + Send + Sync>;
+
+pub(crate) struct BlockingRunner<St> {
+    factory: Factory<St>,
+}
+
+impl<St: Send + 'static> Runner for BlockingRunner<St> {
+    type Item = Box<dyn BlockingTask<St>>;
+    type State = St;
+    const THREADS: bool = true;
+
+    fn jobs(item: &Self::Item) -> u64 {
+        item.jobs()
+    }
+    fn evicted(item: Self::Item) {
+        item.fail(JobError::Evicted);
+    }
+    fn init(&self) -> St {
+        (self.factory)()
+    }
+    fn run<'a>(&'a self, item: Self::Item, state: &'a mut St, env: &'a Env<'a>) -> impl Future<Output = bool> + Send + 'a {
+        // This worker is a dedicated thread: running the job inline blocks
+        // only this thread, never a tokio worker.
+        let panicked = item.run(state, env);
+        std::future::ready(panicked)
+    }
+}
+
+/// A pool whose workers are dedicated OS threads, for jobs that block
+/// (synchronous I/O, FFI) or burn CPU for long stretches, so tokio's worker
+/// threads are never starved.
+///
+/// Jobs are closures `FnOnce(&mut St) -> T`. `St` is per-worker state built
+/// by a factory ([`Builder::build_blocking_with`]): a connection, a scratch
+/// buffer, a parser; a worker whose job panicked rebuilds it. Without state,
+/// `St = ()` ([`Builder::build_blocking`]).
+///
+/// A running blocking job cannot be interrupted: there is no per-job timeout
+/// (the builder refuses one), and at the shutdown deadline jobs still
+/// running are reported as aborted and left to finish on their threads.
+///
+/// ```
+/// use std::time::Duration;
+/// use weft_pool::{BlockingPool, ShutdownMode};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// // Each worker thread owns a reusable buffer.
+/// let pool = BlockingPool::builder()
+///     .workers(2)
+///     .build_blocking_with(|| Vec::<u8>::with_capacity(1 << 16))
+///     .unwrap();
+/// let h = pool.submit(|buf: &mut Vec<u8>| {
+///     buf.clear();
+///     buf.extend_from_slice(b"hello");
+///     buf.len()
+/// }).await.unwrap();
+/// assert_eq!(h.await.unwrap(), 5);
+/// let report = pool.shutdown(ShutdownMode::Drain(Duration::from_secs(5))).await;
+/// assert!(report.is_clean());
+/// # }
+/// ```
+pub struct BlockingPool<St: Send + 'static = ()> {
+    inner: Arc<Owner<BlockingRunner<St>>>,
+}
+
+impl<St: Send + 'static> Clone for BlockingPool<St> {
+    fn clone(&self) -> Self {
+        BlockingPool { inner: self.inner.clone() }
+    }
+}
+
+impl<St: Send + 'static> std::fmt::Debug for BlockingPool<St> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("BlockingPool").field(&self.inner).finish()
+    }
+}
+
+impl BlockingPool<()> {
+    /// A builder with documented defaults; finish with
+    /// [`Builder::build_blocking`] or [`Builder::build_blocking_with`].
+    pub fn builder() -> Builder {
+        Builder::new()
+    }
+}
+
+fn unbox<T: 'static>(b: Box<dyn Any + Send>) -> T {
+    *b.downcast::<T>().unwrap_or_else(|_| unreachable!("a refused item is the job that was pushed"))
+}
+
+impl<St: Send + 'static> BlockingPool<St> {
+    pub(crate) fn from_builder(b: Builder, factory: Factory<St>) -> Result<Self, crate::BuildError> {
+        Ok(BlockingPool { inner: Arc::new(Owner(b.start(BlockingRunner { factory })?)) })
+    }
+
+    /// Submits a job; the handle yields its result. Applies the overflow
+    /// policy when full; a refused job comes back in the error.
+    pub async fn submit<F, T>(&self, job: F) -> Result<JobHandle<T>, SubmitError<F>>
+    where
+        F: FnOnce(&mut St) -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let item: Box<dyn BlockingTask<St>> = Box::new(Job { f: job, tx: Some(tx) });
+        match self.inner.0.push(item).await {
+            Ok(()) => Ok(JobHandle::new(rx)),
+            Err(e) => Err(SubmitError::from(e).map(|i| unbox::<F>(i.into_any()))),
+        }
+    }
+
+    /// Submits a job without waiting.
+    pub fn try_submit<F, T>(&self, job: F) -> Result<JobHandle<T>, SubmitError<F>>
+    where
+        F: FnOnce(&mut St) -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let item: Box<dyn BlockingTask<St>> = Box::new(Job { f: job, tx: Some(tx) });
+        match self.inner.0.try_push(item) {
+            Ok(()) => Ok(JobHandle::new(rx)),
+            Err(e) => Err(SubmitError::from(e).map(|i| unbox::<F>(i.into_any()))),
+        }
+    }
+
+    /// Fire-and-forget: runs the job, discards its output.
+    pub async fn execute<F, T>(&self, job: F) -> Result<(), SubmitError<F>>
+    where
+        F: FnOnce(&mut St) -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let item: Box<dyn BlockingTask<St>> = Box::new(Job::<F, T> { f: job, tx: None });
+        self.inner.0.push(item).await.map_err(|e| SubmitError::from(e).map(|i| unbox::<F>(i.into_any())))
+    }
+
+    /// Many jobs as one queue item; results in order.
+    pub async fn submit_batch<I, F, T>(&self, jobs: I) -> Result<BatchHandle<T>, SubmitError<Vec<F>>>
+    where
+        I: IntoIterator<Item = F>,
+        F: FnOnce(&mut St) -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let jobs: Vec<F> = jobs.into_iter().collect();
+        let len = jobs.len();
+        let (tx, rx) = oneshot::channel();
+        let item: Box<dyn BlockingTask<St>> = Box::new(Batch { jobs, tx: Some(tx) });
+        match self.inner.0.push(item).await {
+            Ok(()) => Ok(BatchHandle::new(rx, len)),
+            Err(e) => Err(SubmitError::from(e).map(|i| unbox::<Vec<F>>(i.into_any()))),
+        }
+    }
+
+    common_pool_methods!();
+}
+
+impl<St: Send + 'static> Drain for BlockingPool<St> {
+    fn drain(&self, deadline: Instant) -> BoxFuture<'_, ShutdownReport> {
+        Box::pin(async move {
+            let r = self.inner.0.shutdown(Mode::Drain, deadline).await;
+            drop(self.inner.0.take_returned());
+            r
+        })
+    }
+}
+
+impl Builder {
+    /// Builds a [`BlockingPool`] of dedicated threads without state.
+    pub fn build_blocking(self) -> Result<BlockingPool<()>, crate::BuildError> {
+        BlockingPool::from_builder(self, Box::new(|| ()))
+    }
+
+    /// Builds a [`BlockingPool`] whose every worker thread owns a state built
+    /// by `factory` (rebuilt after a job of that worker panics).
+    pub fn build_blocking_with<St, Fac>(self, factory: Fac) -> Result<BlockingPool<St>, crate::BuildError>
+    where
+        St: Send + 'static,
+        Fac: Fn() -> St + Send + Sync + 'static,
+    {
+        BlockingPool::from_builder(self, Box::new(factory))
+    }
+}

@@ -1,0 +1,215 @@
+//! [`StatefulPool`]: async workers that each own a state built by a factory.
+
+use std::any::Any;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use weft_core::{Drain, Panicked, ShutdownReport};
+
+use crate::blocking::Factory;
+use crate::core::{Env, JobOutcome, Mode, Runner};
+use crate::pool::{Owner, common_pool_methods};
+use crate::task::JobHandle;
+use crate::{Builder, JobError, SubmitError};
+
+pub(crate) trait StatefulTask<St>: Send + 'static {
+    fn run<'a>(self: Box<Self>, st: &'a mut St, env: &'a Env<'a>) -> BoxFuture<'a, bool>;
+    fn fail(self: Box<Self>, err: JobError);
+    fn into_any(self: Box<Self>) -> Box<dyn Any + Send>;
+}
+
+struct Job<F, T> {
+    f: F,
+    tx: Option<oneshot::Sender<Result<T, JobError>>>,
+}
+
+impl<St: Send + 'static, F, T> StatefulTask<St> for Job<F, T>
+where
+    F: for<'s> FnOnce(&'s mut St) -> BoxFuture<'s, T> + Send + 'static,
+    T: Send + 'static,
+{
+    fn run<'a>(self: Box<Self>, st: &'a mut St, env: &'a Env<'a>) -> BoxFuture<'a, bool> {
+        let Job { f, tx } = *self;
+        Box::pin(async move {
+            let started = env.start_clock();
+            let guarded = AssertUnwindSafe(async move { f(st).await }).catch_unwind();
+            let res = match env.timeout {
+                Some(d) => tokio::time::timeout(d, guarded).await.ok(),
+                None => Some(guarded.await),
+            };
+            let (r, outcome) = match res {
+                None => (Err(JobError::TimedOut(env.timeout.unwrap_or_default())), JobOutcome::TimedOut),
+                Some(Ok(v)) => (Ok(v), JobOutcome::Succeeded),
+                Some(Err(p)) => {
+                    let p = Panicked::from_payload(p.as_ref());
+                    env.log_panic(&p);
+                    (Err(JobError::Panicked(p)), JobOutcome::Panicked)
+                }
+            };
+            env.record(outcome, started);
+            if let Some(tx) = tx {
+                let _ = tx.send(r);
+            }
+            // A timed-out job may have left the state half-used: rebuild it too.
+            matches!(outcome, JobOutcome::Panicked | JobOutcome::TimedOut)
+        })
+    }
+    fn fail(self: Box<Self>, err: JobError) {
+        if let Some(tx) = self.tx {
+            let _ = tx.send(Err(err));
+        }
+    }
+    fn into_any(self: Box<Self>) -> Box<dyn Any + Send> {
+        Box::new(self.f)
+    }
+}
+
+pub(crate) struct StatefulRunner<St> {
+    factory: Factory<St>,
+}
+
+impl<St: Send + 'static> Runner for StatefulRunner<St> {
+    type Item = Box<dyn StatefulTask<St>>;
+    type State = St;
+    const THREADS: bool = false;
+
+    fn jobs(_: &Self::Item) -> u64 {
+        1
+    }
+    fn evicted(item: Self::Item) {
+        item.fail(JobError::Evicted);
+    }
+    fn init(&self) -> St {
+        (self.factory)()
+    }
+    fn run<'a>(&'a self, item: Self::Item, state: &'a mut St, env: &'a Env<'a>) -> impl Future<Output = bool> + Send + 'a {
+        item.run(state, env)
+    }
+}
+
+/// A pool of async workers that each own a state (a connection, a buffer, a
+/// client) built by a factory; a job borrows its worker's state mutably for
+/// as long as it runs. A worker whose job panicked (or timed out) rebuilds
+/// its state before the next job.
+///
+/// Jobs are `FnOnce(&mut St) -> BoxFuture<'_, T>` (write
+/// `|st| Box::pin(async move { ... })`): the future may hold the borrow
+/// across `.await`s.
+///
+/// ```
+/// use std::time::Duration;
+/// use weft_pool::{ShutdownMode, StatefulPool};
+///
+/// struct Conn { id: u32, used: u32 }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let next = std::sync::atomic::AtomicU32::new(0);
+/// let pool = StatefulPool::builder()
+///     .workers(1)
+///     .build_stateful(move || Conn { id: next.fetch_add(1, std::sync::atomic::Ordering::SeqCst), used: 0 })
+///     .unwrap();
+/// for _ in 0..3 {
+///     pool.submit(|c: &mut Conn| Box::pin(async move { c.used += 1; c.used })).await.unwrap();
+/// }
+/// let h = pool.submit(|c: &mut Conn| Box::pin(async move { (c.id, c.used) })).await.unwrap();
+/// assert_eq!(h.await.unwrap(), (0, 3)); // one connection, reused
+/// pool.shutdown(ShutdownMode::Drain(Duration::from_secs(1))).await;
+/// # }
+/// ```
+pub struct StatefulPool<St: Send + 'static> {
+    inner: Arc<Owner<StatefulRunner<St>>>,
+}
+
+impl<St: Send + 'static> Clone for StatefulPool<St> {
+    fn clone(&self) -> Self {
+        StatefulPool { inner: self.inner.clone() }
+    }
+}
+
+impl<St: Send + 'static> std::fmt::Debug for StatefulPool<St> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("StatefulPool").field(&self.inner).finish()
+    }
+}
+
+impl StatefulPool<()> {
+    /// A builder with documented defaults; finish with
+    /// [`Builder::build_stateful`].
+    pub fn builder() -> Builder {
+        Builder::new()
+    }
+}
+
+fn unbox<T: 'static>(b: Box<dyn Any + Send>) -> T {
+    *b.downcast::<T>().unwrap_or_else(|_| unreachable!("a refused item is the job that was pushed"))
+}
+
+impl<St: Send + 'static> StatefulPool<St> {
+    /// Submits a job that borrows its worker's state.
+    pub async fn submit<F, T>(&self, job: F) -> Result<JobHandle<T>, SubmitError<F>>
+    where
+        F: for<'s> FnOnce(&'s mut St) -> BoxFuture<'s, T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let item: Box<dyn StatefulTask<St>> = Box::new(Job { f: job, tx: Some(tx) });
+        match self.inner.0.push(item).await {
+            Ok(()) => Ok(JobHandle::new(rx)),
+            Err(e) => Err(SubmitError::from(e).map(|i| unbox::<F>(i.into_any()))),
+        }
+    }
+
+    /// Submits a job without waiting.
+    pub fn try_submit<F, T>(&self, job: F) -> Result<JobHandle<T>, SubmitError<F>>
+    where
+        F: for<'s> FnOnce(&'s mut St) -> BoxFuture<'s, T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let item: Box<dyn StatefulTask<St>> = Box::new(Job { f: job, tx: Some(tx) });
+        match self.inner.0.try_push(item) {
+            Ok(()) => Ok(JobHandle::new(rx)),
+            Err(e) => Err(SubmitError::from(e).map(|i| unbox::<F>(i.into_any()))),
+        }
+    }
+
+    /// Fire-and-forget.
+    pub async fn execute<F, T>(&self, job: F) -> Result<(), SubmitError<F>>
+    where
+        F: for<'s> FnOnce(&'s mut St) -> BoxFuture<'s, T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let item: Box<dyn StatefulTask<St>> = Box::new(Job::<F, T> { f: job, tx: None });
+        self.inner.0.push(item).await.map_err(|e| SubmitError::from(e).map(|i| unbox::<F>(i.into_any())))
+    }
+
+    common_pool_methods!();
+}
+
+impl<St: Send + 'static> Drain for StatefulPool<St> {
+    fn drain(&self, deadline: Instant) -> BoxFuture<'_, ShutdownReport> {
+        Box::pin(async move {
+            let r = self.inner.0.shutdown(Mode::Drain, deadline).await;
+            drop(self.inner.0.take_returned());
+            r
+        })
+    }
+}
+
+impl Builder {
+    /// Builds a [`StatefulPool`] whose every worker owns a state built by
+    /// `factory`.
+    pub fn build_stateful<St, Fac>(self, factory: Fac) -> Result<StatefulPool<St>, crate::BuildError>
+    where
+        St: Send + 'static,
+        Fac: Fn() -> St + Send + Sync + 'static,
+    {
+        Ok(StatefulPool { inner: Arc::new(Owner(self.start(StatefulRunner { factory: Box::new(factory) })?)) })
+    }
+}
