@@ -117,17 +117,19 @@ impl<A: Actor> ActorRef<A> {
     ) -> Result<(), SendError<A::Msg>> {
         match pushed {
             Ok(admitted) => {
-                self.mb.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                self.mb.wake_if_idle();
+                self.mb.stats.send.accepted.fetch_add(1, Ordering::Relaxed);
                 if let Admitted::Evicted(old) = admitted {
                     self.mb.give_back(old);
                 }
                 Ok(())
             }
             Err(e) => {
-                self.mb.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                self.mb.stats.send.rejected.fetch_add(1, Ordering::Relaxed);
                 if e.is_closed() {
                     self.mb
                         .stats
+                        .send
                         .rejected_after_close
                         .fetch_add(1, Ordering::Relaxed);
                 }
@@ -213,12 +215,7 @@ impl<A: Actor> ActorRef<A> {
 
     /// Waits until the actor has terminated for good, and returns why.
     pub async fn wait(&self) -> Exit {
-        let mut rx = self.mb.terminated.subscribe();
-        let exit = rx
-            .wait_for(|e| e.is_some())
-            .await
-            .expect("the sender lives in the mailbox, which this reference keeps alive");
-        exit.clone().expect("waited for Some")
+        self.mb.terminated().await
     }
 
     /// Graceful stop: closes admission (new messages are refused with
@@ -228,14 +225,13 @@ impl<A: Actor> ActorRef<A> {
     pub async fn stop(&self, deadline: Instant) -> ShutdownReport {
         let start = Instant::now();
         self.mb.close();
-        let mut rx = self.mb.terminated.subscribe();
-        let finished = tokio::time::timeout_at(deadline, rx.wait_for(|e| e.is_some()))
+        let finished = tokio::time::timeout_at(deadline, self.mb.terminated())
             .await
             .is_ok();
         if !finished {
             tracing::warn!(actor = %self.mb.name, "actor did not stop by its deadline; killing it");
             self.mb.kill();
-            let _ = rx.wait_for(|e| e.is_some()).await;
+            self.mb.terminated().await;
         }
         let s = self.mb.stats();
         let mut report = ShutdownReport::new(self.mb.name.to_string());

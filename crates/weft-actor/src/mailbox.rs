@@ -1,11 +1,13 @@
 //! The mailbox shared by an actor's references and its incarnations.
 
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering, fence};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use tokio::sync::{Notify, watch};
+use crossbeam_utils::CachePadded;
+use futures::task::AtomicWaker;
+use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 use weft_core::queue::Queue;
 
@@ -27,27 +29,56 @@ pub(crate) struct Mailbox<M> {
     /// The control lane: signals checked before every message, so they
     /// overtake whatever is queued.
     pub(crate) signals: AtomicU8,
-    /// Wakes an idle incarnation when a signal arrives.
-    pub(crate) wake: Notify,
+    /// Set by an incarnation that found the mailbox empty and is about to
+    /// park; a sender that sees it wakes the incarnation.
+    pub(crate) idle: AtomicBool,
+    /// Wakes a parked incarnation (a message or a signal arrived): a flag
+    /// and an `AtomicWaker`, lock-free on both sides.
+    pub(crate) woken: AtomicBool,
+    pub(crate) waker: AtomicWaker,
     pub(crate) name: Cow<'static, str>,
     pub(crate) ask_timeout: Option<Duration>,
     pub(crate) hook: Option<UndeliveredHook<M>>,
     pub(crate) stats: Stats,
     pub(crate) life: Mutex<Life>,
-    pub(crate) terminated: watch::Sender<Option<Exit>>,
+    /// Set once, when the actor terminates for good.
+    pub(crate) exit: OnceLock<Exit>,
+    pub(crate) done: Notify,
 }
 
+/// Counters, split so that senders and the actor do not share a cache line.
 #[derive(Default)]
 pub(crate) struct Stats {
+    pub(crate) send: CachePadded<SendStats>,
+    pub(crate) run: CachePadded<RunStats>,
+}
+
+/// Written by senders.
+#[derive(Default)]
+pub(crate) struct SendStats {
     pub(crate) accepted: AtomicU64,
+    pub(crate) rejected: AtomicU64,
+    pub(crate) rejected_after_close: AtomicU64,
+}
+
+/// Written by the running incarnation (`completed`, `failed`, `in_flight`:
+/// one writer at a time) and by whoever hands messages back.
+#[derive(Default)]
+pub(crate) struct RunStats {
     pub(crate) completed: AtomicU64,
     pub(crate) failed: AtomicU64,
     pub(crate) aborted: AtomicU64,
     pub(crate) returned: AtomicU64,
-    pub(crate) rejected: AtomicU64,
-    pub(crate) rejected_after_close: AtomicU64,
     pub(crate) restarts: AtomicU64,
     pub(crate) in_flight: AtomicBool,
+}
+
+impl RunStats {
+    /// Adds one to a counter that only the running incarnation writes.
+    #[inline]
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
 }
 
 #[derive(Default)]
@@ -97,14 +128,65 @@ impl<M> Mailbox<M> {
         Mailbox {
             queue,
             signals: AtomicU8::new(0),
-            wake: Notify::new(),
+            idle: AtomicBool::new(false),
+            woken: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
             name,
             ask_timeout,
             hook,
             stats: Stats::default(),
             life: Mutex::new(Life::default()),
-            terminated: watch::Sender::new(None),
+            exit: OnceLock::new(),
+            done: Notify::new(),
         }
+    }
+
+    /// Called by a sender after it queued a message: wakes the incarnation
+    /// if it parked on an empty mailbox. Pairs with the fence in
+    /// [`park`](Mailbox::park): either the incarnation sees the message, or
+    /// the sender sees `idle`.
+    #[inline]
+    pub(crate) fn wake_if_idle(&self) {
+        fence(Ordering::SeqCst);
+        if self.idle.load(Ordering::Relaxed) && self.idle.swap(false, Ordering::AcqRel) {
+            self.wake();
+        }
+    }
+
+    /// Wakes the incarnation (whether or not it is parked).
+    #[inline]
+    pub(crate) fn wake(&self) {
+        self.woken.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Waits until [`wake`](Mailbox::wake) is called (or was called since
+    /// the last wait).
+    pub(crate) async fn woken(&self) {
+        std::future::poll_fn(|cx| {
+            if self.woken.swap(false, Ordering::AcqRel) {
+                return std::task::Poll::Ready(());
+            }
+            self.waker.register(cx.waker());
+            if self.woken.swap(false, Ordering::AcqRel) {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// Marks the incarnation idle before its last look at the queue.
+    #[inline]
+    pub(crate) fn park(&self) {
+        self.idle.store(true, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+    }
+
+    #[inline]
+    pub(crate) fn unpark(&self) {
+        self.idle.store(false, Ordering::Relaxed);
     }
 
     pub(crate) fn life(&self) -> MutexGuard<'_, Life> {
@@ -114,7 +196,7 @@ impl<M> Mailbox<M> {
     /// Sends a control-lane signal and wakes the incarnation.
     pub(crate) fn signal(&self, sig: u8) {
         self.signals.fetch_or(sig, Ordering::AcqRel);
-        self.wake.notify_one();
+        self.wake();
     }
 
     /// Closes admission (queued messages stay, for a graceful drain).
@@ -122,7 +204,7 @@ impl<M> Mailbox<M> {
         if self.queue.close() {
             tracing::debug!(actor = %self.name, "mailbox closed");
         }
-        self.wake.notify_one();
+        self.wake();
         self.notify_supervisor();
     }
 
@@ -163,6 +245,7 @@ impl<M> Mailbox<M> {
             return;
         }
         self.stats
+            .run
             .returned
             .fetch_add(msgs.len() as u64, Ordering::Relaxed);
         match &self.hook {
@@ -183,24 +266,38 @@ impl<M> Mailbox<M> {
         tracing::debug!(actor = %self.name, %exit, "actor terminated");
         #[cfg(feature = "metrics")]
         metrics::counter!("weft_actor_terminated_total", "name" => self.name.to_string(), "exit" => exit_label(&exit)).increment(1);
-        self.terminated.send_replace(Some(exit));
+        let _ = self.exit.set(exit);
+        self.done.notify_waiters();
     }
 
     pub(crate) fn is_terminated(&self) -> bool {
-        self.terminated.borrow().is_some()
+        self.exit.get().is_some()
+    }
+
+    /// Waits until the actor has terminated for good.
+    pub(crate) async fn terminated(&self) -> Exit {
+        loop {
+            let notified = self.done.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(exit) = self.exit.get() {
+                return exit.clone();
+            }
+            notified.await;
+        }
     }
 
     pub(crate) fn stats(&self) -> ActorStats {
-        let s = &self.stats;
+        let (s, r) = (&self.stats.send, &self.stats.run);
         ActorStats {
             accepted: s.accepted.load(Ordering::Relaxed),
-            completed: s.completed.load(Ordering::Relaxed),
-            failed: s.failed.load(Ordering::Relaxed),
-            aborted: s.aborted.load(Ordering::Relaxed),
-            returned: s.returned.load(Ordering::Relaxed),
+            completed: r.completed.load(Ordering::Relaxed),
+            failed: r.failed.load(Ordering::Relaxed),
+            aborted: r.aborted.load(Ordering::Relaxed),
+            returned: r.returned.load(Ordering::Relaxed),
             rejected: s.rejected.load(Ordering::Relaxed),
             rejected_after_close: s.rejected_after_close.load(Ordering::Relaxed),
-            restarts: s.restarts.load(Ordering::Relaxed),
+            restarts: r.restarts.load(Ordering::Relaxed),
             queued: self.queue.len(),
             terminated: self.is_terminated(),
         }

@@ -12,7 +12,7 @@ use weft_core::{Overflow, OverflowError, Panicked, catch_unwind};
 use crate::actor::{Actor, Context, Exit};
 use crate::actor_ref::ActorRef;
 use crate::error::BuildError;
-use crate::mailbox::{Mailbox, SIG_STOP, UndeliveredHook};
+use crate::mailbox::{Mailbox, RunStats, SIG_STOP, UndeliveredHook};
 use crate::reply;
 
 /// The default mailbox capacity: deep enough to absorb bursts, small enough
@@ -221,8 +221,8 @@ impl<M> Drop for Incarnation<M> {
     fn drop(&mut self) {
         let exit = self.exit.take().unwrap_or(Exit::Killed);
         if exit == Exit::Killed {
-            if self.mb.stats.in_flight.swap(false, Ordering::Relaxed) {
-                self.mb.stats.aborted.fetch_add(1, Ordering::Relaxed);
+            if self.mb.stats.run.in_flight.swap(false, Ordering::Relaxed) {
+                self.mb.stats.run.aborted.fetch_add(1, Ordering::Relaxed);
             }
             tracing::warn!(actor = %self.mb.name, "actor killed");
         }
@@ -255,25 +255,36 @@ async fn run<A: Actor>(mut actor: A, myself: ActorRef<A>, incarnation: u64) -> E
         let msg = match mb.queue.try_pop() {
             Some(msg) => msg,
             None => {
-                tokio::select! {
-                    biased;
-                    _ = mb.wake.notified() => continue,
-                    msg = mb.queue.pop() => match msg {
-                        Some(msg) => msg,
-                        None => break Exit::Stopped,
-                    },
+                // Park: announce it, then look once more, so that a sender
+                // either sees `idle` (and wakes us) or we see its message.
+                mb.park();
+                match mb.queue.try_pop() {
+                    Some(msg) => {
+                        mb.unpark();
+                        msg
+                    }
+                    None => {
+                        if mb.queue.is_closed() && mb.queue.is_empty() {
+                            mb.unpark();
+                            break Exit::Stopped;
+                        }
+                        if mb.signals.load(Ordering::Acquire) == 0 {
+                            mb.woken().await;
+                        }
+                        mb.unpark();
+                        continue;
+                    }
                 }
             }
         };
-        mb.stats.in_flight.store(true, Ordering::Relaxed);
+        let run = &mb.stats.run;
+        run.in_flight.store(true, Ordering::Relaxed);
         let result = handle_one(&mut actor, msg, &mut ctx).await;
-        mb.stats.in_flight.store(false, Ordering::Relaxed);
+        run.in_flight.store(false, Ordering::Relaxed);
         match result {
-            Ok(()) => {
-                mb.stats.completed.fetch_add(1, Ordering::Relaxed);
-            }
+            Ok(()) => RunStats::bump(&run.completed),
             Err(p) => {
-                mb.stats.failed.fetch_add(1, Ordering::Relaxed);
+                RunStats::bump(&run.failed);
                 tracing::error!(actor = %mb.name, panic = %p, "actor handler panicked");
                 #[cfg(feature = "metrics")]
                 metrics::counter!("weft_actor_panics_total", "name" => mb.name.to_string())
