@@ -195,12 +195,15 @@ where
         Failure::Panic(p) => return R::handled(Handled::Flow(ctx.give_up(backup, p.into())), None),
         Failure::Error(e) => e,
     };
-    let (Some(retry), Some(item)) = (&ctx.retry, backup) else {
+    let (Some(retry), true) = (&ctx.retry, backup.is_some()) else {
+        // No retries (or nothing to retry with): the policy decides, with
+        // the item if the stage keeps one (dead letters).
         return R::handled(
-            Handled::Flow(ctx.give_up(None, crate::StageError::Failed(err))),
+            Handled::Flow(ctx.give_up(backup, crate::StageError::Failed(err))),
             None,
         );
     };
+    let item = backup.expect("checked above");
     let mut attempts = 1;
     loop {
         let (again, e) = retry.should_retry(err);
