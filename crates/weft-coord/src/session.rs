@@ -414,7 +414,6 @@ impl SessionInner {
             return;
         }
         self.stop_keepalive.cancel();
-        self.lost.cancel();
         if reason != LostReason::Closed {
             let mut h = self.holds();
             let n = h.live.len() as u64;
@@ -436,6 +435,8 @@ impl SessionInner {
                 "session lost: everything held under it is released"
             );
         }
+        // Tokens last: whoever wakes on them sees the counts settled.
+        self.lost.cancel();
     }
 
     /// Deletes `key` now.
