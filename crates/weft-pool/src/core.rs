@@ -437,10 +437,6 @@ impl<R: Runner> Shared<R> {
         self.live.load(Ordering::Acquire)
     }
 
-    pub(crate) fn target(&self) -> usize {
-        self.target.load(Ordering::Acquire)
-    }
-
     /// Busy time of all workers so far, and how many run a job right now.
     pub(crate) fn busy(&self) -> (u64, u64) {
         let reg = self.registry();

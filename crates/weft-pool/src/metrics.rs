@@ -28,6 +28,7 @@ mod imp {
 }
 
 #[cfg(not(feature = "metrics"))]
+#[allow(dead_code)]
 mod imp {
     use std::time::Duration;
 

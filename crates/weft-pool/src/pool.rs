@@ -314,6 +314,11 @@ impl WorkerPool {
         (r, back)
     }
 
+    /// How many queue items may wait.
+    pub fn queue_capacity(&self) -> usize {
+        self.inner.0.queue.capacity().unwrap_or(usize::MAX >> 4)
+    }
+
     common_pool_methods!();
 
     #[allow(dead_code)]
