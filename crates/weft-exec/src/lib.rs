@@ -1,6 +1,7 @@
 //! Admission control for tokio services.
 #![forbid(unsafe_code)]
 
+mod adaptive;
 mod concurrency;
 mod error;
 mod executor;
@@ -8,6 +9,7 @@ mod load_shed;
 pub(crate) mod metrics;
 mod rate;
 
+pub use adaptive::{AdaptiveLimit, AdaptiveLimitLayer, AdaptiveStats, Aimd, Algorithm, Sample, Vegas};
 pub use concurrency::{ConcurrencyLimit, ConcurrencyLimitLayer, ConcurrencyStats};
 pub use error::{
     BuildError, KeyedRefusal, Overloaded, RateLimited, SpawnError, TaskError, TooManyKeys,
@@ -21,6 +23,7 @@ pub use rate::{
 
 /// Response futures of the tower services.
 pub mod future {
+    pub use crate::adaptive::future::ResponseFuture as AdaptiveFuture;
     pub use crate::concurrency::future::ResponseFuture as ConcurrencyFuture;
     pub use crate::load_shed::future::ResponseFuture as LoadShedFuture;
     pub use crate::rate::KeyedFuture;
