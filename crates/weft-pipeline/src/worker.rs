@@ -119,7 +119,7 @@ where
                     flow = Flow::Stop;
                     break;
                 }
-                r = catch_unwind((self.0)(item)) => r,
+                r = call_async(&self.0, item) => r,
             };
             let failure = match r {
                 Ok(Ok(u)) => {
@@ -131,7 +131,7 @@ where
                 Err(p) => Failure::Panic(p),
             };
             let handled = handle(ctx, backup, failure, |item| {
-                let fut = catch_unwind((self.0)(item));
+                let fut = call_async(&self.0, item);
                 async move {
                     match fut.await {
                         Ok(Ok(u)) => Ok(u),
@@ -158,6 +158,27 @@ where
             ctx.stats.cancelled.add(iter.len() as u64);
         }
         flow
+    }
+}
+
+/// Calls an async stage function, catching a panic both in the call that
+/// makes the future and while the future runs.
+fn call_async<T, U, F, Fut>(
+    f: &F,
+    item: T,
+) -> impl Future<Output = Result<Result<U, BoxError>, Panicked>> + Send + 'static
+where
+    F: Fn(T) -> Fut,
+    Fut: Future<Output = Result<U, BoxError>> + Send + 'static,
+    U: Send + 'static,
+{
+    let made = std::panic::catch_unwind(AssertUnwindSafe(|| f(item)))
+        .map_err(|p| Panicked::from_payload(p.as_ref()));
+    async move {
+        match made {
+            Ok(fut) => catch_unwind(fut).await,
+            Err(p) => Err(p),
+        }
     }
 }
 

@@ -1,0 +1,119 @@
+//! Batching by size, weight and time (paused time), and flushing.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::{Instant, advance, sleep};
+use weft_pipeline::{Batch, Pipeline, TimeRule};
+
+#[tokio::test]
+async fn by_size_flushes_the_partial_batch_on_completion() {
+    let (batches, report) = Pipeline::from_iter(0..10u32)
+        .batch("b", Batch::size(4))
+        .collect()
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(batches, vec![vec![0, 1, 2, 3], vec![4, 5, 6, 7], vec![8, 9]]);
+    let b = &report.stages[1];
+    assert_eq!((b.received, b.completed, b.emitted), (10, 10, 3));
+}
+
+#[tokio::test]
+async fn empty_input_emits_no_batch() {
+    let (batches, _) = Pipeline::from_iter(std::iter::empty::<u8>())
+        .batch("b", Batch::size(4).max_age(Duration::from_millis(1)))
+        .collect()
+        .run()
+        .await
+        .unwrap();
+    assert!(batches.is_empty());
+}
+
+#[tokio::test]
+async fn by_weight_never_exceeds_the_limit_and_heavy_items_travel_alone() {
+    let words = ["a", "bb", "ccc", "dddd", "eeeeeeeeee", "f", "gg"].map(String::from);
+    let (batches, _) = Pipeline::from_iter(words)
+        .batch("b", Batch::size(100).max_weight(5, |s: &String| s.len() as u64))
+        .collect()
+        .run()
+        .await
+        .unwrap();
+    let lens: Vec<Vec<usize>> = batches
+        .iter()
+        .map(|b| b.iter().map(String::len).collect())
+        .collect();
+    assert_eq!(lens, vec![vec![1, 2], vec![3], vec![4], vec![10], vec![1, 2]]);
+}
+
+/// Sends `(delay_before, item)` pairs into a channel-sourced batch stage and
+/// records when each batch came out.
+async fn timed(rule: TimeRule, plan: Vec<(u64, u32)>) -> Vec<(u64, Vec<u32>)> {
+    let (tx, rx) = mpsc::channel(16);
+    let (out_tx, mut out_rx) = mpsc::channel(16);
+    let running = Pipeline::from_receiver(rx)
+        .batch("b", Batch::size(100).time_rule(rule))
+        .send_to(out_tx)
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let feeder = tokio::spawn(async move {
+        for (delay, item) in plan {
+            sleep(Duration::from_millis(delay)).await;
+            tx.send(item).await.unwrap();
+        }
+        sleep(Duration::from_millis(1_000)).await;
+    });
+    let mut got = Vec::new();
+    while let Some(b) = out_rx.recv().await {
+        got.push((start.elapsed().as_millis() as u64, b));
+    }
+    feeder.await.unwrap();
+    running.join().await.unwrap();
+    got
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_age_bounds_the_first_items_wait() {
+    // Items at 0, 30, 60, 90 ms; batches close 50 ms after their first item.
+    let got = timed(
+        TimeRule::MaxAge(Duration::from_millis(50)),
+        vec![(0, 1), (30, 2), (30, 3), (30, 4)],
+    )
+    .await;
+    assert_eq!(got, vec![(50, vec![1, 2]), (110, vec![3, 4])]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_gap_closes_when_the_input_pauses() {
+    // A steady trickle every 30 ms stays together under a 50 ms idle gap,
+    // however long it lasts; the pause closes it.
+    let got = timed(
+        TimeRule::IdleGap(Duration::from_millis(50)),
+        vec![(0, 1), (30, 2), (30, 3), (30, 4), (200, 5)],
+    )
+    .await;
+    assert_eq!(got, vec![(140, vec![1, 2, 3, 4]), (340, vec![5])]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_flushes_the_partial_batch() {
+    let (tx, rx) = mpsc::channel::<u32>(16);
+    let (out_tx, mut out_rx) = mpsc::channel(16);
+    let running = Pipeline::from_receiver(rx)
+        .batch("b", Batch::size(100).max_age(Duration::from_secs(3600)))
+        .send_to(out_tx)
+        .spawn()
+        .unwrap();
+    for i in 0..3 {
+        tx.send(i).await.unwrap();
+    }
+    advance(Duration::from_millis(10)).await;
+    // The sender is still open: only the shutdown ends the source.
+    let report = running.shutdown(Instant::now() + Duration::from_secs(5)).await;
+    assert_eq!(out_rx.recv().await, Some(vec![0, 1, 2]));
+    assert_eq!(out_rx.recv().await, None);
+    assert_eq!(report.items_in, 3);
+    assert_eq!(report.cancelled, 0);
+    drop(tx);
+}
