@@ -74,11 +74,14 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod breaker;
+mod keyed;
 #[cfg(feature = "metrics")]
 mod metrics;
+pub mod retry;
 mod sync;
 
 pub use breaker::{
     Breaker, BreakerLayer, BuildError, Builder, CallError, CircuitBreaker, Open, OwnedPermit,
     Permit, Reason, SlidingWindow, State, Stats, Transition, future,
 };
+pub use keyed::{KeyedBreaker, KeyedStats};

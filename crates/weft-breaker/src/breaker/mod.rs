@@ -6,6 +6,10 @@ pub(crate) mod core;
 mod error;
 pub mod future;
 mod layer;
+#[cfg(all(test, loom))]
+mod loom_tests;
+#[cfg(all(test, not(loom)))]
+mod model;
 mod service;
 mod state;
 mod window;

@@ -1,0 +1,398 @@
+//! Breaker behaviour with paused time: trips, windows, probes, events.
+
+mod support;
+
+use std::future::pending;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::{advance, sleep};
+use weft_breaker::{CallError, CircuitBreaker, Reason, SlidingWindow, State};
+use weft_core::Outcome;
+
+const MS: Duration = Duration::from_millis(1);
+const SEC: Duration = Duration::from_secs(1);
+
+async fn fail(b: &CircuitBreaker) -> Result<(), CallError<&'static str>> {
+    b.call(async { Err("boom") }).await
+}
+async fn ok(b: &CircuitBreaker) -> Result<(), CallError<&'static str>> {
+    b.call(async { Ok(()) }).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn consecutive_failures_trip_and_success_resets() {
+    support::init();
+    let b = CircuitBreaker::builder()
+        .consecutive_failures(3)
+        .sliding_window(SlidingWindow::Disabled)
+        .build()
+        .unwrap();
+    fail(&b).await.unwrap_err();
+    fail(&b).await.unwrap_err();
+    ok(&b).await.unwrap();
+    fail(&b).await.unwrap_err();
+    fail(&b).await.unwrap_err();
+    assert_eq!(b.state(), State::Closed);
+    assert_eq!(b.stats().consecutive_failures, 2);
+    fail(&b).await.unwrap_err();
+    assert_eq!(b.state(), State::Open);
+    let s = b.stats();
+    assert_eq!((s.successes, s.failures, s.opened), (1, 5, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn failure_rate_over_count_window_needs_minimum_calls() {
+    let b = CircuitBreaker::builder()
+        .sliding_window(SlidingWindow::Count(10))
+        .minimum_calls(5)
+        .failure_rate(0.6)
+        .build()
+        .unwrap();
+    // 3 failures out of 4 calls: above the rate but under the minimum.
+    for r in [false, false, true, false] {
+        let _ = if r { ok(&b).await } else { fail(&b).await };
+    }
+    assert_eq!(b.state(), State::Closed);
+    // 4 of 5 failed = 80% >= 60%.
+    fail(&b).await.unwrap_err();
+    assert_eq!(b.state(), State::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn time_window_forgets_old_failures() {
+    let b = CircuitBreaker::builder()
+        .sliding_window(SlidingWindow::Time(Duration::from_secs(10)))
+        .minimum_calls(4)
+        .failure_rate(0.5)
+        .build()
+        .unwrap();
+    fail(&b).await.unwrap_err();
+    fail(&b).await.unwrap_err();
+    ok(&b).await.unwrap();
+    advance(Duration::from_secs(11)).await;
+    // The two old failures left the window: 1 failure in 4 calls.
+    ok(&b).await.unwrap();
+    ok(&b).await.unwrap();
+    ok(&b).await.unwrap();
+    fail(&b).await.unwrap_err();
+    assert_eq!(b.state(), State::Closed);
+    assert_eq!(b.stats().window_calls, 4);
+    fail(&b).await.unwrap_err();
+    fail(&b).await.unwrap_err();
+    assert_eq!(b.state(), State::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_calls_trip() {
+    let b = CircuitBreaker::builder()
+        .sliding_window(SlidingWindow::Count(4))
+        .minimum_calls(4)
+        .slow_calls(100 * MS, 0.5)
+        .build()
+        .unwrap();
+    for d in [10, 200, 10, 150] {
+        let _ = b
+            .call(async move {
+                sleep(d * MS).await;
+                Ok::<_, ()>(())
+            })
+            .await;
+    }
+    assert_eq!(b.state(), State::Open);
+    let s = b.stats();
+    assert_eq!((s.slow, s.successes), (2, 4));
+}
+
+#[tokio::test(start_paused = true)]
+async fn open_rejects_with_retry_after_then_probes_close() {
+    let b = CircuitBreaker::builder()
+        .consecutive_failures(1)
+        .open_duration(5 * SEC)
+        .half_open_probes(2)
+        .build()
+        .unwrap();
+    fail(&b).await.unwrap_err();
+    advance(2 * SEC).await;
+    let mut polled = false;
+    let r = b
+        .call(async {
+            polled = true;
+            Ok::<_, ()>(())
+        })
+        .await;
+    let open = match r {
+        Err(CallError::Open(o)) => o,
+        other => panic!("expected Open, got {other:?}"),
+    };
+    assert!(!polled, "a rejected call's future is never polled");
+    assert_eq!(open.state(), State::Open);
+    assert_eq!(open.retry_after(), Some(3 * SEC));
+    assert_eq!(
+        open.to_string(),
+        "circuit breaker is open; next probe in 3s"
+    );
+    advance(3 * SEC).await;
+    ok(&b).await.unwrap();
+    assert_eq!(b.state(), State::HalfOpen);
+    ok(&b).await.unwrap();
+    assert_eq!(b.state(), State::Closed);
+    assert_eq!(b.stats().probes, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn repeated_trips_grow_the_open_duration_up_to_the_cap() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    let b = CircuitBreaker::builder()
+        .consecutive_failures(1)
+        .open_duration(SEC)
+        .open_backoff(2.0, 3 * SEC)
+        .half_open_probes(1)
+        .on_transition(move |t| {
+            if t.to == State::Open {
+                s2.lock().unwrap().push(t.open_for.unwrap());
+            }
+        })
+        .build()
+        .unwrap();
+    fail(&b).await.unwrap_err();
+    for wait in [1, 2, 3] {
+        advance(wait * SEC).await;
+        fail(&b).await.unwrap_err(); // the probe fails
+    }
+    assert_eq!(*seen.lock().unwrap(), vec![SEC, 2 * SEC, 3 * SEC, 3 * SEC]);
+    // Closing resets the growth.
+    advance(3 * SEC).await;
+    ok(&b).await.unwrap();
+    fail(&b).await.unwrap_err();
+    assert_eq!(seen.lock().unwrap().last(), Some(&SEC));
+}
+
+#[tokio::test(start_paused = true)]
+async fn jitter_shortens_within_bounds() {
+    for _ in 0..20 {
+        let mut rx;
+        let b = CircuitBreaker::builder()
+            .consecutive_failures(1)
+            .open_duration(10 * SEC)
+            .open_jitter(0.5)
+            .build()
+            .unwrap();
+        rx = b.subscribe();
+        fail(&b).await.unwrap_err();
+        let d = rx.recv().await.unwrap().open_for.unwrap();
+        assert!(d >= 5 * SEC && d <= 10 * SEC, "{d:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn half_open_failure_reopens() {
+    let b = CircuitBreaker::builder()
+        .consecutive_failures(1)
+        .open_duration(SEC)
+        .half_open_probes(3)
+        .build()
+        .unwrap();
+    fail(&b).await.unwrap_err();
+    advance(SEC).await;
+    ok(&b).await.unwrap();
+    fail(&b).await.unwrap_err();
+    assert_eq!(b.state(), State::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancelled_call_is_neither_success_nor_failure() {
+    let b = CircuitBreaker::builder()
+        .consecutive_failures(1)
+        .open_duration(SEC)
+        .half_open_probes(1)
+        .build()
+        .unwrap();
+    fail(&b).await.unwrap_err();
+    advance(SEC).await;
+    // The probe is dropped before it completes: slot freed, nothing counted.
+    let probe = b.call(pending::<Result<(), ()>>());
+    tokio::select! {
+        _ = probe => unreachable!(),
+        _ = sleep(MS) => {}
+    }
+    assert_eq!(b.state(), State::HalfOpen);
+    assert_eq!(b.stats().probes_in_flight, 0);
+    assert_eq!(b.stats().cancelled, 1);
+    ok(&b).await.unwrap();
+    assert_eq!(b.state(), State::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn hung_probe_does_not_hold_its_slot_forever() {
+    let b = CircuitBreaker::builder()
+        .consecutive_failures(1)
+        .open_duration(SEC)
+        .half_open_probes(1)
+        .half_open_max_wait(10 * SEC)
+        .build()
+        .unwrap();
+    let mut events = b.subscribe();
+    fail(&b).await.unwrap_err();
+    advance(SEC).await;
+    let b2 = b.clone();
+    let hung = tokio::spawn(async move { b2.call(pending::<Result<(), ()>>()).await });
+    tokio::task::yield_now().await;
+    assert_eq!(b.stats().probes_in_flight, 1);
+    let e = ok(&b).await.unwrap_err();
+    assert!(e.is_open());
+    advance(10 * SEC).await;
+    // Past the max wait a caller finding no slot reopens the breaker...
+    let e = ok(&b).await.unwrap_err();
+    assert!(e.is_open());
+    let reasons: Vec<Reason> = std::iter::from_fn(|| events.try_recv().ok())
+        .map(|t| t.reason)
+        .collect();
+    assert_eq!(
+        reasons,
+        vec![
+            Reason::ConsecutiveFailures,
+            Reason::OpenElapsed,
+            Reason::HalfOpenTimeout
+        ]
+    );
+    // ...and after the open duration a new probe gets through.
+    advance(SEC).await;
+    ok(&b).await.unwrap();
+    assert_eq!(b.state(), State::Closed);
+    hung.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn classifier_decides_what_counts() {
+    let b = CircuitBreaker::builder()
+        .consecutive_failures(2)
+        .sliding_window(SlidingWindow::Disabled)
+        .build()
+        .unwrap();
+    let classify = |r: &Result<(), u16>| match r {
+        Ok(()) => Outcome::Success,
+        Err(404) => Outcome::Ignored,
+        Err(_) => Outcome::Failure,
+    };
+    for _ in 0..5 {
+        let _ = b.call_with(&classify, async { Err(404) }).await;
+    }
+    assert_eq!(b.state(), State::Closed);
+    assert_eq!(b.stats().ignored, 5);
+    let _ = b.call_with(&classify, async { Err(503) }).await;
+    let _ = b.call_with(&classify, async { Err(404) }).await; // does not reset
+    let _ = b.call_with(&classify, async { Err(503) }).await;
+    assert_eq!(b.state(), State::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn forced_states_and_events() {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let l2 = log.clone();
+    let b = CircuitBreaker::builder()
+        .consecutive_failures(1)
+        .on_transition(move |t| l2.lock().unwrap().push((t.from, t.to)))
+        .build()
+        .unwrap();
+    let mut watch = b.watch();
+    let mut events = b.subscribe();
+    b.force_open();
+    assert!(watch.has_changed().unwrap());
+    assert_eq!(*watch.borrow_and_update(), State::ForcedOpen);
+    let e = ok(&b).await.unwrap_err();
+    match e {
+        CallError::Open(o) => {
+            assert_eq!((o.state(), o.retry_after()), (State::ForcedOpen, None));
+        }
+        other => panic!("{other:?}"),
+    }
+    advance(Duration::from_secs(3600)).await;
+    assert!(ok(&b).await.is_err(), "forced open stays open");
+    b.disable();
+    for _ in 0..10 {
+        fail(&b).await.unwrap_err();
+    }
+    assert_eq!(b.state(), State::Disabled);
+    assert_eq!(b.stats().passthrough, 10);
+    b.reset();
+    assert_eq!(*watch.borrow_and_update(), State::Closed);
+    assert_eq!(
+        *log.lock().unwrap(),
+        vec![
+            (State::Closed, State::ForcedOpen),
+            (State::ForcedOpen, State::Disabled),
+            (State::Disabled, State::Closed)
+        ]
+    );
+    let t = events.recv().await.unwrap();
+    assert_eq!(
+        (t.to, t.reason, t.generation),
+        (State::ForcedOpen, Reason::Forced, 1)
+    );
+    let s = b.stats();
+    assert_eq!(
+        (s.forced_open, s.disabled, s.closed, s.rejected),
+        (1, 1, 1, 2)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn manual_permits() {
+    let b = CircuitBreaker::builder()
+        .consecutive_failures(1)
+        .build()
+        .unwrap();
+    let p = b.try_acquire_owned().unwrap();
+    assert!(!p.is_probe());
+    let h = tokio::spawn(async move { p.record(Outcome::Failure) });
+    h.await.unwrap();
+    assert_eq!(b.state(), State::Open);
+    assert!(b.try_acquire().is_err());
+}
+
+#[test]
+fn invalid_configurations_say_what_to_pass() {
+    let e = CircuitBreaker::builder()
+        .sliding_window(SlidingWindow::Count(0))
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "count window of 0 calls: pass between 1 and 1000000"
+    );
+    let e = CircuitBreaker::builder()
+        .failure_rate(1.5)
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("pass a fraction in (0, 1]"));
+    let e = CircuitBreaker::builder()
+        .sliding_window(SlidingWindow::Disabled)
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("no trip condition"));
+    let e = CircuitBreaker::builder()
+        .sliding_window(SlidingWindow::Count(10))
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("pass at most 10"));
+    assert!(
+        CircuitBreaker::builder()
+            .half_open_probes(0)
+            .build()
+            .is_err()
+    );
+    assert!(
+        CircuitBreaker::builder()
+            .open_duration(Duration::ZERO)
+            .build()
+            .is_err()
+    );
+    assert!(
+        CircuitBreaker::builder()
+            .sliding_window(SlidingWindow::Time(Duration::from_millis(1500)))
+            .build()
+            .is_err()
+    );
+}
