@@ -233,17 +233,7 @@ impl<A: Actor> ActorRef<A> {
             self.mb.kill();
             self.mb.terminated().await;
         }
-        let s = self.mb.stats();
-        let mut report = ShutdownReport::new(self.mb.name.to_string());
-        report.accepted = s.accepted;
-        report.completed = s.completed;
-        report.failed = s.failed;
-        report.aborted = s.aborted;
-        report.returned = s.returned;
-        report.rejected_after_close = s.rejected_after_close;
-        if s.aborted > 0 {
-            report.unfinished.push(self.mb.name.to_string());
-        }
+        let mut report = self.mb.report();
         report.elapsed = start.elapsed();
         report
     }

@@ -90,6 +90,7 @@ mod error;
 mod mailbox;
 mod reply;
 mod spawn;
+pub mod supervisor;
 
 pub use actor::{Actor, AskFor, Context, Exit};
 pub use actor_ref::{ActorRef, ResponseFuture};
@@ -97,3 +98,12 @@ pub use error::{AskError, BuildError, RegistryError, SendError};
 pub use mailbox::{ActorStats, UndeliveredHook};
 pub use reply::Reply;
 pub use spawn::{Builder, DEFAULT_ASK_TIMEOUT, DEFAULT_CAPACITY, spawn};
+pub use supervisor::{Supervisor, SupervisorBuilder};
+
+/// Calls a factory, turning a panic into [`weft_core::Panicked`].
+pub(crate) fn catch_unwind_sync<T>(
+    f: &mut (dyn FnMut() -> T + Send),
+) -> Result<T, weft_core::Panicked> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .map_err(|payload| weft_core::Panicked::from_payload(payload.as_ref()))
+}

@@ -83,6 +83,8 @@ impl RunStats {
 
 #[derive(Default)]
 pub(crate) struct Life {
+    /// An incarnation's task exists (spawned and not yet ended).
+    pub(crate) running: bool,
     /// The running incarnation, if any.
     pub(crate) abort: Option<AbortHandle>,
     /// A kill arrived while no incarnation was registered.
@@ -226,17 +228,61 @@ impl<M> Mailbox<M> {
         }
     }
 
-    /// Registers a freshly spawned incarnation so that it can be killed.
+    /// Marks an incarnation as about to be spawned.
+    pub(crate) fn begin(&self) {
+        self.life().running = true;
+    }
+
+    /// Registers a freshly spawned incarnation so that it can be killed
+    /// (unless it already ended).
     pub(crate) fn register(&self, handle: AbortHandle) {
         let mut life = self.life();
+        if !life.running {
+            return;
+        }
         if std::mem::take(&mut life.kill_pending) {
             handle.abort();
         }
         life.abort = Some(handle);
     }
 
-    pub(crate) fn unregister(&self) {
-        self.life().abort = None;
+    /// The incarnation's task ended (returned or aborted).
+    pub(crate) fn end(&self) {
+        {
+            let mut life = self.life();
+            life.running = false;
+            life.abort = None;
+        }
+        self.done.notify_waiters();
+    }
+
+    /// Waits until no incarnation's task exists.
+    pub(crate) async fn incarnation_ended(&self) {
+        loop {
+            let notified = self.done.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if !self.life().running {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// The actor's report, from its counters.
+    pub(crate) fn report(&self) -> weft_core::ShutdownReport {
+        let s = self.stats();
+        let mut report = weft_core::ShutdownReport::new(self.name.to_string());
+        report.accepted = s.accepted;
+        report.completed = s.completed;
+        report.failed = s.failed;
+        report.aborted = s.aborted;
+        report.returned = s.returned;
+        report.rejected_after_close = s.rejected_after_close;
+        if s.aborted > 0 {
+            report.unfinished.push(self.name.to_string());
+        }
+        report
     }
 
     /// Hands messages that will never be handled to the hook, counting them.

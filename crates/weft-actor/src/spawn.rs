@@ -132,11 +132,6 @@ impl<M: Send + 'static> Builder<M> {
         self
     }
 
-    pub(crate) fn hook_arc(mut self, hook: Option<UndeliveredHook<M>>) -> Self {
-        self.hook = hook;
-        self
-    }
-
     pub(crate) fn mailbox(&self) -> Result<Arc<Mailbox<M>>, BuildError> {
         let queue = match self.capacity {
             Some(cap) => Queue::bounded(cap, self.overflow)?,
@@ -178,12 +173,16 @@ impl<M> fmt::Debug for Builder<M> {
 
 fn spawn_standalone<A: Actor>(actor: A, myself: ActorRef<A>) {
     let mb = myself.mailbox().clone();
+    mb.begin();
+    // The guard is made here, so that it runs even if the task is dropped
+    // before its first poll.
+    let guard = Incarnation {
+        mb: mb.clone(),
+        exit: None,
+        standalone: true,
+    };
     let handle = tokio::spawn(async move {
-        let mut guard = Incarnation {
-            mb: myself.mailbox().clone(),
-            exit: None,
-            standalone: true,
-        };
+        let mut guard = guard;
         guard.exit = Some(run(actor, myself, 0).await);
     });
     mb.register(handle.abort_handle());
@@ -196,12 +195,14 @@ pub(crate) fn spawn_incarnation<A: Actor>(
     incarnation: u64,
 ) -> tokio::task::JoinHandle<Exit> {
     let mb = myself.mailbox().clone();
+    mb.begin();
+    let guard = Incarnation {
+        mb: mb.clone(),
+        exit: None,
+        standalone: false,
+    };
     let handle = tokio::spawn(async move {
-        let mut guard = Incarnation {
-            mb: myself.mailbox().clone(),
-            exit: None,
-            standalone: false,
-        };
+        let mut guard = guard;
         let exit = run(actor, myself, incarnation).await;
         guard.exit = Some(exit.clone());
         exit
@@ -226,10 +227,10 @@ impl<M> Drop for Incarnation<M> {
             }
             tracing::warn!(actor = %self.mb.name, "actor killed");
         }
-        self.mb.unregister();
         if self.standalone {
             self.mb.finish(exit);
         }
+        self.mb.end();
     }
 }
 
