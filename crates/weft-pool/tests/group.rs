@@ -1,0 +1,132 @@
+//! TaskGroup: limits, error policies, order, panics, drop.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::time::sleep;
+use weft_pool::group::{ErrorPolicy, Order, TaskError, TaskGroup};
+
+#[tokio::test(start_paused = true)]
+async fn results_in_submission_or_completion_order() {
+    let g = TaskGroup::<u64, ()>::new();
+    for d in [30u64, 10, 20] {
+        g.spawn(move |_| async move {
+            sleep(Duration::from_millis(d)).await;
+            Ok(d)
+        });
+    }
+    assert_eq!(g.join().await, Ok(vec![30, 10, 20]));
+
+    let g = TaskGroup::<u64, ()>::new().with_order(Order::Completion);
+    for d in [30u64, 10, 20] {
+        g.spawn(move |_| async move {
+            sleep(Duration::from_millis(d)).await;
+            Ok(d)
+        });
+    }
+    assert_eq!(g.join().await, Ok(vec![10, 20, 30]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_limit_bounds_concurrency() {
+    let running = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let g = TaskGroup::<(), ()>::new().with_limit(3);
+    for _ in 0..10 {
+        let (r, p) = (running.clone(), peak.clone());
+        g.spawn(move |_| async move {
+            let now = r.fetch_add(1, Ordering::SeqCst) + 1;
+            p.fetch_max(now, Ordering::SeqCst);
+            sleep(Duration::from_millis(10)).await;
+            r.fetch_sub(1, Ordering::SeqCst);
+            Ok(())
+        });
+    }
+    assert_eq!(g.join().await.unwrap().len(), 10);
+    assert_eq!(peak.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn first_error_cancels_the_rest() {
+    let g = TaskGroup::<u32, &'static str>::new().with_limit(2);
+    g.spawn(|_| async {
+        sleep(Duration::from_millis(5)).await;
+        Err("boom")
+    });
+    g.spawn(|cancel| async move {
+        tokio::select! {
+            _ = cancel.cancelled() => Ok(0),
+            _ = sleep(Duration::from_secs(60)) => Ok(1),
+        }
+    });
+    g.spawn(|_| async { Ok(2) }); // waits for a slot; skipped once cancelled
+    let start = tokio::time::Instant::now();
+    let all = g.join_all().await;
+    assert!(start.elapsed() < Duration::from_secs(1), "the sibling stopped early");
+    assert_eq!(all, vec![Err(TaskError::Failed("boom")), Ok(0), Err(TaskError::Cancelled)]);
+    assert!(g.token().is_cancelled());
+}
+
+#[tokio::test]
+async fn join_returns_the_real_failure_not_a_cancellation() {
+    let g = TaskGroup::<u32, &'static str>::new().with_limit(1);
+    g.spawn(|_| async { Err("first") });
+    g.spawn(|_| async { Ok(1) });
+    assert_eq!(g.join().await, Err(TaskError::Failed("first")));
+}
+
+#[tokio::test]
+async fn collect_all_runs_everything_and_reports_panics() {
+    let g = TaskGroup::<u32, String>::new().with_policy(ErrorPolicy::CollectAll);
+    g.spawn(|_| async { Err("a".to_string()) });
+    g.spawn(|_| async { panic!("b") });
+    g.spawn(|_| async { Ok(3) });
+    let all = g.join_all().await;
+    assert_eq!(all[0], Err(TaskError::Failed("a".into())));
+    assert!(matches!(&all[1], Err(TaskError::Panicked(p)) if p.message() == "b"));
+    assert_eq!(all[2], Ok(3));
+    assert!(!g.token().is_cancelled());
+}
+
+#[tokio::test]
+async fn spawning_through_a_shared_reference() {
+    let g = Arc::new(TaskGroup::<u32, ()>::new());
+    let g2 = g.clone();
+    g.spawn(move |_| async move {
+        g2.spawn(|_| async { Ok(2) });
+        Ok(1)
+    });
+    // join waits for the task spawned by a task, too.
+    let mut v = g.join().await.unwrap();
+    v.sort();
+    assert_eq!(v, vec![1, 2]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_the_group_cancels_and_aborts() {
+    struct Flag(Arc<AtomicUsize>);
+    impl Drop for Flag {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let g = TaskGroup::<(), ()>::new();
+    let token = g.token();
+    for _ in 0..3 {
+        let f = Flag(dropped.clone());
+        g.spawn(move |_| async move {
+            let _f = f;
+            sleep(Duration::from_secs(3600)).await;
+            Ok(())
+        });
+    }
+    tokio::task::yield_now().await;
+    drop(g);
+    assert!(token.is_cancelled());
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(dropped.load(Ordering::SeqCst), 3, "every task was aborted");
+}
