@@ -3,14 +3,20 @@
 
 mod adaptive;
 mod concurrency;
+mod degrade;
 mod error;
 mod executor;
 mod load_shed;
 pub(crate) mod metrics;
 mod rate;
 
-pub use adaptive::{AdaptiveLimit, AdaptiveLimitLayer, AdaptiveStats, Aimd, Algorithm, Sample, Vegas};
+pub use adaptive::{
+    AdaptiveLimit, AdaptiveLimitLayer, AdaptiveStats, Aimd, Algorithm, Sample, Vegas,
+};
 pub use concurrency::{ConcurrencyLimit, ConcurrencyLimitLayer, ConcurrencyStats};
+pub use degrade::{
+    Degradation, DegradationBuilder, DegradationStats, DegradeError, Level, LevelChange, Thresholds,
+};
 pub use error::{
     BuildError, KeyedRefusal, Overloaded, RateLimited, SpawnError, TaskError, TooManyKeys,
 };

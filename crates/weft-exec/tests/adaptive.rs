@@ -12,8 +12,7 @@ use tokio_test::{assert_pending, assert_ready_ok};
 use tower::{Layer, Service, ServiceExt, service_fn};
 use tower_test::mock;
 use weft_exec::{
-    AdaptiveLimitLayer, Aimd, Algorithm, ConcurrencyLimitLayer, LoadShed, Overloaded,
-    Vegas,
+    AdaptiveLimitLayer, Aimd, Algorithm, ConcurrencyLimitLayer, LoadShed, Overloaded, Vegas,
 };
 
 #[tokio::test(start_paused = true)]
@@ -168,7 +167,14 @@ async fn simulation_vegas_settles_near_capacity_where_fixed_4c_does_not() {
     let layer = AdaptiveLimitLayer::new(Vegas::new().max(10 * C));
     let svc = LoadShed::new(layer.layer(downstream(BASE, C)));
     let l = layer.clone();
-    let vegas = simulate(svc, move || l.limit(), clients, 4, Duration::from_millis(20)).await;
+    let vegas = simulate(
+        svc,
+        move || l.limit(),
+        clients,
+        4,
+        Duration::from_millis(20),
+    )
+    .await;
     eprintln!(
         "vegas: mean limit {:.1} (C = {C}), p99 {:?}, served {}",
         vegas.mean_limit, vegas.p99, vegas.served
@@ -178,12 +184,20 @@ async fn simulation_vegas_settles_near_capacity_where_fixed_4c_does_not() {
         "vegas limit {:.1} not within 10% of {C}",
         vegas.mean_limit
     );
-    assert!(vegas.p99 <= 2 * BASE, "vegas p99 {:?} > 2x {BASE:?}", vegas.p99);
+    assert!(
+        vegas.p99 <= 2 * BASE,
+        "vegas p99 {:?} > 2x {BASE:?}",
+        vegas.p99
+    );
 
     let fixed = LoadShed::new(ConcurrencyLimitLayer::new(4 * C).layer(downstream(BASE, C)));
     let f = simulate(fixed, || 4 * C, clients, 4, Duration::from_millis(20)).await;
     eprintln!("fixed 4C: p99 {:?}, served {}", f.p99, f.served);
-    assert!(f.p99 > 2 * BASE, "a fixed 4C limit should not keep p99 within 2x: {:?}", f.p99);
+    assert!(
+        f.p99 > 2 * BASE,
+        "a fixed 4C limit should not keep p99 within 2x: {:?}",
+        f.p99
+    );
 }
 
 /// AIMD with a latency threshold just above the unloaded latency also
@@ -198,7 +212,10 @@ async fn simulation_aimd_with_latency_threshold() {
     let svc = LoadShed::new(layer.layer(downstream(BASE, C)));
     let l = layer.clone();
     let o = simulate(svc, move || l.limit(), 5 * C, 4, Duration::from_millis(20)).await;
-    eprintln!("aimd: mean limit {:.1} (C = {C}), p99 {:?}", o.mean_limit, o.p99);
+    eprintln!(
+        "aimd: mean limit {:.1} (C = {C}), p99 {:?}",
+        o.mean_limit, o.p99
+    );
     assert!(
         (o.mean_limit - C as f64).abs() <= 0.1 * C as f64,
         "aimd limit {:.1} not within 10% of {C}",

@@ -88,7 +88,8 @@ impl<A: Algorithm> Limiter<A> {
         };
         self.samples.incr();
         let (window, algo) = &mut *guard;
-        let Some(agg) = window.add(self.window_samples, Instant::now(), rtt, in_flight, dropped) else {
+        let Some(agg) = window.add(self.window_samples, Instant::now(), rtt, in_flight, dropped)
+        else {
             return;
         };
         let old = self.limit();
@@ -197,14 +198,17 @@ pub struct AdaptiveStats {
     pub skipped: u64,
 }
 
-fn wait_for<A: Algorithm>(shared: Arc<Limiter<A>>) -> impl std::future::Future<Output = ()> + Send {
-    async move { shared.notify.notified().await }
+async fn wait_for<A: Algorithm>(shared: Arc<Limiter<A>>) {
+    shared.notify.notified().await
 }
 
 impl<S, A: Algorithm> AdaptiveLimit<S, A> {
     /// Wraps `inner` with its own limit driven by `algorithm`.
     pub fn new(inner: S, algorithm: A) -> Self {
-        Self::with_shared(inner, Arc::new(Limiter::new("adaptive_limit".into(), algorithm)))
+        Self::with_shared(
+            inner,
+            Arc::new(Limiter::new("adaptive_limit".into(), algorithm)),
+        )
     }
 
     pub(crate) fn with_shared(inner: S, shared: Arc<Limiter<A>>) -> Self {
@@ -280,10 +284,9 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let in_flight = self
-            .reserved
-            .take()
-            .expect("AdaptiveLimit::call without a reserved slot: call poll_ready (or ready()) first");
+        let in_flight = self.reserved.take().expect(
+            "AdaptiveLimit::call without a reserved slot: call poll_ready (or ready()) first",
+        );
         let slot = InFlight {
             shared: self.shared.clone(),
             start: Instant::now(),

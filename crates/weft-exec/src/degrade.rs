@@ -1,0 +1,388 @@
+//! Degradation levels chosen from signals the service feeds in.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// How degraded a service should run. Ordered: `Full < Reduced < Minimal <
+/// Emergency`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum Level {
+    /// Everything on.
+    #[default]
+    Full = 0,
+    /// Optional work off (recommendations, prefetching, rich logs).
+    Reduced = 1,
+    /// Only the core path.
+    Minimal = 2,
+    /// Survival: serve what keeps the service alive, shed the rest.
+    Emergency = 3,
+}
+
+impl Level {
+    const ALL: [Level; 4] = [
+        Level::Full,
+        Level::Reduced,
+        Level::Minimal,
+        Level::Emergency,
+    ];
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Level::Full => "full",
+            Level::Reduced => "reduced",
+            Level::Minimal => "minimal",
+            Level::Emergency => "emergency",
+        })
+    }
+}
+
+/// The thresholds of one signal: the value at or above which each level is
+/// entered, and how far below a threshold the value must fall to leave that
+/// level again (hysteresis).
+///
+/// ```
+/// use weft_exec::Thresholds;
+///
+/// // CPU: reduced at 70%, minimal at 85%, emergency at 95%; leave a level
+/// // only 5 points below its threshold.
+/// let cpu = Thresholds::new(0.70, 0.85, 0.95).hysteresis(0.05);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Thresholds {
+    enter: [f64; 3],
+    hysteresis: f64,
+}
+
+impl Thresholds {
+    /// Enter `Reduced` at `reduced`, `Minimal` at `minimal`, `Emergency` at
+    /// `emergency` (non-decreasing). Hysteresis defaults to 0.
+    pub fn new(reduced: f64, minimal: f64, emergency: f64) -> Self {
+        Thresholds {
+            enter: [reduced, minimal, emergency],
+            hysteresis: 0.0,
+        }
+    }
+
+    /// A level is left only when the value falls below its threshold minus
+    /// `band` (in the signal's own unit).
+    pub fn hysteresis(mut self, band: f64) -> Self {
+        self.hysteresis = band.max(0.0);
+        self
+    }
+
+    /// The highest level whose threshold, lowered by `band`, is at or below `v`.
+    fn level(&self, v: f64, band: f64) -> Level {
+        let mut l = Level::Full;
+        for (i, t) in self.enter.iter().enumerate() {
+            if v >= t - band {
+                l = Level::ALL[i + 1];
+            }
+        }
+        l
+    }
+}
+
+/// A level change, as passed to the callback.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct LevelChange {
+    /// The level before.
+    pub from: Level,
+    /// The level now.
+    pub to: Level,
+    /// The signal whose value caused the change.
+    pub signal: String,
+    /// That signal's value.
+    pub value: f64,
+}
+
+/// The controller could not be built.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DegradeError {
+    /// No signal was declared.
+    #[error("no signals: declare at least one with .signal(name, thresholds)")]
+    NoSignals,
+    /// A signal's thresholds decrease or are not numbers.
+    #[error(
+        "thresholds of signal {0:?} must be numbers in non-decreasing order (reduced <= minimal <= emergency)"
+    )]
+    BadThresholds(String),
+    /// The same signal was declared twice.
+    #[error("signal {0:?} is declared twice")]
+    Duplicate(String),
+}
+
+type Callback = Box<dyn Fn(&LevelChange) + Send + Sync>;
+
+/// Builds a [`Degradation`] controller.
+pub struct DegradationBuilder {
+    name: String,
+    signals: Vec<(String, Thresholds)>,
+    recovery_delay: Duration,
+    on_change: Option<Callback>,
+}
+
+impl fmt::Debug for DegradationBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DegradationBuilder")
+            .field("name", &self.name)
+            .field("signals", &self.signals)
+            .field("recovery_delay", &self.recovery_delay)
+            .finish()
+    }
+}
+
+impl DegradationBuilder {
+    /// The name used in tracing and metrics (default `"degradation"`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Declares a signal (CPU, memory, error rate, request rate, queue
+    /// depth: anything numeric where larger is worse).
+    pub fn signal(mut self, name: impl Into<String>, thresholds: Thresholds) -> Self {
+        self.signals.push((name.into(), thresholds));
+        self
+    }
+
+    /// How long the signals must stay below a level (minus hysteresis)
+    /// before the controller steps down from it. Default 10 s: long enough
+    /// that one quiet sample in a storm does not switch features back on.
+    /// Escalation is always immediate.
+    pub fn recovery_delay(mut self, d: Duration) -> Self {
+        self.recovery_delay = d;
+        self
+    }
+
+    /// Called on every level change (in the thread that recorded the signal;
+    /// keep it short).
+    pub fn on_change(mut self, f: impl Fn(&LevelChange) + Send + Sync + 'static) -> Self {
+        self.on_change = Some(Box::new(f));
+        self
+    }
+
+    /// Builds the controller, at `Level::Full`.
+    pub fn build(self) -> Result<Degradation, DegradeError> {
+        if self.signals.is_empty() {
+            return Err(DegradeError::NoSignals);
+        }
+        for (i, (name, t)) in self.signals.iter().enumerate() {
+            let ok = t.enter.iter().all(|x| !x.is_nan())
+                && t.enter[0] <= t.enter[1]
+                && t.enter[1] <= t.enter[2];
+            if !ok {
+                return Err(DegradeError::BadThresholds(name.clone()));
+            }
+            if self.signals[..i].iter().any(|(n, _)| n == name) {
+                return Err(DegradeError::Duplicate(name.clone()));
+            }
+        }
+        let (tx, _) = watch::channel(Level::Full);
+        let n = self.signals.len();
+        crate::metrics::degradation_level(&self.name, 0);
+        Ok(Degradation {
+            inner: Arc::new(Inner {
+                name: self.name,
+                signals: self.signals,
+                recovery_delay: self.recovery_delay,
+                on_change: self.on_change,
+                tx,
+                state: Mutex::new(State {
+                    values: vec![None; n],
+                    level: Level::Full,
+                    below_since: None,
+                    changes: 0,
+                }),
+            }),
+        })
+    }
+}
+
+struct Inner {
+    name: String,
+    signals: Vec<(String, Thresholds)>,
+    recovery_delay: Duration,
+    on_change: Option<Callback>,
+    tx: watch::Sender<Level>,
+    state: Mutex<State>,
+}
+
+struct State {
+    values: Vec<Option<f64>>,
+    level: Level,
+    /// Since when the signals have allowed a lower level.
+    below_since: Option<Instant>,
+    changes: u64,
+}
+
+/// Chooses a degradation [`Level`] from signals the service feeds in, with
+/// per-signal thresholds, hysteresis so it does not flap, a recovery delay,
+/// a callback and a watch channel on every change — and recovery all the way
+/// back to `Full` when the signals fall.
+///
+/// The level is the worst any signal asks for. Going up is immediate; going
+/// down needs every signal below the current level's threshold minus its
+/// hysteresis for `recovery_delay`, and then drops straight to the level the
+/// signals support (possibly `Full`). Levels are evaluated when a signal is
+/// recorded (feed signals periodically; [`record`](Self::record) is cheap).
+///
+/// ```
+/// use std::time::Duration;
+/// use weft_exec::{Degradation, Level, Thresholds};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let d = Degradation::builder()
+///     .signal("cpu", Thresholds::new(0.70, 0.85, 0.95).hysteresis(0.05))
+///     .signal("error_rate", Thresholds::new(0.01, 0.05, 0.20))
+///     .recovery_delay(Duration::from_secs(5))
+///     .build()
+///     .unwrap();
+/// let mut rx = d.subscribe();
+/// assert_eq!(d.record("cpu", 0.90), Level::Minimal);
+/// assert_eq!(*rx.borrow_and_update(), Level::Minimal);
+/// // 0.82 is below 0.85 but inside the hysteresis band: stays Minimal.
+/// assert_eq!(d.record("cpu", 0.82), Level::Minimal);
+/// // Calm for 5 s: back to Full.
+/// d.record("cpu", 0.30);
+/// tokio::time::sleep(Duration::from_secs(5)).await;
+/// assert_eq!(d.record("cpu", 0.30), Level::Full);
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Degradation {
+    inner: Arc<Inner>,
+}
+
+/// A snapshot of a [`Degradation`] controller.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct DegradationStats {
+    /// The current level.
+    pub level: Level,
+    /// Level changes so far.
+    pub changes: u64,
+    /// The last value of each signal (`None` if never recorded).
+    pub values: Vec<(String, Option<f64>)>,
+}
+
+impl Degradation {
+    /// A builder.
+    pub fn builder() -> DegradationBuilder {
+        DegradationBuilder {
+            name: "degradation".to_owned(),
+            signals: Vec::new(),
+            recovery_delay: Duration::from_secs(10),
+            on_change: None,
+        }
+    }
+
+    /// The current level.
+    pub fn level(&self) -> Level {
+        *self.inner.tx.borrow()
+    }
+
+    /// A watch channel that sees every level change.
+    pub fn subscribe(&self) -> watch::Receiver<Level> {
+        self.inner.tx.subscribe()
+    }
+
+    /// Records a signal's value, re-evaluates and returns the level.
+    ///
+    /// # Panics
+    /// If `signal` was not declared (a typo would otherwise silently never
+    /// degrade).
+    pub fn record(&self, signal: &str, value: f64) -> Level {
+        let i = &*self.inner;
+        let idx = i
+            .signals
+            .iter()
+            .position(|(n, _)| n == signal)
+            .unwrap_or_else(|| {
+                panic!("unknown degradation signal {signal:?}: declare it with .signal()")
+            });
+        let change = {
+            let mut st = i.state.lock().unwrap_or_else(|e| e.into_inner());
+            st.values[idx] = Some(value);
+            let (mut up, mut hold) = (Level::Full, Level::Full);
+            for ((_, t), v) in i.signals.iter().zip(&st.values) {
+                if let Some(v) = *v {
+                    up = up.max(t.level(v, 0.0));
+                    hold = hold.max(t.level(v, t.hysteresis));
+                }
+            }
+            let from = st.level;
+            let to = if up > from {
+                st.below_since = None;
+                Some(up)
+            } else if hold < from {
+                let now = Instant::now();
+                let since = *st.below_since.get_or_insert(now);
+                (now.duration_since(since) >= i.recovery_delay).then_some(hold)
+            } else {
+                st.below_since = None;
+                None
+            };
+            to.map(|to| {
+                st.level = to;
+                st.below_since = None;
+                st.changes += 1;
+                i.tx.send_replace(to);
+                LevelChange {
+                    from,
+                    to,
+                    signal: signal.to_owned(),
+                    value,
+                }
+            })
+        };
+        match change {
+            Some(c) => {
+                crate::metrics::degradation_level(&i.name, c.to as u8);
+                if c.to > c.from {
+                    tracing::warn!(name = %i.name, from = %c.from, to = %c.to, signal, value, "degrading");
+                } else {
+                    tracing::info!(name = %i.name, from = %c.from, to = %c.to, signal, value, "recovering");
+                }
+                if let Some(f) = &i.on_change {
+                    f(&c);
+                }
+                c.to
+            }
+            None => self.level(),
+        }
+    }
+
+    /// A snapshot.
+    pub fn stats(&self) -> DegradationStats {
+        let st = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
+        DegradationStats {
+            level: st.level,
+            changes: st.changes,
+            values: self
+                .inner
+                .signals
+                .iter()
+                .map(|(n, _)| n.clone())
+                .zip(st.values.iter().copied())
+                .collect(),
+        }
+    }
+}
+
+impl fmt::Debug for Degradation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Degradation")
+            .field("name", &self.inner.name)
+            .field("level", &self.level())
+            .finish()
+    }
+}
