@@ -58,7 +58,11 @@ impl<T> Batch<T> {
     }
 
     /// Batches whose items weigh at most `max` in all, by `weigh`.
-    pub fn max_weight(mut self, max: u64, weigh: impl Fn(&T) -> u64 + Send + Sync + 'static) -> Self {
+    pub fn max_weight(
+        mut self,
+        max: u64,
+        weigh: impl Fn(&T) -> u64 + Send + Sync + 'static,
+    ) -> Self {
         self.weight = Some((max, Arc::new(weigh)));
         self
     }
@@ -184,10 +188,7 @@ pub(crate) async fn batcher<T: Send + 'static>(
                 }
                 None => 0,
             };
-            let now = match cfg.time {
-                Some(_) => Some(Instant::now()),
-                None => None,
-            };
+            let now = cfg.time.map(|_| Instant::now());
             match (cfg.time, now) {
                 (Some(TimeRule::MaxAge(age)), Some(now)) if open.items.is_empty() => {
                     open.deadline = Some(now + age);
@@ -198,7 +199,10 @@ pub(crate) async fn batcher<T: Send + 'static>(
             open.items.push(item);
             open.weight = open.weight.saturating_add(w);
             let full = open.items.len() >= cfg.max_size
-                || cfg.weight.as_ref().is_some_and(|(max, _)| open.weight >= *max);
+                || cfg
+                    .weight
+                    .as_ref()
+                    .is_some_and(|(max, _)| open.weight >= *max);
             if full {
                 let batch = close(&mut open);
                 stats.completed.add(batch.len() as u64);

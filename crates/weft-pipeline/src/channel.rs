@@ -398,9 +398,7 @@ impl<T> Emitter<T> {
             _ = self.shared.kill.cancelled() => None,
             r = self.out.queue.push(v) => Some(r),
         };
-        self.own
-            .blocked_ns
-            .add(start.elapsed().as_nanos() as u64);
+        self.own.blocked_ns.add(start.elapsed().as_nanos() as u64);
         match r {
             None => {
                 self.out.target.stats.cancelled.add(n);

@@ -25,17 +25,26 @@ impl Emitted {
                 ]
             };
             for (outcome, f) in [
-                ("completed", (|r: &StageReport| r.completed) as fn(&StageReport) -> u64),
+                (
+                    "completed",
+                    (|r: &StageReport| r.completed) as fn(&StageReport) -> u64,
+                ),
                 ("failed", |r| r.failed),
                 ("dead_lettered", |r| r.dead_lettered),
                 ("dropped", |r| r.dropped),
                 ("cancelled", |r| r.cancelled),
             ] {
-                metrics::counter!("weft_pipeline_items_total", &labels(outcome)).increment(delta(f));
+                metrics::counter!("weft_pipeline_items_total", &labels(outcome))
+                    .increment(delta(f));
             }
             let stage_labels = [("name", pipeline.to_owned()), ("stage", now.name.clone())];
-            metrics::counter!("weft_pipeline_retries_total", &stage_labels).increment(delta(|r| r.retried));
-            for (state, d) in [("busy", now.busy), ("idle", now.idle), ("blocked", now.blocked)] {
+            metrics::counter!("weft_pipeline_retries_total", &stage_labels)
+                .increment(delta(|r| r.retried));
+            for (state, d) in [
+                ("busy", now.busy),
+                ("idle", now.idle),
+                ("blocked", now.blocked),
+            ] {
                 let prev = before
                     .map(|b| match state {
                         "busy" => b.busy,

@@ -163,10 +163,12 @@ impl<T: Send + 'static> Pipeline<T> {
         let prev = self.build;
         Pipeline {
             name: self.name,
-            build: Box::new(move |w, out| match wire_stage(w, stage, default_chunk, p, out) {
-                Ok(outlet) => prev(w, outlet),
-                Err(e) => w.errors.push(e),
-            }),
+            build: Box::new(
+                move |w, out| match wire_stage(w, stage, default_chunk, p, out) {
+                    Ok(outlet) => prev(w, outlet),
+                    Err(e) => w.errors.push(e),
+                },
+            ),
         }
     }
 
@@ -391,9 +393,14 @@ impl<T: Send + 'static> Pipeline<T> {
                 let stats = Arc::new(StageStats::new("sink", StageKind::Sink, 1));
                 w.stages.push(stats.clone());
                 let ctx = Arc::new(StageCtx::plain(stats, w.shared.clone()));
-                let (outlet, inlet) =
-                    channel(w, ctx.clone(), DEFAULT_CAPACITY, DEFAULT_CHUNK, Overflow::Block)
-                        .expect("the default capacity is valid");
+                let (outlet, inlet) = channel(
+                    w,
+                    ctx.clone(),
+                    DEFAULT_CAPACITY,
+                    DEFAULT_CHUNK,
+                    Overflow::Block,
+                )
+                .expect("the default capacity is valid");
                 w.spawn(make(ctx, inlet, s));
                 prev(w, outlet);
             }),
@@ -405,7 +412,7 @@ impl<T: Send + 'static> Pipeline<T> {
     /// panic in it fails the pipeline.
     pub fn for_each(self, mut f: impl FnMut(T) + Send + 'static) -> Runnable<()> {
         self.sink(move |ctx, inlet, slot| async move {
-            drain_sync(&ctx, &inlet, |item| f(item)).await;
+            drain_sync(&ctx, &inlet, &mut f).await;
             *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(());
         })
     }
@@ -517,10 +524,12 @@ where
         cloner: if keeps { stage.cloner } else { None },
     });
     let chunk = stage.chunk.unwrap_or(default_chunk);
-    let (outlet, inlet) = channel(w, ctx.clone(), stage.capacity, chunk, stage.overflow)
-        .map_err(|source| BuildError::Queue {
-            stage: stage.name.clone(),
-            source,
+    let (outlet, inlet) =
+        channel(w, ctx.clone(), stage.capacity, chunk, stage.overflow).map_err(|source| {
+            BuildError::Queue {
+                stage: stage.name.clone(),
+                source,
+            }
         })?;
     spawn_workers(w, ctx, stage.workers, stage.mode, p, inlet, out);
     Ok(outlet)

@@ -34,7 +34,11 @@ impl<R> fmt::Debug for Runnable<R> {
 }
 
 impl<R: Send + 'static> Runnable<R> {
-    pub(crate) fn new(name: String, build: Box<dyn FnOnce(&mut Wiring) + Send>, slot: Slot<R>) -> Self {
+    pub(crate) fn new(
+        name: String,
+        build: Box<dyn FnOnce(&mut Wiring) + Send>,
+        slot: Slot<R>,
+    ) -> Self {
         Runnable { name, build, slot }
     }
 
@@ -108,7 +112,11 @@ impl<R: Send + 'static> Runnable<R> {
             emitted.emit(&inner.shared.name, &inner.stages);
             let report = inner.snapshot();
             let shared = &inner.shared;
-            let fault = shared.fault.lock().unwrap_or_else(|p| p.into_inner()).take();
+            let fault = shared
+                .fault
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
             let outcome = if let Some((stage, error)) = fault {
                 Err(PipelineError::Failed {
                     stage,

@@ -111,7 +111,10 @@ impl Retry {
     pub(crate) fn should_retry(&self, err: BoxError) -> (bool, BoxError) {
         let r: Result<(), BoxError> = Err(err);
         let retry = self.classify.classify(&r) == Outcome::Failure;
-        (retry, r.err().expect("an error was classified"))
+        match r {
+            Err(e) => (retry, e),
+            Ok(()) => unreachable!("only errors are classified here"),
+        }
     }
 
     pub(crate) fn delay(&self, retry: u32) -> Duration {

@@ -73,12 +73,12 @@ where
                 Ok(Some(e)) => Failure::Error(e),
                 Err(p) => Failure::Panic(Panicked::from_payload(p.as_ref())),
             };
-            let handled = handle(ctx, backup, failure, |item| {
-                match std::panic::catch_unwind(AssertUnwindSafe(|| f(item, out))) {
-                    Ok(r) => std::future::ready(r.map_err(Failure::Error)),
-                    Err(p) => std::future::ready(Err(Failure::Panic(Panicked::from_payload(
-                        p.as_ref(),
-                    )))),
+            let handled = handle(ctx, backup, failure, |item| match std::panic::catch_unwind(
+                AssertUnwindSafe(|| f(item, out)),
+            ) {
+                Ok(r) => std::future::ready(r.map_err(Failure::Error)),
+                Err(p) => {
+                    std::future::ready(Err(Failure::Panic(Panicked::from_payload(p.as_ref()))))
                 }
             })
             .await;
@@ -206,7 +206,12 @@ impl<U> Attempt for (Handled, Option<U>) {
 /// Retries (if configured and the error is retryable), then applies the
 /// stage's error policy. `attempt` runs the stage function once more on a
 /// copy of the item.
-async fn handle<T, O, R, A, Fut>(ctx: &StageCtx<T>, backup: Option<T>, failure: Failure, mut attempt: A) -> R
+async fn handle<T, O, R, A, Fut>(
+    ctx: &StageCtx<T>,
+    backup: Option<T>,
+    failure: Failure,
+    mut attempt: A,
+) -> R
 where
     R: Attempt<Out = O>,
     A: FnMut(T) -> Fut,
@@ -245,7 +250,9 @@ where
         }
         ctx.stats.retried.incr();
         attempts += 1;
-        let copy = ctx.backup(&item).expect("a stage that retries keeps its items");
+        let copy = ctx
+            .backup(&item)
+            .expect("a stage that retries keeps its items");
         match attempt(copy).await {
             Ok(o) => return R::handled(Handled::Recovered, Some(o)),
             Err(Failure::Error(e)) => err = e,
@@ -522,7 +529,12 @@ pub(crate) fn spawn_workers<T, U, P>(
         Mode::Unordered => {
             for _ in 0..workers {
                 let em = Emitter::new(out.clone(), stats.clone(), shared.clone());
-                w.spawn(worker(ctx.clone(), p.clone(), Input::Shared(inlet.clone()), em));
+                w.spawn(worker(
+                    ctx.clone(),
+                    p.clone(),
+                    Input::Shared(inlet.clone()),
+                    em,
+                ));
             }
         }
         Mode::Ordered => {

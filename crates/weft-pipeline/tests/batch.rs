@@ -14,7 +14,10 @@ async fn by_size_flushes_the_partial_batch_on_completion() {
         .run()
         .await
         .unwrap();
-    assert_eq!(batches, vec![vec![0, 1, 2, 3], vec![4, 5, 6, 7], vec![8, 9]]);
+    assert_eq!(
+        batches,
+        vec![vec![0, 1, 2, 3], vec![4, 5, 6, 7], vec![8, 9]]
+    );
     let b = &report.stages[1];
     assert_eq!((b.received, b.completed, b.emitted), (10, 10, 3));
 }
@@ -34,7 +37,10 @@ async fn empty_input_emits_no_batch() {
 async fn by_weight_never_exceeds_the_limit_and_heavy_items_travel_alone() {
     let words = ["a", "bb", "ccc", "dddd", "eeeeeeeeee", "f", "gg"].map(String::from);
     let (batches, _) = Pipeline::from_iter(words)
-        .batch("b", Batch::size(100).max_weight(5, |s: &String| s.len() as u64))
+        .batch(
+            "b",
+            Batch::size(100).max_weight(5, |s: &String| s.len() as u64),
+        )
         .collect()
         .run()
         .await
@@ -43,7 +49,10 @@ async fn by_weight_never_exceeds_the_limit_and_heavy_items_travel_alone() {
         .iter()
         .map(|b| b.iter().map(String::len).collect())
         .collect();
-    assert_eq!(lens, vec![vec![1, 2], vec![3], vec![4], vec![10], vec![1, 2]]);
+    assert_eq!(
+        lens,
+        vec![vec![1, 2], vec![3], vec![4], vec![10], vec![1, 2]]
+    );
 }
 
 /// Sends `(delay_before, item)` pairs into a channel-sourced batch stage and
@@ -110,7 +119,9 @@ async fn shutdown_flushes_the_partial_batch() {
     }
     advance(Duration::from_millis(10)).await;
     // The sender is still open: only the shutdown ends the source.
-    let report = running.shutdown(Instant::now() + Duration::from_secs(5)).await;
+    let report = running
+        .shutdown(Instant::now() + Duration::from_secs(5))
+        .await;
     assert_eq!(out_rx.recv().await, Some(vec![0, 1, 2]));
     assert_eq!(out_rx.recv().await, None);
     assert_eq!(report.items_in, 3);

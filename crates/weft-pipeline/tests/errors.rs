@@ -106,7 +106,11 @@ async fn retry_classifier_decides_what_is_retried() {
     let (out, report) = Pipeline::from_iter(0..4u32)
         .try_map(
             Stage::new("classified")
-                .retry(Retry::attempts(4).backoff(Duration::from_millis(1)).classify(classify))
+                .retry(
+                    Retry::attempts(4)
+                        .backoff(Duration::from_millis(1))
+                        .classify(classify),
+                )
                 .dead_letter(move |d| l.lock().unwrap().push(d)),
             move |x| -> Result<u32, BoxError> {
                 c.fetch_add(1, Ordering::SeqCst);
@@ -139,7 +143,11 @@ async fn fail_fast_cancels_upstream_and_downstream() {
             u.fetch_add(1, Ordering::Relaxed);
         })
         .try_map(Stage::new("strict").workers(2), |x| {
-            if x == 5_000 { Err(Bad(x as u32)) } else { Ok(x) }
+            if x == 5_000 {
+                Err(Bad(x as u32))
+            } else {
+                Ok(x)
+            }
         })
         .then(Stage::new("slow-downstream").workers(2), |x| async move {
             sleep(Duration::from_millis(1)).await;
@@ -181,7 +189,12 @@ async fn downstream_fault_reaches_a_blocked_upstream() {
         .await
         .expect("no deadlock")
         .unwrap_err();
-    let PipelineError::Failed { stage, error, report } = err else {
+    let PipelineError::Failed {
+        stage,
+        error,
+        report,
+    } = err
+    else {
         panic!("unexpected {err:?}")
     };
     assert_eq!(stage, "sink");
@@ -223,12 +236,14 @@ async fn panics_are_contained_and_follow_the_policy() {
         .await
         .unwrap();
     assert_eq!(report.dead_lettered, 4);
-    let letters = letters.lock().unwrap();
-    assert!(
-        matches!(&letters[1].error, StageError::Panicked(p) if p.message() == "async 3"),
-        "{:?}",
-        letters[1]
-    );
+    {
+        let letters = letters.lock().unwrap();
+        assert!(
+            matches!(&letters[1].error, StageError::Panicked(p) if p.message() == "async 3"),
+            "{:?}",
+            letters[1]
+        );
+    }
 
     let err = Pipeline::from_iter(0..10u32)
         .map("default-policy", |x| {
@@ -238,7 +253,13 @@ async fn panics_are_contained_and_follow_the_policy() {
         .run()
         .await
         .unwrap_err();
-    assert!(matches!(err, PipelineError::Failed { error: StageError::Panicked(_), .. }));
+    assert!(matches!(
+        err,
+        PipelineError::Failed {
+            error: StageError::Panicked(_),
+            ..
+        }
+    ));
 }
 
 #[tokio::test(start_paused = true)]
@@ -279,9 +300,17 @@ async fn overflow_policies_shed_and_count() {
         );
         assert_eq!(out.len() as u64 + report.dropped, 200, "{overflow:?}");
         assert!(report.is_balanced(), "{overflow:?}: {report}");
-        let mut all: Vec<u32> = out.iter().copied().chain(letters.iter().map(|d| d.item)).collect();
+        let mut all: Vec<u32> = out
+            .iter()
+            .copied()
+            .chain(letters.iter().map(|d| d.item))
+            .collect();
         all.sort_unstable();
-        assert_eq!(all, (0..200).collect::<Vec<_>>(), "{overflow:?}: an item was lost or duplicated");
+        assert_eq!(
+            all,
+            (0..200).collect::<Vec<_>>(),
+            "{overflow:?}: an item was lost or duplicated"
+        );
         if overflow == Overflow::DropOldest {
             assert_eq!(*out.last().unwrap(), 199, "the newest item survives");
         }

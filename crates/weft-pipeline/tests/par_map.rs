@@ -12,7 +12,9 @@ use weft_pipeline::{ParMap, par_map, par_map_iter, try_par_map};
 fn small_and_cheap_runs_inline_on_the_caller() {
     let threads = Mutex::new(HashSet::<ThreadId>::new());
     // A generous threshold keeps the test stable on a loaded machine.
-    let pm = ParMap::new().workers(4).inline_below(Duration::from_millis(50));
+    let pm = ParMap::new()
+        .workers(4)
+        .inline_below(Duration::from_millis(50));
     let out = pm.map(&(0..10_000u64).collect::<Vec<_>>(), |x| {
         threads.lock().unwrap().insert(std::thread::current().id());
         x * 2
@@ -49,7 +51,9 @@ fn panics_become_errors_or_are_raised_again() {
         .unwrap_err();
     assert_eq!(err.message(), "bad item 700");
     assert!(try_par_map(&items, |x| *x).is_ok());
-    let caught = std::panic::catch_unwind(|| par_map(&[1, 2, 3], |x| if *x == 2 { panic!("two") } else { *x }));
+    let caught = std::panic::catch_unwind(|| {
+        par_map(&[1, 2, 3], |x| if *x == 2 { panic!("two") } else { *x })
+    });
     assert!(caught.is_err());
 }
 
@@ -60,7 +64,10 @@ fn iterators_keep_order() {
         .always_parallel()
         .map_iter((0..5_000u32).map(|x| x * 3), |x| x + 1);
     assert_eq!(out, (0..5_000u32).map(|x| x * 3 + 1).collect::<Vec<_>>());
-    assert_eq!(par_map_iter(std::iter::empty::<u8>(), |x| x), Vec::<u8>::new());
+    assert_eq!(
+        par_map_iter(std::iter::empty::<u8>(), |x| x),
+        Vec::<u8>::new()
+    );
 }
 
 proptest! {

@@ -3,8 +3,8 @@
 //! per-key order, and fail fast stops the whole pipeline.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use proptest::prelude::*;
 use weft_pipeline::{Pipeline, PipelineError, Stage};
@@ -48,7 +48,11 @@ fn spec() -> impl Strategy<Value = Spec> {
     (
         prop_oneof![Just(Kind::Map), Just(Kind::Filter), Just(Kind::Then)],
         1usize..4,
-        prop_oneof![Just(Mode::Ordered), Just(Mode::Unordered), Just(Mode::Keyed)],
+        prop_oneof![
+            Just(Mode::Ordered),
+            Just(Mode::Unordered),
+            Just(Mode::Keyed)
+        ],
         1usize..20,
         1usize..40,
         prop_oneof![

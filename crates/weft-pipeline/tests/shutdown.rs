@@ -29,7 +29,9 @@ async fn drain_stops_the_source_and_finishes_accepted_work() {
     let live = running.stats();
     assert!(live.items_in > 0);
     let drained: &dyn Drain = &running;
-    let report = drained.drain(Instant::now() + Duration::from_secs(10)).await;
+    let report = drained
+        .drain(Instant::now() + Duration::from_secs(10))
+        .await;
     assert_eq!(report.name, "endless");
     assert!(report.is_clean(), "{report}");
     assert!(report.accepted > 0);
@@ -42,7 +44,10 @@ async fn drain_stops_the_source_and_finishes_accepted_work() {
     // The run itself ended normally: the source was asked to stop.
     let ((), r) = running.join().await.unwrap();
     assert_eq!(r.items_in, report.accepted);
-    assert_eq!(r.stages[2].received, report.accepted, "the batch stage saw every item");
+    assert_eq!(
+        r.stages[2].received, report.accepted,
+        "the batch stage saw every item"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -58,7 +63,11 @@ async fn drain_cancels_what_is_left_at_the_deadline() {
     sleep(Duration::from_millis(10)).await;
     let start = Instant::now();
     let report = running.drain(start + Duration::from_secs(1)).await;
-    assert_eq!(start.elapsed(), Duration::from_secs(1), "returned at the deadline");
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_secs(1),
+        "returned at the deadline"
+    );
     assert!(report.is_balanced(), "{report}");
     assert!(report.cancelled > 0, "{report}");
     assert!(!report.is_clean() || report.cancelled > 0);

@@ -20,7 +20,7 @@ async fn every_sync_stage_kind() {
         .inspect("count", move |_| {
             s.fetch_add(1, Ordering::Relaxed);
         })
-        .try_map("checked", |x| u8::try_from(x))
+        .try_map("checked", u8::try_from)
         .collect()
         .run()
         .await
@@ -99,15 +99,22 @@ async fn ordered_async_stage_keeps_order_unordered_does_not() {
         .unwrap();
     assert_eq!(ordered, (0..50).collect::<Vec<_>>());
     let (mut unordered, _) = Pipeline::from_iter(0..50u64)
-        .then(Stage::new("slow").workers(8).unordered(), move |x| async move {
-            sleep(delay(x)).await;
-            x
-        })
+        .then(
+            Stage::new("slow").workers(8).unordered(),
+            move |x| async move {
+                sleep(delay(x)).await;
+                x
+            },
+        )
         .collect()
         .run()
         .await
         .unwrap();
-    assert_ne!(unordered, (0..50).collect::<Vec<_>>(), "no reordering at all");
+    assert_ne!(
+        unordered,
+        (0..50).collect::<Vec<_>>(),
+        "no reordering at all"
+    );
     unordered.sort_unstable();
     assert_eq!(unordered, (0..50).collect::<Vec<_>>());
 }
@@ -164,7 +171,10 @@ async fn keyed_stage_keeps_per_key_order_and_runs_keys_in_parallel() {
             assert!(prev < seq, "key {key}: {seq} after {prev}");
         }
     }
-    assert!(peak.load(Ordering::SeqCst) > 1, "keys never ran in parallel");
+    assert!(
+        peak.load(Ordering::SeqCst) > 1,
+        "keys never ran in parallel"
+    );
     assert!(peak.load(Ordering::SeqCst) <= 4);
     assert!(report.is_balanced());
 }
