@@ -190,10 +190,42 @@ pin_project! {
         rest: std::vec::IntoIter<F>,
         #[pin]
         current: Option<F>,
-        results: Vec<Result<F::Output, JobError>>,
-        tx: Option<oneshot::Sender<Vec<Result<F::Output, JobError>>>>,
+        out: BatchOut<F::Output>,
         sleep: Option<Pin<Box<Sleep>>>,
         panicked: bool,
+    }
+}
+
+/// A batch's results so far. If the batch is dropped before it finishes
+/// (aborted at the shutdown deadline), the handle still gets the results of
+/// the jobs that ran, and `Cancelled` for the others.
+pub(crate) struct BatchOut<T> {
+    results: Vec<Result<T, JobError>>,
+    tx: Option<oneshot::Sender<Vec<Result<T, JobError>>>>,
+    len: usize,
+}
+
+impl<T> BatchOut<T> {
+    fn push(&mut self, r: Result<T, JobError>) {
+        if self.tx.is_some() {
+            self.results.push(r);
+        }
+    }
+
+    fn finish(&mut self, rest: JobError) {
+        if let Some(tx) = self.tx.take() {
+            let mut results = std::mem::take(&mut self.results);
+            while results.len() < self.len {
+                results.push(Err(rest.clone()));
+            }
+            let _ = tx.send(results);
+        }
+    }
+}
+
+impl<T> Drop for BatchOut<T> {
+    fn drop(&mut self) {
+        self.finish(JobError::Cancelled);
     }
 }
 
@@ -204,17 +236,22 @@ where
 {
     pub(crate) fn new(jobs: Vec<F>, tx: Option<oneshot::Sender<Vec<Result<F::Output, JobError>>>>) -> Self {
         BatchTask {
-            results: if tx.is_some() { Vec::with_capacity(jobs.len()) } else { Vec::new() },
+            out: BatchOut {
+                results: if tx.is_some() { Vec::with_capacity(jobs.len()) } else { Vec::new() },
+                tx,
+                len: jobs.len(),
+            },
             rest: jobs.into_iter(),
             current: None,
-            tx,
             sleep: None,
             panicked: false,
         }
     }
 
-    pub(crate) fn into_jobs(self) -> Vec<F> {
-        self.rest.collect()
+    pub(crate) fn into_jobs(mut self) -> Vec<F> {
+        // Refused before it was queued: nobody holds a handle.
+        self.out.tx = None;
+        std::mem::take(&mut self.rest).collect()
     }
 }
 
@@ -229,7 +266,6 @@ where
 
     fn poll_run(self: Pin<&mut Self>, cx: &mut Context<'_>, env: &Env<'_>) -> Poll<bool> {
         let mut this = self.project();
-        let keep = this.tx.is_some();
         loop {
             if this.current.is_none() {
                 match this.rest.next() {
@@ -238,9 +274,7 @@ where
                         *this.sleep = None;
                     }
                     None => {
-                        if let Some(tx) = this.tx.take() {
-                            let _ = tx.send(std::mem::take(this.results));
-                        }
+                        this.out.finish(JobError::Cancelled);
                         return Poll::Ready(*this.panicked);
                     }
                 }
@@ -268,19 +302,12 @@ where
                 }
             };
             this.current.set(None);
-            if keep {
-                this.results.push(res);
-            }
+            this.out.push(res);
         }
     }
 
-    fn fail(self: Box<Self>, err: JobError) {
-        let BatchTask { rest, current, mut results, tx, .. } = *self;
-        if let Some(tx) = tx {
-            let n = rest.len() + usize::from(current.is_some());
-            results.extend((0..n).map(|_| Err(err.clone())));
-            let _ = tx.send(results);
-        }
+    fn fail(mut self: Box<Self>, err: JobError) {
+        self.out.finish(err);
     }
 
     fn into_any(self: Box<Self>) -> Box<dyn Any + Send> {
