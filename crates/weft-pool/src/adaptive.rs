@@ -97,10 +97,17 @@ impl Scaling {
     /// let s = Scaling::default();
     /// assert_eq!(s.decide(8, 0.9, 100, 2, 16), Some(10)); // +25%
     /// assert_eq!(s.decide(8, 0.9, 0, 2, 16), None); // busy but nothing waits
-    /// assert_eq!(s.decide(8, 0.1, 0, 2, 16), Some(6)); // -15%, at least one
+    /// assert_eq!(s.decide(8, 0.1, 0, 2, 16), Some(7)); // -15% (rounded down), at least one
     /// assert_eq!(s.decide(8, 0.5, 0, 2, 16), None); // inside the hysteresis band
     /// ```
-    pub fn decide(&self, live: usize, utilisation: f64, queued: usize, min: usize, max: usize) -> Option<usize> {
+    pub fn decide(
+        &self,
+        live: usize,
+        utilisation: f64,
+        queued: usize,
+        min: usize,
+        max: usize,
+    ) -> Option<usize> {
         let next = if utilisation >= self.grow_at && queued > 0 {
             let step = ((live as f64) * self.grow_by).ceil().max(1.0) as usize;
             live.saturating_add(step).min(max)
@@ -126,7 +133,9 @@ pub(crate) async fn scaler<R: Runner>(weak: WeakShared<R>, s: Scaling) {
     };
     loop {
         tick.tick().await;
-        let Some(shared): Option<Arc<_>> = weak.upgrade() else { return };
+        let Some(shared): Option<Arc<_>> = weak.upgrade() else {
+            return;
+        };
         if shared.is_closed() {
             return;
         }
@@ -145,7 +154,13 @@ pub(crate) async fn scaler<R: Runner>(weak: WeakShared<R>, s: Scaling) {
         }
         let (min, max) = shared.bounds();
         if let Some(n) = s.decide(shared.live(), util, shared.queue.len(), min, max) {
-            tracing::info!(pool = &*shared.cfg.name, from = shared.live(), to = n, utilisation = util, "pool scaling");
+            tracing::info!(
+                pool = &*shared.cfg.name,
+                from = shared.live(),
+                to = n,
+                utilisation = util,
+                "pool scaling"
+            );
             let target = n;
             shared.set_target(target);
             last_change = Some(now);

@@ -132,7 +132,12 @@ impl<St: Send + 'static> Runner for BlockingRunner<St> {
     fn init(&self) -> St {
         (self.factory)()
     }
-    fn run<'a>(&'a self, item: Self::Item, state: &'a mut St, env: &'a Env<'a>) -> impl Future<Output = bool> + Send + 'a {
+    fn run<'a>(
+        &'a self,
+        item: Self::Item,
+        state: &'a mut St,
+        env: &'a Env<'a>,
+    ) -> impl Future<Output = bool> + Send + 'a {
         // This worker is a dedicated thread: running the job inline blocks
         // only this thread, never a tokio worker.
         let panicked = item.run(state, env);
@@ -180,7 +185,9 @@ pub struct BlockingPool<St: Send + 'static = ()> {
 
 impl<St: Send + 'static> Clone for BlockingPool<St> {
     fn clone(&self) -> Self {
-        BlockingPool { inner: self.inner.clone() }
+        BlockingPool {
+            inner: self.inner.clone(),
+        }
     }
 }
 
@@ -199,12 +206,18 @@ impl BlockingPool<()> {
 }
 
 fn unbox<T: 'static>(b: Box<dyn Any + Send>) -> T {
-    *b.downcast::<T>().unwrap_or_else(|_| unreachable!("a refused item is the job that was pushed"))
+    *b.downcast::<T>()
+        .unwrap_or_else(|_| unreachable!("a refused item is the job that was pushed"))
 }
 
 impl<St: Send + 'static> BlockingPool<St> {
-    pub(crate) fn from_builder(b: Builder, factory: Factory<St>) -> Result<Self, crate::BuildError> {
-        Ok(BlockingPool { inner: Arc::new(Owner(b.start(BlockingRunner { factory })?)) })
+    pub(crate) fn from_builder(
+        b: Builder,
+        factory: Factory<St>,
+    ) -> Result<Self, crate::BuildError> {
+        Ok(BlockingPool {
+            inner: Arc::new(Owner(b.start(BlockingRunner { factory })?)),
+        })
     }
 
     /// Submits a job; the handle yields its result. Applies the overflow
@@ -215,7 +228,10 @@ impl<St: Send + 'static> BlockingPool<St> {
         T: Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let item: Box<dyn BlockingTask<St>> = Box::new(Job { f: job, tx: Some(tx) });
+        let item: Box<dyn BlockingTask<St>> = Box::new(Job {
+            f: job,
+            tx: Some(tx),
+        });
         match self.inner.0.push(item).await {
             Ok(()) => Ok(JobHandle::new(rx)),
             Err(e) => Err(SubmitError::from(e).map(|i| unbox::<F>(i.into_any()))),
@@ -229,7 +245,10 @@ impl<St: Send + 'static> BlockingPool<St> {
         T: Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let item: Box<dyn BlockingTask<St>> = Box::new(Job { f: job, tx: Some(tx) });
+        let item: Box<dyn BlockingTask<St>> = Box::new(Job {
+            f: job,
+            tx: Some(tx),
+        });
         match self.inner.0.try_push(item) {
             Ok(()) => Ok(JobHandle::new(rx)),
             Err(e) => Err(SubmitError::from(e).map(|i| unbox::<F>(i.into_any()))),
@@ -243,11 +262,18 @@ impl<St: Send + 'static> BlockingPool<St> {
         T: Send + 'static,
     {
         let item: Box<dyn BlockingTask<St>> = Box::new(Job::<F, T> { f: job, tx: None });
-        self.inner.0.push(item).await.map_err(|e| SubmitError::from(e).map(|i| unbox::<F>(i.into_any())))
+        self.inner
+            .0
+            .push(item)
+            .await
+            .map_err(|e| SubmitError::from(e).map(|i| unbox::<F>(i.into_any())))
     }
 
     /// Many jobs as one queue item; results in order.
-    pub async fn submit_batch<I, F, T>(&self, jobs: I) -> Result<BatchHandle<T>, SubmitError<Vec<F>>>
+    pub async fn submit_batch<I, F, T>(
+        &self,
+        jobs: I,
+    ) -> Result<BatchHandle<T>, SubmitError<Vec<F>>>
     where
         I: IntoIterator<Item = F>,
         F: FnOnce(&mut St) -> T + Send + 'static,
@@ -284,7 +310,10 @@ impl Builder {
 
     /// Builds a [`BlockingPool`] whose every worker thread owns a state built
     /// by `factory` (rebuilt after a job of that worker panics).
-    pub fn build_blocking_with<St, Fac>(self, factory: Fac) -> Result<BlockingPool<St>, crate::BuildError>
+    pub fn build_blocking_with<St, Fac>(
+        self,
+        factory: Fac,
+    ) -> Result<BlockingPool<St>, crate::BuildError>
     where
         St: Send + 'static,
         Fac: Fn() -> St + Send + Sync + 'static,

@@ -6,9 +6,9 @@ use std::time::Duration;
 use weft_core::queue::Queue;
 use weft_core::{Overflow, OverflowError};
 
+use crate::BuildError;
 use crate::adaptive::Scaling;
 use crate::core::{Config, Runner, Shared};
-use crate::BuildError;
 
 /// Configures a pool; finish with [`build`](Builder::build) (async jobs),
 /// [`build_stateful`](Builder::build_stateful) or
@@ -144,14 +144,18 @@ impl Builder {
         if R::THREADS && self.timeout.is_some() {
             return Err(BuildError::TimeoutOnBlocking);
         }
-        let default = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let default = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
         let (min, max) = match (self.min, self.max) {
             (None, None) => {
                 let n = self.workers.unwrap_or(default);
                 (n, n)
             }
             (min, max) => {
-                let max = max.or(self.workers).unwrap_or(default.max(min.unwrap_or(1)));
+                let max = max
+                    .or(self.workers)
+                    .unwrap_or(default.max(min.unwrap_or(1)));
                 (min.unwrap_or(1), max)
             }
         };

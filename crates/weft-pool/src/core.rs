@@ -88,7 +88,12 @@ pub(crate) struct Env<'a> {
 impl<'a> Env<'a> {
     /// An environment for running a job outside the pool (uncounted).
     pub(crate) fn detached(slot: &'a Slot, cancelling: &'a AtomicBool) -> Self {
-        Env { slot, timeout: None, name: "detached", cancelling }
+        Env {
+            slot,
+            timeout: None,
+            name: "detached",
+            cancelling,
+        }
     }
 
     /// Records one finished job.
@@ -121,7 +126,12 @@ impl<'a> Env<'a> {
 
     /// Logs a caught panic.
     pub(crate) fn log_panic(&self, p: &Panicked) {
-        tracing::error!(pool = self.name, worker = self.slot.id, panic = p.message(), "job panicked; worker continues");
+        tracing::error!(
+            pool = self.name,
+            worker = self.slot.id,
+            panic = p.message(),
+            "job panicked; worker continues"
+        );
     }
 
     /// When a job starts, for the duration histogram (only with `metrics`).
@@ -282,7 +292,11 @@ impl<R: Runner> Shared<R> {
 
     /// Counts the outcome of a push of `n` jobs.
     #[inline]
-    pub(crate) fn account(&self, n: u64, res: Result<Admitted<R::Item>, PushError<R::Item>>) -> Admit<R::Item> {
+    pub(crate) fn account(
+        &self,
+        n: u64,
+        res: Result<Admitted<R::Item>, PushError<R::Item>>,
+    ) -> Admit<R::Item> {
         match res {
             Ok(Admitted::Queued) => {
                 self.submitted.add(n);
@@ -294,7 +308,11 @@ impl<R: Runner> Shared<R> {
                 self.dropped.add(k);
                 self.returned.add(k);
                 metrics::refused(&self.cfg.name, "evicted", k);
-                tracing::warn!(pool = &*self.cfg.name, jobs = k, "queue full: evicted the oldest job (DropOldest)");
+                tracing::warn!(
+                    pool = &*self.cfg.name,
+                    jobs = k,
+                    "queue full: evicted the oldest job (DropOldest)"
+                );
                 old.into_iter().for_each(R::evicted);
                 Ok(())
             }
@@ -390,10 +408,12 @@ impl<R: Runner> Shared<R> {
             if live <= floor.load(Ordering::Acquire).max(1) {
                 return false;
             }
-            match self
-                .live
-                .compare_exchange_weak(live, live - 1, Ordering::AcqRel, Ordering::Acquire)
-            {
+            match self.live.compare_exchange_weak(
+                live,
+                live - 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
                 Ok(_) => return true,
                 Err(l) => live = l,
             }
@@ -430,7 +450,10 @@ impl<R: Runner> Shared<R> {
     }
 
     pub(crate) fn bounds(&self) -> (usize, usize) {
-        (self.min.load(Ordering::Acquire), self.max.load(Ordering::Acquire))
+        (
+            self.min.load(Ordering::Acquire),
+            self.max.load(Ordering::Acquire),
+        )
     }
 
     pub(crate) fn live(&self) -> usize {
@@ -453,12 +476,14 @@ impl<R: Runner> Shared<R> {
 
     pub(crate) fn stats(&self) -> PoolStats {
         let reg = self.registry();
-        let mut t = Totals::default();
-        t.succeeded = reg.retired.succeeded;
-        t.failed = reg.retired.failed;
-        t.panicked = reg.retired.panicked;
-        t.timed_out = reg.retired.timed_out;
-        t.cancelled = reg.retired.cancelled;
+        let mut t = Totals {
+            succeeded: reg.retired.succeeded,
+            failed: reg.retired.failed,
+            panicked: reg.retired.panicked,
+            timed_out: reg.retired.timed_out,
+            cancelled: reg.retired.cancelled,
+            busy_nanos: 0,
+        };
         let mut running = 0;
         for (s, _) in &reg.workers {
             t.add(s);
@@ -488,7 +513,11 @@ impl<R: Runner> Shared<R> {
 
     // ---- shutdown ----
 
-    pub(crate) async fn shutdown(self: &Arc<Self>, mode: Mode, deadline: Instant) -> ShutdownReport {
+    pub(crate) async fn shutdown(
+        self: &Arc<Self>,
+        mode: Mode,
+        deadline: Instant,
+    ) -> ShutdownReport {
         self.report
             .get_or_init(|| self.run_shutdown(mode, deadline))
             .await
@@ -496,7 +525,12 @@ impl<R: Runner> Shared<R> {
     }
 
     pub(crate) fn take_returned(&self) -> Vec<R::Item> {
-        std::mem::take(&mut *self.returned_items.lock().unwrap_or_else(|p| p.into_inner()))
+        std::mem::take(
+            &mut *self
+                .returned_items
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        )
     }
 
     fn hand_back_queued(&self) {
@@ -506,7 +540,11 @@ impl<R: Runner> Shared<R> {
         }
         let n: u64 = items.iter().map(R::jobs).sum();
         self.returned.add(n);
-        tracing::info!(pool = &*self.cfg.name, jobs = n, "queued jobs handed back unstarted");
+        tracing::info!(
+            pool = &*self.cfg.name,
+            jobs = n,
+            "queued jobs handed back unstarted"
+        );
         self.returned_items
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -550,14 +588,18 @@ impl<R: Runner> Shared<R> {
             self.cancelling.store(true, Ordering::Release);
             self.token.cancel();
             if !self.wait_exited(deadline).await {
-                tracing::warn!(pool = name, "shutdown deadline passed: aborting running jobs");
+                tracing::warn!(
+                    pool = name,
+                    "shutdown deadline passed: aborting running jobs"
+                );
                 for (_, abort) in &self.registry().workers {
                     if let Some(a) = abort {
                         a.abort();
                     }
                 }
                 if !R::THREADS {
-                    self.wait_exited(Instant::now() + Duration::from_secs(1)).await;
+                    self.wait_exited(Instant::now() + Duration::from_secs(1))
+                        .await;
                 }
             }
         }
@@ -587,7 +629,11 @@ impl<R: Runner> Shared<R> {
         r.aborted = st.aborted;
         r.returned = st.returned;
         r.rejected_after_close = self.rejected_after_close.get();
-        r.unfinished = self.unfinished.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        r.unfinished = self
+            .unfinished
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         r.elapsed = started.elapsed();
         tracing::info!(pool = name, report = %r, "pool shut down");
         r
@@ -609,7 +655,10 @@ impl<R: Runner> Shared<R> {
                 self.unfinished
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .push(format!("{} worker {}: {cut} job(s) aborted", self.cfg.name, s.id));
+                    .push(format!(
+                        "{} worker {}: {cut} job(s) aborted",
+                        self.cfg.name, s.id
+                    ));
             }
         }
         drop(reg);
@@ -691,7 +740,11 @@ async fn worker_loop<R: Runner>(shared: Arc<Shared<R>>, slot: Arc<CachePadded<Sl
         Ok(s) => s,
         Err(p) => {
             let p = Panicked::from_payload(p.as_ref());
-            tracing::error!(pool = &*shared.cfg.name, panic = p.message(), "worker state factory panicked; worker not started");
+            tracing::error!(
+                pool = &*shared.cfg.name,
+                panic = p.message(),
+                "worker state factory panicked; worker not started"
+            );
             return;
         }
     };
@@ -711,7 +764,11 @@ async fn worker_loop<R: Runner>(shared: Arc<Shared<R>>, slot: Arc<CachePadded<Sl
             },
         };
         slot.in_flight.store(R::jobs(&item), Ordering::Relaxed);
-        let began = if track_busy { Some(Instant::now()) } else { None };
+        let began = if track_busy {
+            Some(Instant::now())
+        } else {
+            None
+        };
         let panicked = shared.runner.run(item, &mut state, &env).await;
         slot.in_flight.store(0, Ordering::Relaxed);
         if let Some(b) = began {
@@ -722,7 +779,11 @@ async fn worker_loop<R: Runner>(shared: Arc<Shared<R>>, slot: Arc<CachePadded<Sl
                 Ok(s) => state = s,
                 Err(p) => {
                     let p = Panicked::from_payload(p.as_ref());
-                    tracing::error!(pool = &*shared.cfg.name, panic = p.message(), "worker state factory panicked while rebuilding; worker exits");
+                    tracing::error!(
+                        pool = &*shared.cfg.name,
+                        panic = p.message(),
+                        "worker state factory panicked while rebuilding; worker exits"
+                    );
                     break;
                 }
             }

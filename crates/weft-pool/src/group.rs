@@ -48,6 +48,9 @@ pub enum TaskError<E> {
     Cancelled,
 }
 
+/// A finished task: its spawn index and result.
+type Done<T, E> = (usize, Result<T, TaskError<E>>);
+
 struct Shared {
     token: CancellationToken,
     limit: Option<Arc<Semaphore>>,
@@ -99,8 +102,8 @@ pub struct TaskGroup<T, E> {
     shared: Arc<Shared>,
     policy: ErrorPolicy,
     order: Order,
-    tx: mpsc::UnboundedSender<(usize, Result<T, TaskError<E>>)>,
-    rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<(usize, Result<T, TaskError<E>>)>>,
+    tx: mpsc::UnboundedSender<Done<T, E>>,
+    rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Done<T, E>>>,
 }
 
 impl<T, E> std::fmt::Debug for TaskGroup<T, E> {
@@ -141,8 +144,9 @@ impl<T: Send + 'static, E: Send + 'static> TaskGroup<T, E> {
 
     /// At most `n` tasks run at once (0 is taken as 1).
     pub fn with_limit(mut self, n: usize) -> Self {
-        Arc::get_mut(&mut self.shared).expect("set the limit before spawning").limit =
-            Some(Arc::new(Semaphore::new(n.max(1))));
+        Arc::get_mut(&mut self.shared)
+            .expect("set the limit before spawning")
+            .limit = Some(Arc::new(Semaphore::new(n.max(1))));
         self
     }
 
@@ -267,9 +271,15 @@ impl<T: Send + 'static, E: Send + 'static> TaskGroup<T, E> {
             }
             by_completion.retain(|i| errs.iter().any(|(j, _)| j == i));
             for i in by_completion {
-                let pos = errs.iter().position(|(j, _)| *j == i).expect("error present");
+                let pos = errs
+                    .iter()
+                    .position(|(j, _)| *j == i)
+                    .expect("error present");
                 let (_, e) = errs.swap_remove(pos);
-                if first.is_none() || (matches!(first, Some(TaskError::Cancelled)) && !matches!(e, TaskError::Cancelled)) {
+                if first.is_none()
+                    || (matches!(first, Some(TaskError::Cancelled))
+                        && !matches!(e, TaskError::Cancelled))
+                {
                     first = Some(e);
                 }
             }
@@ -278,7 +288,10 @@ impl<T: Send + 'static, E: Send + 'static> TaskGroup<T, E> {
                 match r {
                     Ok(v) => values.push(v),
                     Err(e) => {
-                        if first.is_none() || (matches!(first, Some(TaskError::Cancelled)) && !matches!(e, TaskError::Cancelled)) {
+                        if first.is_none()
+                            || (matches!(first, Some(TaskError::Cancelled))
+                                && !matches!(e, TaskError::Cancelled))
+                        {
                             first = Some(e);
                         }
                     }
@@ -295,7 +308,13 @@ impl<T: Send + 'static, E: Send + 'static> TaskGroup<T, E> {
 impl<T, E> Drop for TaskGroup<T, E> {
     fn drop(&mut self) {
         self.shared.token.cancel();
-        for a in self.shared.aborts.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+        for a in self
+            .shared
+            .aborts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
             a.abort();
         }
     }

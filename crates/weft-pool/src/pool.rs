@@ -90,7 +90,7 @@ macro_rules! common_pool_methods {
         /// Shuts the pool down and reports what happened to every accepted
         /// job. Later calls (from any clone) wait for the first and return
         /// the same report. Queued jobs handed back by
-        /// [`ShutdownMode::Cancel`] are dropped (their handles resolve to
+        /// [`ShutdownMode::Cancel`](crate::ShutdownMode::Cancel) are dropped (their handles resolve to
         /// `JobError::Cancelled`).
         pub async fn shutdown(&self, mode: $crate::ShutdownMode) -> weft_core::ShutdownReport {
             let (mode, deadline) = mode.split();
@@ -161,7 +161,9 @@ impl Unstarted {
 
 impl std::fmt::Debug for Unstarted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Unstarted").field("jobs", &self.jobs()).finish()
+        f.debug_struct("Unstarted")
+            .field("jobs", &self.jobs())
+            .finish()
     }
 }
 
@@ -242,7 +244,11 @@ impl WorkerPool {
         F::Output: Send + 'static,
     {
         let task: BoxTask = Box::new(JobTask::new(job, None));
-        self.inner.0.push(task).await.map_err(|e| SubmitError::from(e).map(unbox_job::<F>))
+        self.inner
+            .0
+            .push(task)
+            .await
+            .map_err(|e| SubmitError::from(e).map(unbox_job::<F>))
     }
 
     /// [`execute`](WorkerPool::execute) without waiting.
@@ -252,7 +258,10 @@ impl WorkerPool {
         F::Output: Send + 'static,
     {
         let task: BoxTask = Box::new(JobTask::new(job, None));
-        self.inner.0.try_push(task).map_err(|e| SubmitError::from(e).map(unbox_job::<F>))
+        self.inner
+            .0
+            .try_push(task)
+            .map_err(|e| SubmitError::from(e).map(unbox_job::<F>))
     }
 
     /// Submits many jobs as **one** queue item with one admission: one
@@ -260,7 +269,10 @@ impl WorkerPool {
     /// boundary and timeout) and the handle yields their results in order.
     /// This is the fast path for tiny jobs, where per-job queueing would cost
     /// more than the job; note that the queue's bound then counts batches.
-    pub async fn submit_batch<I, F>(&self, jobs: I) -> Result<BatchHandle<F::Output>, SubmitError<Vec<F>>>
+    pub async fn submit_batch<I, F>(
+        &self,
+        jobs: I,
+    ) -> Result<BatchHandle<F::Output>, SubmitError<Vec<F>>>
     where
         I: IntoIterator<Item = F>,
         F: Future + Send + 'static,
@@ -285,12 +297,19 @@ impl WorkerPool {
     {
         let jobs: Vec<F> = jobs.into_iter().collect();
         let task: BoxTask = Box::new(BatchTask::new(jobs, None));
-        self.inner.0.push(task).await.map_err(|e| SubmitError::from(e).map(unbox_batch::<F>))
+        self.inner
+            .0
+            .push(task)
+            .await
+            .map_err(|e| SubmitError::from(e).map(unbox_batch::<F>))
     }
 
     /// Submits a job whose output is a `Result`, counting `Err` outputs as
     /// failed in [`stats`](WorkerPool::stats) (what the tower service uses).
-    pub(crate) fn try_submit_judged<F, T, E>(&self, job: F) -> Result<JobHandle<Result<T, E>>, SubmitError<F>>
+    pub(crate) fn try_submit_judged<F, T, E>(
+        &self,
+        job: F,
+    ) -> Result<JobHandle<Result<T, E>>, SubmitError<F>>
     where
         F: Future<Output = Result<T, E>> + Send + 'static,
         T: Send + 'static,
@@ -310,7 +329,13 @@ impl WorkerPool {
     pub async fn shutdown_returning(&self, mode: ShutdownMode) -> (ShutdownReport, Vec<Unstarted>) {
         let (mode, deadline) = mode.split();
         let r = self.inner.0.shutdown(mode, deadline).await;
-        let back = self.inner.0.take_returned().into_iter().map(|task| Unstarted { task }).collect();
+        let back = self
+            .inner
+            .0
+            .take_returned()
+            .into_iter()
+            .map(|task| Unstarted { task })
+            .collect();
         (r, back)
     }
 

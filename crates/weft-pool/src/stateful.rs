@@ -43,7 +43,10 @@ where
                 None => Some(guarded.await),
             };
             let (r, outcome) = match res {
-                None => (Err(JobError::TimedOut(env.timeout.unwrap_or_default())), JobOutcome::TimedOut),
+                None => (
+                    Err(JobError::TimedOut(env.timeout.unwrap_or_default())),
+                    JobOutcome::TimedOut,
+                ),
                 Some(Ok(v)) => (Ok(v), JobOutcome::Succeeded),
                 Some(Err(p)) => {
                     let p = Panicked::from_payload(p.as_ref());
@@ -87,7 +90,12 @@ impl<St: Send + 'static> Runner for StatefulRunner<St> {
     fn init(&self) -> St {
         (self.factory)()
     }
-    fn run<'a>(&'a self, item: Self::Item, state: &'a mut St, env: &'a Env<'a>) -> impl Future<Output = bool> + Send + 'a {
+    fn run<'a>(
+        &'a self,
+        item: Self::Item,
+        state: &'a mut St,
+        env: &'a Env<'a>,
+    ) -> impl Future<Output = bool> + Send + 'a {
         item.run(state, env)
     }
 }
@@ -128,7 +136,9 @@ pub struct StatefulPool<St: Send + 'static> {
 
 impl<St: Send + 'static> Clone for StatefulPool<St> {
     fn clone(&self) -> Self {
-        StatefulPool { inner: self.inner.clone() }
+        StatefulPool {
+            inner: self.inner.clone(),
+        }
     }
 }
 
@@ -147,7 +157,8 @@ impl StatefulPool<()> {
 }
 
 fn unbox<T: 'static>(b: Box<dyn Any + Send>) -> T {
-    *b.downcast::<T>().unwrap_or_else(|_| unreachable!("a refused item is the job that was pushed"))
+    *b.downcast::<T>()
+        .unwrap_or_else(|_| unreachable!("a refused item is the job that was pushed"))
 }
 
 impl<St: Send + 'static> StatefulPool<St> {
@@ -158,7 +169,10 @@ impl<St: Send + 'static> StatefulPool<St> {
         T: Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let item: Box<dyn StatefulTask<St>> = Box::new(Job { f: job, tx: Some(tx) });
+        let item: Box<dyn StatefulTask<St>> = Box::new(Job {
+            f: job,
+            tx: Some(tx),
+        });
         match self.inner.0.push(item).await {
             Ok(()) => Ok(JobHandle::new(rx)),
             Err(e) => Err(SubmitError::from(e).map(|i| unbox::<F>(i.into_any()))),
@@ -172,7 +186,10 @@ impl<St: Send + 'static> StatefulPool<St> {
         T: Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let item: Box<dyn StatefulTask<St>> = Box::new(Job { f: job, tx: Some(tx) });
+        let item: Box<dyn StatefulTask<St>> = Box::new(Job {
+            f: job,
+            tx: Some(tx),
+        });
         match self.inner.0.try_push(item) {
             Ok(()) => Ok(JobHandle::new(rx)),
             Err(e) => Err(SubmitError::from(e).map(|i| unbox::<F>(i.into_any()))),
@@ -186,7 +203,11 @@ impl<St: Send + 'static> StatefulPool<St> {
         T: Send + 'static,
     {
         let item: Box<dyn StatefulTask<St>> = Box::new(Job::<F, T> { f: job, tx: None });
-        self.inner.0.push(item).await.map_err(|e| SubmitError::from(e).map(|i| unbox::<F>(i.into_any())))
+        self.inner
+            .0
+            .push(item)
+            .await
+            .map_err(|e| SubmitError::from(e).map(|i| unbox::<F>(i.into_any())))
     }
 
     common_pool_methods!();
@@ -205,11 +226,18 @@ impl<St: Send + 'static> Drain for StatefulPool<St> {
 impl Builder {
     /// Builds a [`StatefulPool`] whose every worker owns a state built by
     /// `factory`.
-    pub fn build_stateful<St, Fac>(self, factory: Fac) -> Result<StatefulPool<St>, crate::BuildError>
+    pub fn build_stateful<St, Fac>(
+        self,
+        factory: Fac,
+    ) -> Result<StatefulPool<St>, crate::BuildError>
     where
         St: Send + 'static,
         Fac: Fn() -> St + Send + Sync + 'static,
     {
-        Ok(StatefulPool { inner: Arc::new(Owner(self.start(StatefulRunner { factory: Box::new(factory) })?)) })
+        Ok(StatefulPool {
+            inner: Arc::new(Owner(self.start(StatefulRunner {
+                factory: Box::new(factory),
+            })?)),
+        })
     }
 }

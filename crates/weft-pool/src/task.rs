@@ -27,16 +27,27 @@ pub(crate) trait Task: Send + 'static {
 
 pub(crate) type BoxTask = Box<dyn Task>;
 
+/// Where a batch's results go.
+pub(crate) type BatchSender<T> = oneshot::Sender<Vec<Result<T, JobError>>>;
+
 fn is_ok<T>(_: &T) -> bool {
     true
 }
 
-fn poll_guarded<F: Future>(fut: Pin<&mut F>, cx: &mut Context<'_>) -> Result<Poll<F::Output>, Panicked> {
-    std::panic::catch_unwind(AssertUnwindSafe(|| fut.poll(cx))).map_err(|p| Panicked::from_payload(p.as_ref()))
+fn poll_guarded<F: Future>(
+    fut: Pin<&mut F>,
+    cx: &mut Context<'_>,
+) -> Result<Poll<F::Output>, Panicked> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| fut.poll(cx)))
+        .map_err(|p| Panicked::from_payload(p.as_ref()))
 }
 
 /// Polls the per-job timer; `true` once it has fired.
-fn timed_out(sleep: &mut Option<Pin<Box<Sleep>>>, timeout: Option<Duration>, cx: &mut Context<'_>) -> bool {
+fn timed_out(
+    sleep: &mut Option<Pin<Box<Sleep>>>,
+    timeout: Option<Duration>,
+    cx: &mut Context<'_>,
+) -> bool {
     match timeout {
         None => false,
         Some(d) => sleep
@@ -59,7 +70,10 @@ pub(crate) struct Clock {
 #[cfg(feature = "metrics")]
 impl Clock {
     fn queued() -> Self {
-        Clock { queued: Instant::now(), started: None }
+        Clock {
+            queued: Instant::now(),
+            started: None,
+        }
     }
     fn start(&mut self, env: &Env<'_>) {
         if self.started.is_none() {
@@ -143,7 +157,11 @@ where
         this.clock.start(env);
         match poll_guarded(this.fut, cx) {
             Ok(Poll::Ready(v)) => {
-                let outcome = if (this.ok)(&v) { JobOutcome::Succeeded } else { JobOutcome::Failed };
+                let outcome = if (this.ok)(&v) {
+                    JobOutcome::Succeeded
+                } else {
+                    JobOutcome::Failed
+                };
                 if let Some(tx) = this.tx.take() {
                     let _ = tx.send(Ok(v));
                 }
@@ -201,7 +219,7 @@ pin_project! {
 /// the jobs that ran, and `Cancelled` for the others.
 pub(crate) struct BatchOut<T> {
     results: Vec<Result<T, JobError>>,
-    tx: Option<oneshot::Sender<Vec<Result<T, JobError>>>>,
+    tx: Option<BatchSender<T>>,
     len: usize,
 }
 
@@ -234,10 +252,14 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    pub(crate) fn new(jobs: Vec<F>, tx: Option<oneshot::Sender<Vec<Result<F::Output, JobError>>>>) -> Self {
+    pub(crate) fn new(jobs: Vec<F>, tx: Option<BatchSender<F::Output>>) -> Self {
         BatchTask {
             out: BatchOut {
-                results: if tx.is_some() { Vec::with_capacity(jobs.len()) } else { Vec::new() },
+                results: if tx.is_some() {
+                    Vec::with_capacity(jobs.len())
+                } else {
+                    Vec::new()
+                },
                 tx,
                 len: jobs.len(),
             },
@@ -279,7 +301,11 @@ where
                     }
                 }
             }
-            let fut = this.current.as_mut().as_pin_mut().expect("current job set above");
+            let fut = this
+                .current
+                .as_mut()
+                .as_pin_mut()
+                .expect("current job set above");
             let res = match poll_guarded(fut, cx) {
                 Ok(Poll::Ready(v)) => {
                     env.record(JobOutcome::Succeeded, None);
@@ -335,7 +361,12 @@ impl Runner for AsyncRunner {
         item.fail(JobError::Evicted);
     }
 
-    fn run<'a>(&'a self, item: BoxTask, _: &'a mut (), env: &'a Env<'a>) -> impl Future<Output = bool> + Send + 'a {
+    fn run<'a>(
+        &'a self,
+        item: BoxTask,
+        _: &'a mut (),
+        env: &'a Env<'a>,
+    ) -> impl Future<Output = bool> + Send + 'a {
         let mut task: Pin<BoxTask> = Box::into_pin(item);
         std::future::poll_fn(move |cx| task.as_mut().poll_run(cx, env))
     }
@@ -410,6 +441,8 @@ impl<T> Future for BatchHandle<T> {
 
 impl<T> std::fmt::Debug for BatchHandle<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BatchHandle").field("len", &self.len).finish_non_exhaustive()
+        f.debug_struct("BatchHandle")
+            .field("len", &self.len)
+            .finish_non_exhaustive()
     }
 }

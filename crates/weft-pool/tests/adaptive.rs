@@ -18,13 +18,19 @@ async fn grows_under_load_and_shrinks_when_idle() {
         .unwrap();
     assert_eq!(pool.stats().workers, 2);
     for _ in 0..2000 {
-        pool.execute(async { sleep(Duration::from_millis(100)).await }).await.unwrap();
+        pool.execute(async { sleep(Duration::from_millis(100)).await })
+            .await
+            .unwrap();
     }
     // Busy with work queued: +25% (at least one) per check, 1 s cooldown.
     sleep(Duration::from_millis(510)).await;
     assert_eq!(pool.stats().workers, 3, "first check grows 2 -> 3");
     sleep(Duration::from_millis(500)).await;
-    assert_eq!(pool.stats().workers, 3, "cooldown: no change one interval later");
+    assert_eq!(
+        pool.stats().workers,
+        3,
+        "cooldown: no change one interval later"
+    );
     sleep(Duration::from_millis(500)).await;
     assert_eq!(pool.stats().workers, 4);
     sleep(Duration::from_secs(10)).await;
@@ -33,7 +39,9 @@ async fn grows_under_load_and_shrinks_when_idle() {
     sleep(Duration::from_secs(60)).await;
     assert_eq!(pool.stats().queued, 0);
     assert_eq!(pool.stats().workers, 2, "shrunk back to min_workers");
-    let r = pool.shutdown(ShutdownMode::Drain(Duration::from_secs(10))).await;
+    let r = pool
+        .shutdown(ShutdownMode::Drain(Duration::from_secs(10)))
+        .await;
     assert_eq!(r.completed, 2000);
     assert!(r.is_clean(), "{r}");
 }
@@ -44,7 +52,11 @@ async fn idle_workers_expire_above_min() {
         .min_workers(1)
         .max_workers(4)
         .workers(4)
-        .scaling(Scaling::default().interval(Duration::from_secs(3600)).idle_timeout(Duration::from_secs(5)))
+        .scaling(
+            Scaling::default()
+                .interval(Duration::from_secs(3600))
+                .idle_timeout(Duration::from_secs(5)),
+        )
         .build()
         .unwrap();
     assert_eq!(pool.stats().workers, 4);
@@ -60,7 +72,11 @@ async fn idle_workers_expire_above_min() {
 
 #[tokio::test(start_paused = true)]
 async fn resize_widens_adaptive_bounds() {
-    let pool = WorkerPool::builder().min_workers(1).max_workers(2).build().unwrap();
+    let pool = WorkerPool::builder()
+        .min_workers(1)
+        .max_workers(2)
+        .build()
+        .unwrap();
     assert_eq!(pool.resize(6), 6);
     assert_eq!(pool.stats().workers, 6);
     assert_eq!(pool.stats().target_workers, 6);

@@ -63,8 +63,18 @@ async fn first_error_cancels_the_rest() {
     g.spawn(|_| async { Ok(2) }); // waits for a slot; skipped once cancelled
     let start = tokio::time::Instant::now();
     let all = g.join_all().await;
-    assert!(start.elapsed() < Duration::from_secs(1), "the sibling stopped early");
-    assert_eq!(all, vec![Err(TaskError::Failed("boom")), Ok(0), Err(TaskError::Cancelled)]);
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "the sibling stopped early"
+    );
+    assert_eq!(
+        all,
+        vec![
+            Err(TaskError::Failed("boom")),
+            Ok(0),
+            Err(TaskError::Cancelled)
+        ]
+    );
     assert!(g.token().is_cancelled());
 }
 

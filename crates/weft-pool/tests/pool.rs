@@ -33,8 +33,15 @@ async fn zero_capacity_and_zero_workers_are_refused() {
     assert!(e.to_string().contains("at least 1"), "{e}");
     let e = WorkerPool::builder().workers(0).build().unwrap_err();
     assert_eq!(e, weft_pool::BuildError::ZeroWorkers);
-    let e = WorkerPool::builder().min_workers(4).max_workers(2).build().unwrap_err();
-    assert!(matches!(e, weft_pool::BuildError::MinAboveMax { min: 4, max: 2 }));
+    let e = WorkerPool::builder()
+        .min_workers(4)
+        .max_workers(2)
+        .build()
+        .unwrap_err();
+    assert!(matches!(
+        e,
+        weft_pool::BuildError::MinAboveMax { min: 4, max: 2 }
+    ));
 }
 
 #[test]
@@ -50,12 +57,22 @@ async fn try_submit_hands_the_job_back_when_full() {
     let p = pool(1, 1, Overflow::Block);
     let gate = Arc::new(tokio::sync::Notify::new());
     let g = gate.clone();
-    let running = p.submit(async move { g.notified().await; 1 }).await.unwrap();
+    let running = p
+        .submit(async move {
+            g.notified().await;
+            1
+        })
+        .await
+        .unwrap();
     tokio::task::yield_now().await; // the worker takes it
     let queued = p.try_submit(async { 2 }).unwrap();
     let err = p.try_submit(async { 3 }).unwrap_err();
     assert!(matches!(err, SubmitError::Full(_)));
-    assert_eq!(err.into_inner().await, 3, "the refused job comes back intact");
+    assert_eq!(
+        err.into_inner().await,
+        3,
+        "the refused job comes back intact"
+    );
     assert_eq!(p.stats().rejected, 1);
     gate.notify_one();
     assert_eq!(running.await, Ok(1));
@@ -67,7 +84,13 @@ async fn drop_oldest_evicts_and_tells_the_handle() {
     let p = pool(1, 1, Overflow::DropOldest);
     let gate = Arc::new(tokio::sync::Notify::new());
     let g = gate.clone();
-    let first = p.submit(async move { g.notified().await; 1 }).await.unwrap();
+    let first = p
+        .submit(async move {
+            g.notified().await;
+            1
+        })
+        .await
+        .unwrap();
     tokio::task::yield_now().await;
     let old = p.submit(async { 2 }).await.unwrap();
     let new = p.submit(async { 3 }).await.unwrap();
@@ -75,7 +98,9 @@ async fn drop_oldest_evicts_and_tells_the_handle() {
     gate.notify_one();
     assert_eq!(first.await, Ok(1));
     assert_eq!(new.await, Ok(3));
-    let r = p.shutdown(ShutdownMode::Drain(Duration::from_secs(1))).await;
+    let r = p
+        .shutdown(ShutdownMode::Drain(Duration::from_secs(1)))
+        .await;
     assert_eq!((r.accepted, r.completed, r.returned), (3, 2, 1));
     assert!(r.is_balanced(), "{r}");
     assert_eq!(p.stats().dropped, 1);
@@ -89,7 +114,10 @@ async fn drop_newest_sheds_the_new_job() {
     let _first = p.submit(async move { g.notified().await }).await.unwrap();
     tokio::task::yield_now().await;
     let _q = p.submit(async {}).await.unwrap();
-    assert!(matches!(p.submit(async {}).await, Err(SubmitError::Dropped(_))));
+    assert!(matches!(
+        p.submit(async {}).await,
+        Err(SubmitError::Dropped(_))
+    ));
     assert_eq!(p.stats().dropped, 1);
     gate.notify_one();
 }
@@ -101,7 +129,10 @@ async fn wait_timeout_gives_up_with_the_job() {
     tokio::task::yield_now().await;
     let _b = p.submit(async {}).await.unwrap();
     let start = Instant::now();
-    assert!(matches!(p.submit(async {}).await, Err(SubmitError::Timeout(_))));
+    assert!(matches!(
+        p.submit(async {}).await,
+        Err(SubmitError::Timeout(_))
+    ));
     assert_eq!(start.elapsed(), Duration::from_millis(50));
 }
 
@@ -115,7 +146,10 @@ async fn backpressure_blocks_the_producer() {
     let p2 = p.clone();
     let blocked = tokio::spawn(async move { p2.execute(async {}).await.is_ok() });
     sleep(Duration::from_millis(500)).await;
-    assert!(!blocked.is_finished(), "submit must wait while the queue is full");
+    assert!(
+        !blocked.is_finished(),
+        "submit must wait while the queue is full"
+    );
     assert!(p.stats().queued <= 2, "memory stays bounded");
     sleep(Duration::from_millis(600)).await;
     assert!(blocked.await.unwrap());
@@ -134,15 +168,32 @@ async fn dropped_submit_future_neither_loses_nor_duplicates() {
     {
         let fut = p.submit(async move { r.fetch_add(1, Ordering::SeqCst) });
         // Poll once (it waits for room), then drop it.
-        assert!(tokio::time::timeout(Duration::from_millis(10), fut).await.is_err());
+        assert!(
+            tokio::time::timeout(Duration::from_millis(10), fut)
+                .await
+                .is_err()
+        );
     }
     // A submit that completes runs exactly once.
     gate.notify_one();
     let r = runs.clone();
-    p.submit(async move { r.fetch_add(1, Ordering::SeqCst) }).await.unwrap().await.unwrap();
-    let report = p.shutdown(ShutdownMode::Drain(Duration::from_secs(5))).await;
-    assert_eq!(runs.load(Ordering::SeqCst), 1, "the dropped submit's job never ran");
-    assert_eq!(report.accepted, 3, "the dropped submit was never accepted: {report}");
+    p.submit(async move { r.fetch_add(1, Ordering::SeqCst) })
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let report = p
+        .shutdown(ShutdownMode::Drain(Duration::from_secs(5)))
+        .await;
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "the dropped submit's job never ran"
+    );
+    assert_eq!(
+        report.accepted, 3,
+        "the dropped submit was never accepted: {report}"
+    );
     assert!(report.is_clean(), "{report}");
 }
 
@@ -157,7 +208,9 @@ async fn a_panicking_job_fails_its_handle_and_the_pool_keeps_its_workers() {
     assert_eq!(p.submit(async { 5 }).await.unwrap().await, Ok(5));
     let s = p.stats();
     assert_eq!((s.panicked, s.failed, s.succeeded, s.workers), (1, 1, 1, 2));
-    let r = p.shutdown(ShutdownMode::Drain(Duration::from_secs(5))).await;
+    let r = p
+        .shutdown(ShutdownMode::Drain(Duration::from_secs(5)))
+        .await;
     assert_eq!((r.completed, r.failed), (1, 1));
     assert!(r.is_clean());
 }
@@ -172,7 +225,10 @@ async fn per_job_timeout() {
     let slow = p.submit(sleep(Duration::from_secs(5))).await.unwrap();
     let fast = p.submit(async { 1 }).await.unwrap();
     let start = Instant::now();
-    assert_eq!(slow.await, Err(JobError::TimedOut(Duration::from_millis(100))));
+    assert_eq!(
+        slow.await,
+        Err(JobError::TimedOut(Duration::from_millis(100)))
+    );
     assert_eq!(start.elapsed(), Duration::from_millis(100));
     assert_eq!(fast.await, Ok(1));
     assert_eq!(p.stats().timed_out, 1);
@@ -201,7 +257,9 @@ async fn batches_run_in_order_with_per_job_panics() {
         }
     }
     p.execute_batch((0..5).map(|_| async {})).await.unwrap();
-    let r = p.shutdown(ShutdownMode::Drain(Duration::from_secs(5))).await;
+    let r = p
+        .shutdown(ShutdownMode::Drain(Duration::from_secs(5)))
+        .await;
     assert_eq!((r.accepted, r.completed, r.failed), (15, 14, 1));
     assert!(r.is_clean(), "{r}");
 }
@@ -209,14 +267,21 @@ async fn batches_run_in_order_with_per_job_panics() {
 #[tokio::test(start_paused = true)]
 async fn submit_after_shutdown_is_closed_with_the_job() {
     let p = pool(1, 4, Overflow::Block);
-    let r = p.shutdown(ShutdownMode::Drain(Duration::from_secs(1))).await;
+    let r = p
+        .shutdown(ShutdownMode::Drain(Duration::from_secs(1)))
+        .await;
     assert!(r.is_clean());
     let err = p.submit(async { 9 }).await.unwrap_err();
     assert!(err.is_closed());
     assert_eq!(err.into_inner().await, 9);
     assert!(p.try_execute(async {}).unwrap_err().is_closed());
-    let again = p.shutdown(ShutdownMode::Cancel(Duration::from_secs(1))).await;
-    assert_eq!(again.rejected_after_close, 0, "the first report is returned again");
+    let again = p
+        .shutdown(ShutdownMode::Cancel(Duration::from_secs(1)))
+        .await;
+    assert_eq!(
+        again.rejected_after_close, 0,
+        "the first report is returned again"
+    );
     assert_eq!(p.stats().rejected, 2);
 }
 
@@ -233,7 +298,9 @@ async fn drain_finishes_everything_queued() {
         .await
         .unwrap();
     }
-    let r = p.shutdown(ShutdownMode::Drain(Duration::from_secs(10))).await;
+    let r = p
+        .shutdown(ShutdownMode::Drain(Duration::from_secs(10)))
+        .await;
     assert_eq!(done.load(Ordering::SeqCst), 20);
     assert_eq!((r.accepted, r.completed), (20, 20));
     assert!(r.is_clean(), "{r}");
@@ -243,10 +310,19 @@ async fn drain_finishes_everything_queued() {
 #[tokio::test(start_paused = true)]
 async fn cancel_returns_queued_jobs_and_finishes_running_ones() {
     let p = pool(1, 10, Overflow::Block);
-    let running = p.submit(async { sleep(Duration::from_millis(100)).await; "ran" }).await.unwrap();
+    let running = p
+        .submit(async {
+            sleep(Duration::from_millis(100)).await;
+            "ran"
+        })
+        .await
+        .unwrap();
     tokio::task::yield_now().await;
-    let queued: Vec<_> = futures::future::join_all((0..3).map(|i| p.submit(async move { i }))).await;
-    let (r, back) = p.shutdown_returning(ShutdownMode::Cancel(Duration::from_secs(5))).await;
+    let queued: Vec<_> =
+        futures::future::join_all((0..3).map(|i| p.submit(async move { i }))).await;
+    let (r, back) = p
+        .shutdown_returning(ShutdownMode::Cancel(Duration::from_secs(5)))
+        .await;
     assert_eq!(running.await, Ok("ran"));
     assert_eq!((r.accepted, r.completed, r.returned), (4, 1, 3));
     assert!(r.is_clean(), "{r}");
@@ -306,7 +382,9 @@ async fn no_task_alive_after_shutdown() {
     for i in 0..100u64 {
         p.execute(async move { i }).await.unwrap();
     }
-    let r = p.shutdown(ShutdownMode::Drain(Duration::from_secs(10))).await;
+    let r = p
+        .shutdown(ShutdownMode::Drain(Duration::from_secs(10)))
+        .await;
     assert!(r.is_clean());
     // Aborted/finished tasks are reaped by the runtime shortly after.
     for _ in 0..100 {
@@ -329,7 +407,9 @@ async fn resize_while_jobs_run() {
     p.resize(1);
     sleep(Duration::from_millis(100)).await;
     assert_eq!(p.stats().workers, 1);
-    let r = p.shutdown(ShutdownMode::Drain(Duration::from_secs(10))).await;
+    let r = p
+        .shutdown(ShutdownMode::Drain(Duration::from_secs(10)))
+        .await;
     assert_eq!(r.completed, 20);
     assert!(r.is_clean(), "{r}");
 }

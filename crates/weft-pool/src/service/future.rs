@@ -24,11 +24,15 @@ enum State<T, E> {
 
 impl<T, E> ResponseFuture<T, E> {
     pub(crate) fn running(h: JobHandle<Result<T, E>>) -> Self {
-        ResponseFuture { state: State::Running(h) }
+        ResponseFuture {
+            state: State::Running(h),
+        }
     }
 
     pub(crate) fn failed(e: BoxError) -> Self {
-        ResponseFuture { state: State::Failed(Some(e)) }
+        ResponseFuture {
+            state: State::Failed(Some(e)),
+        }
     }
 }
 
@@ -45,7 +49,9 @@ where
                 Ok(Err(e)) => Err(e.into()),
                 Err(job) => Err(Box::new(job)),
             }),
-            State::Failed(e) => Poll::Ready(Err(e.take().expect("ResponseFuture polled after completion"))),
+            State::Failed(e) => Poll::Ready(Err(e
+                .take()
+                .expect("ResponseFuture polled after completion"))),
         }
     }
 }

@@ -50,7 +50,12 @@ impl<S> Pool<S> {
     }
 
     pub(crate) fn from_parts(inner: S, pool: WorkerPool, slots: Arc<Semaphore>) -> Self {
-        Pool { inner, pool, slots: PollSemaphore::new(slots), permit: None }
+        Pool {
+            inner,
+            pool,
+            slots: PollSemaphore::new(slots),
+            permit: None,
+        }
     }
 
     /// The inner service.
@@ -77,7 +82,12 @@ impl<S> Pool<S> {
 impl<S: Clone> Clone for Pool<S> {
     fn clone(&self) -> Self {
         // A clone starts without a reservation.
-        Pool { inner: self.inner.clone(), pool: self.pool.clone(), slots: self.slots.clone(), permit: None }
+        Pool {
+            inner: self.inner.clone(),
+            pool: self.pool.clone(),
+            slots: self.slots.clone(),
+            permit: None,
+        }
     }
 }
 
@@ -118,10 +128,9 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let permit = self
-            .permit
-            .take()
-            .expect("Pool::call without a reservation: call poll_ready first and wait for Ready(Ok)");
+        let permit = self.permit.take().expect(
+            "Pool::call without a reservation: call poll_ready first and wait for Ready(Ok)",
+        );
         let mut svc = self.inner.clone();
         let job = async move {
             // The job has left the queue: its slot is free again.
