@@ -111,6 +111,7 @@ pub fn groups() -> Vec<Group> {
         cases::pool::GROUP,
         cases::pipeline::GROUP,
         cases::actor::GROUP,
+        cases::coord::GROUP,
     ]
 }
 
