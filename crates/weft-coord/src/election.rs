@@ -126,6 +126,7 @@ impl Election {
         tokio::spawn(watch_leadership(
             self.session.coord.clone(),
             self.session.lost.clone(),
+            self.session.closing.clone(),
             key,
             rev,
             lost.clone(),
@@ -232,6 +233,7 @@ async fn observe_task(
 async fn watch_leadership(
     coord: Coord,
     session_lost: CancellationToken,
+    closing: CancellationToken,
     key: String,
     rev: i64,
     lost: CancellationToken,
@@ -271,7 +273,11 @@ async fn watch_leadership(
             }
         };
         if deleted {
-            break "leader key deleted";
+            break if closing.is_cancelled() {
+                "session closed"
+            } else {
+                "leader key deleted"
+            };
         }
     };
     finish(&role, fence, &lost, why, &name)
@@ -293,8 +299,12 @@ fn finish(
             false
         }
     });
-    if changed && why != "resigned" {
-        tracing::warn!(election = %name, fence = fence.0, why, "leadership lost");
+    if changed {
+        if why == "resigned" || why == "session closed" {
+            tracing::info!(election = %name, fence = fence.0, why, "leadership ended");
+        } else {
+            tracing::warn!(election = %name, fence = fence.0, why, "leadership lost");
+        }
     }
 }
 

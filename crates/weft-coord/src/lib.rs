@@ -40,8 +40,9 @@
 //!
 //! let guard = session.mutex("invoices").lock().await?;
 //! let fence = guard.fence(); // pass it with every write the lock protects
+//! let lost = guard.lost_token();
 //! tokio::select! {
-//!     _ = guard.lost_token().cancelled() => eprintln!("lost the lock: stop"),
+//!     _ = lost.cancelled() => eprintln!("lost the lock: stop"),
 //!     _ = async { /* critical section, using `fence` */ } => {}
 //! }
 //! guard.unlock().await?;
