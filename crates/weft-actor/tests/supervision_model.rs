@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use proptest::prelude::*;
-use weft_actor::supervisor::{Backoff, ChildSpec, Restart, Strategy as SupStrategy, SupervisorBuilder};
+use weft_actor::supervisor::{
+    Backoff, ChildSpec, Restart, Strategy as SupStrategy, SupervisorBuilder,
+};
 use weft_actor::{Actor, ActorRef, Context};
 
 struct Child {

@@ -16,7 +16,6 @@ struct Probe {
     id: &'static str,
     log: Log,
     alive: Arc<AtomicUsize>,
-    max_alive: Arc<AtomicUsize>,
     handled: u32,
     stop_delay: Duration,
 }
@@ -94,7 +93,6 @@ impl Kit {
                 id,
                 log: log.clone(),
                 alive: alive.clone(),
-                max_alive: max_alive.clone(),
                 handled: 0,
                 stop_delay,
             }

@@ -152,6 +152,8 @@ impl<A: Actor> Child for ActorChild<A> {
         self.stop_timeout
     }
 
+    // The future resolves to the handle of the spawned incarnation.
+    #[allow(clippy::async_yields_async)]
     fn start(&mut self) -> BoxFuture<'_, JoinHandle<Exit>> {
         Box::pin(async move {
             let mb = self.myself.mailbox().clone();

@@ -673,6 +673,8 @@ impl Child for SupChild {
         self.stop_timeout
     }
 
+    // The future resolves to the handle of the spawned incarnation.
+    #[allow(clippy::async_yields_async)]
     fn start(&mut self) -> BoxFuture<'_, JoinHandle<Exit>> {
         Box::pin(async move {
             // The lock is held by the previous incarnation until its task
