@@ -148,12 +148,12 @@ impl<T> StageCtx<T> {
             }
             OnError::Skip => {
                 self.stats.failed.incr();
-                tracing::warn!(pipeline = %self.shared.name, stage = self.name(), error = %err, "item failed; skipped");
+                tracing::debug!(pipeline = %self.shared.name, stage = self.name(), error = %err, "item failed; skipped");
                 Flow::Continue
             }
             OnError::DeadLetter(sink) => match item {
                 Some(item) => {
-                    tracing::warn!(pipeline = %self.shared.name, stage = self.name(), error = %err, "item failed; dead-lettered");
+                    tracing::debug!(pipeline = %self.shared.name, stage = self.name(), error = %err, "item failed; dead-lettered");
                     self.dead_letter(sink, item, err);
                     self.stats.dead_lettered.incr();
                     Flow::Continue

@@ -139,7 +139,18 @@ impl<R: Send + 'static> Runnable<R> {
                     }),
                 }
             };
-            tracing::info!(pipeline = %shared.name, ok = outcome.is_ok(), "pipeline finished\n{report}");
+            tracing::info!(
+                pipeline = %shared.name,
+                ok = outcome.is_ok(),
+                items_in = report.items_in,
+                items_out = report.items_out,
+                failed = report.failed,
+                dead_lettered = report.dead_lettered,
+                dropped = report.dropped,
+                cancelled = report.cancelled,
+                "pipeline finished"
+            );
+            tracing::debug!(pipeline = %shared.name, "pipeline report\n{report}");
             *inner.report.lock().unwrap_or_else(|p| p.into_inner()) = Some(report);
             *inner.outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
             let _ = done_tx.send(true);
