@@ -40,6 +40,8 @@ impl Emitted {
             let stage_labels = [("name", pipeline.to_owned()), ("stage", now.name.clone())];
             metrics::counter!("weft_pipeline_retries_total", &stage_labels)
                 .increment(delta(|r| r.retried));
+            metrics::counter!("weft_pipeline_emitted_total", &stage_labels)
+                .increment(delta(|r| r.emitted));
             for (state, d) in [
                 ("busy", now.busy),
                 ("idle", now.idle),
@@ -52,13 +54,13 @@ impl Emitted {
                         _ => b.blocked,
                     })
                     .unwrap_or_default();
-                metrics::counter!(
-                    "weft_pipeline_stage_time_microseconds_total",
+                metrics::histogram!(
+                    "weft_pipeline_stage_seconds",
                     "name" => pipeline.to_owned(),
                     "stage" => now.name.clone(),
                     "state" => state
                 )
-                .increment(d.saturating_sub(prev).as_micros() as u64);
+                .record(d.saturating_sub(prev).as_secs_f64());
             }
             self.last.insert(i, now);
         }
