@@ -111,12 +111,16 @@ impl Election {
         value: String,
         cancel: Option<&CancellationToken>,
     ) -> Result<LeaderGuard, CoordError> {
+        let _start = tokio::time::Instant::now();
         let (entry, admitted) = queue::enqueue(&self.session, &self.prefix, &value, 1).await?;
         if !admitted {
             tracing::debug!(election = %self.name, key = %entry.key, "campaigning");
             queue::wait_turn(&entry, &self.prefix, 1, cancel).await?;
         }
         let (key, rev) = entry.disarm();
+        #[cfg(feature = "metrics")]
+        metrics::histogram!("weft_coord_acquire_wait_seconds", "name" => self.session.owner.clone(), "kind" => "leader")
+            .record(_start.elapsed().as_secs_f64());
         let fence = Fence(rev);
         let lost = CancellationToken::new();
         let stop = CancellationToken::new();
