@@ -284,6 +284,7 @@ async fn weft_failover(coord: &Coord, name: &str) -> Duration {
     let eb = b.election(name);
     let follower = tokio::spawn(async move { eb.campaign("b").await.map(|g| (g, Instant::now())) });
     wait_keys(&coord.client(), &format!("weft/election/{name}/"), 2).await;
+    assert!(!follower.is_finished(), "two leaders at once");
     let start = Instant::now();
     coord
         .client()
@@ -291,6 +292,7 @@ async fn weft_failover(coord: &Coord, name: &str) -> Duration {
         .await
         .expect("revoke");
     let (guard, at) = follower.await.expect("join").expect("campaign");
+    assert!(at > start);
     let took = at - start;
     drop(lead);
     guard.resign().await.expect("resign");
@@ -309,6 +311,7 @@ async fn raw_failover(client: &Client, name: &str) -> Duration {
     let follower =
         tokio::spawn(async move { cb.campaign(n, "b", lb).await.map(|_| Instant::now()) });
     wait_keys(client, &format!("{name}/"), 2).await;
+    assert!(!follower.is_finished(), "two leaders at once");
     let start = Instant::now();
     c.lease_revoke(la).await.expect("revoke");
     let at = follower.await.expect("join").expect("campaign");
