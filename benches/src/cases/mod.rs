@@ -2,6 +2,7 @@
 
 pub mod actor;
 pub mod coord;
+pub mod exec;
 pub mod pipeline;
 pub mod pool;
 pub mod reference;
