@@ -96,7 +96,7 @@ impl<S: Stream> PriorityMux<S> {
     }
 
     /// Items received but not yet emitted.
-    pub fn buffered(&self) -> usize {
+    pub fn queued(&self) -> usize {
         self.lanes.iter().map(|l| l.buf.len()).sum()
     }
 }
@@ -108,7 +108,7 @@ impl<S: Stream> fmt::Debug for PriorityMux<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PriorityMux")
             .field("inputs", &self.lanes.len())
-            .field("buffered", &self.buffered())
+            .field("buffered", &self.queued())
             .field("emitted", &self.served)
             .finish()
     }

@@ -23,15 +23,23 @@ fn replica(
     delay: Duration,
     ok: bool,
     t: &Tracker,
-) -> impl Service<u32, Response = usize, Error = BoxError, Future = impl Future<Output = Result<usize, BoxError>> + Send>
-+ Clone {
+) -> impl Service<
+    u32,
+    Response = usize,
+    Error = BoxError,
+    Future = impl Future<Output = Result<usize, BoxError>> + Send,
+> + Clone {
     let t = t.clone();
     service_fn(move |_req: u32| {
         let g = t.guard();
         async move {
             sleep(delay).await;
             g.done();
-            if ok { Ok(id) } else { Err(BoxError::from(format!("replica {id} failed"))) }
+            if ok {
+                Ok(id)
+            } else {
+                Err(BoxError::from(format!("replica {id} failed")))
+            }
         }
     })
 }
@@ -39,7 +47,11 @@ fn replica(
 #[tokio::test(start_paused = true)]
 async fn all_returns_every_answer_in_replica_order() {
     let t = Tracker::default();
-    let replicas = vec![replica(0, ms(30), true, &t), replica(1, ms(10), true, &t), replica(2, ms(20), true, &t)];
+    let replicas = vec![
+        replica(0, ms(30), true, &t),
+        replica(1, ms(10), true, &t),
+        replica(2, ms(20), true, &t),
+    ];
     let mut svc = Broadcast::new(replicas, All::new()).unwrap();
     let start = Instant::now();
     let out = svc.ready().await.unwrap().call(7).await.unwrap();
@@ -51,11 +63,19 @@ async fn all_returns_every_answer_in_replica_order() {
 #[tokio::test(start_paused = true)]
 async fn all_fails_on_the_first_error_and_cancels_the_rest() {
     let t = Tracker::default();
-    let replicas = vec![replica(0, ms(100), true, &t), replica(1, ms(5), false, &t), replica(2, ms(100), true, &t)];
+    let replicas = vec![
+        replica(0, ms(100), true, &t),
+        replica(1, ms(5), false, &t),
+        replica(2, ms(100), true, &t),
+    ];
     let mut svc = Broadcast::new(replicas, All::new()).unwrap();
     let start = Instant::now();
     let err = svc.ready().await.unwrap().call(7).await.unwrap_err();
-    assert_eq!(err.to_string(), "replica 1 failed", "the replica's own error passes through");
+    assert_eq!(
+        err.to_string(),
+        "replica 1 failed",
+        "the replica's own error passes through"
+    );
     assert_eq!(start.elapsed(), ms(5));
     assert_eq!(t.live(), 0);
     assert_eq!(t.completed(), 1);
@@ -92,11 +112,19 @@ async fn first_success_waits_past_fast_errors_and_cancels_losers_at_once() {
 #[tokio::test(start_paused = true)]
 async fn first_success_returns_the_last_error_only_when_all_failed() {
     let t = Tracker::default();
-    let replicas = vec![replica(0, ms(30), false, &t), replica(1, ms(10), false, &t), replica(2, ms(20), false, &t)];
+    let replicas = vec![
+        replica(0, ms(30), false, &t),
+        replica(1, ms(10), false, &t),
+        replica(2, ms(20), false, &t),
+    ];
     let mut svc = Broadcast::new(replicas, FirstSuccess).unwrap();
     let start = Instant::now();
     let err = svc.ready().await.unwrap().call(1).await.unwrap_err();
-    assert_eq!(err.to_string(), "replica 0 failed", "the last error to arrive");
+    assert_eq!(
+        err.to_string(),
+        "replica 0 failed",
+        "the last error to arrive"
+    );
     assert_eq!(start.elapsed(), ms(30));
     assert_eq!(svc.stats().failed, 1);
 }
@@ -104,7 +132,11 @@ async fn first_success_returns_the_last_error_only_when_all_failed() {
 #[tokio::test(start_paused = true)]
 async fn quorum_succeeds_with_k_answers_and_fails_as_soon_as_impossible() {
     let t = Tracker::default();
-    let replicas = vec![replica(0, ms(10), true, &t), replica(1, ms(50), true, &t), replica(2, ms(20), true, &t)];
+    let replicas = vec![
+        replica(0, ms(10), true, &t),
+        replica(1, ms(50), true, &t),
+        replica(2, ms(20), true, &t),
+    ];
     let mut svc = Broadcast::new(replicas, Quorum::new(2)).unwrap();
     let start = Instant::now();
     let out = svc.ready().await.unwrap().call(1).await.unwrap();
@@ -121,7 +153,9 @@ async fn quorum_succeeds_with_k_answers_and_fails_as_soon_as_impossible() {
     let mut svc = Broadcast::new(replicas, Quorum::new(2)).unwrap();
     let start = Instant::now();
     let err = svc.ready().await.unwrap().call(1).await.unwrap_err();
-    let q = err.downcast_ref::<QuorumNotReached>().expect("QuorumNotReached");
+    let q = err
+        .downcast_ref::<QuorumNotReached>()
+        .expect("QuorumNotReached");
     assert_eq!((q.needed, q.succeeded, q.failed), (2, 0, 2));
     assert_eq!(q.last.to_string(), "replica 2 failed");
     assert_eq!(start.elapsed(), ms(20), "decided once 2 of 3 failed");
@@ -131,10 +165,20 @@ async fn quorum_succeeds_with_k_answers_and_fails_as_soon_as_impossible() {
 #[tokio::test]
 async fn build_errors_say_what_to_pass() {
     let none: Vec<tower::util::BoxCloneService<u32, u32, BoxError>> = Vec::new();
-    assert_eq!(Broadcast::new(none, FirstSuccess).unwrap_err(), BuildError::NoServices);
+    assert_eq!(
+        Broadcast::new(none, FirstSuccess).unwrap_err(),
+        BuildError::NoServices
+    );
     let t = Tracker::default();
-    let err = Broadcast::new(vec![replica(0, ms(1), true, &t)], Quorum::<usize>::new(2)).unwrap_err();
-    assert_eq!(err, BuildError::QuorumTooLarge { needed: 2, services: 1 });
+    let err =
+        Broadcast::new(vec![replica(0, ms(1), true, &t)], Quorum::<usize>::new(2)).unwrap_err();
+    assert_eq!(
+        err,
+        BuildError::QuorumTooLarge {
+            needed: 2,
+            services: 1
+        }
+    );
     assert!(err.to_string().contains("pass at most 1"), "{err}");
 }
 
@@ -163,9 +207,14 @@ async fn ready_only_when_every_replica_is_ready() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_task_alive_after_a_broadcast_returns() {
-    let baseline = tokio::runtime::Handle::current().metrics().num_alive_tasks();
+    let baseline = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
     let t = Tracker::default();
-    let replicas = vec![replica(0, ms(2), true, &t), replica(1, Duration::from_secs(3600), true, &t)];
+    let replicas = vec![
+        replica(0, ms(2), true, &t),
+        replica(1, Duration::from_secs(3600), true, &t),
+    ];
     let mut svc = Broadcast::new(replicas, FirstSuccess).unwrap();
     assert_eq!(svc.ready().await.unwrap().call(1).await.unwrap(), 0);
     assert_eq!(t.live(), 0);

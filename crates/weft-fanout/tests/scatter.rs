@@ -28,9 +28,16 @@ async fn input_order_and_completion_order() {
     assert_eq!(ordered, (0..10).collect::<Vec<_>>());
     assert_eq!(start.elapsed(), ms(10), "all ten ran concurrently");
 
-    let done = scatter(0..10, 10, f).completion_order().try_collect().await.unwrap();
+    let done = scatter(0..10, 10, f)
+        .completion_order()
+        .try_collect()
+        .await
+        .unwrap();
     assert_eq!(done, (0..10).rev().collect::<Vec<_>>());
-    let per_item = scatter(0..10, 10, f).order(Order::Completion).results().await;
+    let per_item = scatter(0..10, 10, f)
+        .order(Order::Completion)
+        .results()
+        .await;
     assert_eq!(per_item[0].as_ref().unwrap(), &9);
 }
 
@@ -80,7 +87,11 @@ async fn first_error_cancels_the_rest() {
     .unwrap_err();
     assert_eq!(err.index(), 2);
     assert_eq!(err.to_string(), "item 2 failed: item 2 broke");
-    assert_eq!(start.elapsed(), ms(5), "decided by the error, not the slow items");
+    assert_eq!(
+        start.elapsed(),
+        ms(5),
+        "decided by the error, not the slow items"
+    );
     assert_eq!(t.started(), 5, "no item started after the error");
     assert_eq!(t.completed(), 0);
     assert_eq!(t.live(), 0, "every started item was dropped");
@@ -99,9 +110,14 @@ async fn collect_all_runs_everything_and_reports_every_error() {
     assert_eq!(failed, [0, 3, 6, 9]);
     let ok: Vec<(usize, u64)> = failures.succeeded.clone();
     assert_eq!(ok, [(1, 10), (2, 20), (4, 40), (5, 50), (7, 70), (8, 80)]);
-    assert_eq!(failures.to_string(), "4 of 10 items failed; first: item 0 failed: 0");
+    assert_eq!(
+        failures.to_string(),
+        "4 of 10 items failed; first: item 0 failed: 0"
+    );
 
-    let all = scatter(0..4u64, 2, |i| async move { Ok::<_, ()>(i) }).collect_all().await;
+    let all = scatter(0..4u64, 2, |i| async move { Ok::<_, ()>(i) })
+        .collect_all()
+        .await;
     assert_eq!(all.unwrap(), [0, 1, 2, 3]);
 }
 
@@ -126,7 +142,13 @@ async fn per_item_results_contain_panics() {
         }
         other => panic!("unexpected {other:?}"),
     }
-    assert!(matches!(results[2], Err(ItemError::Failed { index: 2, error: "two failed" })));
+    assert!(matches!(
+        results[2],
+        Err(ItemError::Failed {
+            index: 2,
+            error: "two failed"
+        })
+    ));
     assert_eq!(*results[3].as_ref().unwrap(), 3);
 }
 
@@ -149,14 +171,22 @@ async fn spawned_runs_in_parallel_and_contains_panics() {
     .results()
     .await;
     assert_eq!(results.len(), 64);
-    assert!(matches!(&results[13], Err(ItemError::Panicked { index: 13, .. })));
+    assert!(matches!(
+        &results[13],
+        Err(ItemError::Panicked { index: 13, .. })
+    ));
     assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 63);
-    assert!(threads.lock().unwrap().len() >= 2, "items ran on more than one thread");
+    assert!(
+        threads.lock().unwrap().len() >= 2,
+        "items ran on more than one thread"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spawned_fail_fast_leaves_no_task_alive() {
-    let baseline = tokio::runtime::Handle::current().metrics().num_alive_tasks();
+    let baseline = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
     let t = Tracker::default();
     let err = scatter(0..100u64, 10, |i| {
         let g = t.guard();
@@ -182,7 +212,9 @@ async fn spawned_fail_fast_leaves_no_task_alive() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_a_spawned_scatter_aborts_its_tasks() {
-    let baseline = tokio::runtime::Handle::current().metrics().num_alive_tasks();
+    let baseline = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
     let t = Tracker::default();
     let gather = scatter(0..100u64, 10, |i| {
         let g = t.guard();
@@ -196,7 +228,11 @@ async fn dropping_a_spawned_scatter_aborts_its_tasks() {
     .try_collect();
     // The caller gives up after 20 ms.
     assert!(tokio::time::timeout(ms(20), gather).await.is_err());
-    assert_eq!(settle_tasks(baseline).await, baseline, "no task outlives the caller");
+    assert_eq!(
+        settle_tasks(baseline).await,
+        baseline,
+        "no task outlives the caller"
+    );
     assert_eq!(t.started(), 10);
     assert_eq!(t.live(), 0);
 }
@@ -204,10 +240,14 @@ async fn dropping_a_spawned_scatter_aborts_its_tasks() {
 #[tokio::test(start_paused = true)]
 async fn spawned_items_inherit_the_deadline() {
     let out = deadline::within(ms(100), async {
-        scatter(0..3u64, 3, |_| async move { Ok::<_, ()>(deadline::remaining()) })
-            .spawned()
-            .try_collect()
-            .await
+        scatter(
+            0..3u64,
+            3,
+            |_| async move { Ok::<_, ()>(deadline::remaining()) },
+        )
+        .spawned()
+        .try_collect()
+        .await
     })
     .await
     .unwrap()

@@ -1,0 +1,292 @@
+//! hedge: fixed and percentile delays, at most k extra attempts, first
+//! success wins, losers cancelled, budget, errors; all in paused time.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use support::Tracker;
+use tokio::time::{Instant, sleep};
+use tower::{Service, ServiceExt, service_fn};
+use weft_core::BoxError;
+use weft_fanout::hedge::{ConfigError, HedgeLayer};
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// A backend whose n-th call (0-based) takes `plan(n)`: `(delay, ok)`.
+fn backend(
+    t: Tracker,
+    plan: impl Fn(usize) -> (u64, bool) + Clone + Send + Sync + 'static,
+) -> (
+    impl Service<
+        (),
+        Response = usize,
+        Error = BoxError,
+        Future = impl Future<Output = Result<usize, BoxError>>,
+    > + Clone,
+    Arc<AtomicUsize>,
+) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let svc = service_fn(move |()| {
+        let n = c.fetch_add(1, Ordering::SeqCst);
+        let (delay, ok) = plan(n);
+        let g = t.guard();
+        async move {
+            sleep(ms(delay)).await;
+            g.done();
+            if ok {
+                Ok(n)
+            } else {
+                Err(BoxError::from(format!("attempt {n} failed")))
+            }
+        }
+    });
+    (svc, calls)
+}
+
+#[tokio::test(start_paused = true)]
+async fn fixed_delay_hedge_wins_and_the_primary_is_cancelled() {
+    support::init();
+    let t = Tracker::default();
+    let (inner, calls) = backend(
+        t.clone(),
+        |n| if n == 0 { (1000, true) } else { (10, true) },
+    );
+    let layer = HedgeLayer::builder().fixed_delay(ms(50)).build().unwrap();
+    let mut svc = layer.wrap(inner);
+    let start = Instant::now();
+    let out = svc.ready().await.unwrap().call(()).await.unwrap();
+    assert_eq!(out, 1);
+    assert_eq!(start.elapsed(), ms(60));
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(t.live(), 0, "the slow primary was cancelled");
+    let s = svc.stats();
+    assert_eq!(
+        (s.requests, s.hedges, s.hedge_wins, s.cancelled),
+        (1, 1, 1, 1)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_hedge_when_the_primary_is_fast_enough() {
+    let t = Tracker::default();
+    let (inner, calls) = backend(t.clone(), |_| (20, true));
+    let mut svc = HedgeLayer::builder()
+        .fixed_delay(ms(50))
+        .build()
+        .unwrap()
+        .wrap(inner);
+    for _ in 0..5 {
+        svc.ready().await.unwrap().call(()).await.unwrap();
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 5);
+    assert_eq!(svc.stats().hedges, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn at_most_k_extra_attempts_each_one_delay_apart() {
+    let t = Tracker::default();
+    let (inner, calls) = backend(t.clone(), |n| match n {
+        0 | 1 => (1000, true),
+        _ => (1000 - 300, true),
+    });
+    let mut svc = HedgeLayer::builder()
+        .fixed_delay(ms(100))
+        .max_extra_attempts(2)
+        .build()
+        .unwrap()
+        .wrap(inner);
+    let start = Instant::now();
+    let out = svc.ready().await.unwrap().call(()).await.unwrap();
+    // Attempts at 0, 100, 200 ms; the third answers at 200 + 700 = 900 ms,
+    // before the primary (1000 ms). No fourth attempt at 300 ms.
+    assert_eq!(out, 2);
+    assert_eq!(start.elapsed(), ms(900));
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(t.live(), 0);
+    assert_eq!(svc.stats().cancelled, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn percentile_delay_follows_recent_latencies() {
+    let t = Tracker::default();
+    // 20 calls of 10 ms teach the window; then a primary that hangs.
+    let (inner, calls) = backend(t.clone(), |n| match n {
+        0..20 => (10, true),
+        20 => (5000, true),
+        _ => (10, true),
+    });
+    let mut svc = HedgeLayer::builder()
+        .latency_percentile(0.9)
+        .min_samples(20)
+        .build()
+        .unwrap()
+        .wrap(inner);
+    assert_eq!(svc.stats().delay, None, "no hedging before min_samples");
+    for _ in 0..20 {
+        svc.ready().await.unwrap().call(()).await.unwrap();
+    }
+    assert_eq!(svc.stats().hedges, 0);
+    assert_eq!(svc.stats().delay, Some(ms(10)));
+    let start = Instant::now();
+    let out = svc.ready().await.unwrap().call(()).await.unwrap();
+    assert_eq!(out, 21, "the hedge answered");
+    assert_eq!(start.elapsed(), ms(20), "hedged after p90 = 10 ms");
+    assert_eq!(calls.load(Ordering::SeqCst), 22);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_budget_caps_hedges() {
+    let t = Tracker::default();
+    let (inner, calls) = backend(
+        t.clone(),
+        |n| if n % 2 == 0 { (100, true) } else { (1, true) },
+    );
+    let mut svc = HedgeLayer::builder()
+        .fixed_delay(ms(10))
+        .budget_ratio(0.0)
+        .budget_burst(1)
+        .build()
+        .unwrap()
+        .wrap(inner);
+    let start = Instant::now();
+    assert_eq!(
+        svc.ready().await.unwrap().call(()).await.unwrap(),
+        1,
+        "first request hedged"
+    );
+    assert_eq!(start.elapsed(), ms(11));
+    let start = Instant::now();
+    // Call 2 is slow; the budget is spent, so it is not hedged.
+    assert_eq!(svc.ready().await.unwrap().call(()).await.unwrap(), 2);
+    assert_eq!(start.elapsed(), ms(100));
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    let s = svc.stats();
+    assert_eq!((s.hedges, s.budget_denied), (1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn hedging_never_doubles_the_load() {
+    let t = Tracker::default();
+    // Every primary is slow, so every request would like a hedge.
+    let (inner, calls) = backend(t.clone(), |_| (100, true));
+    let mut svc = HedgeLayer::builder()
+        .fixed_delay(ms(10))
+        .budget_ratio(0.2)
+        .budget_burst(5)
+        .build()
+        .unwrap()
+        .wrap(inner);
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..200 {
+        let fut = svc.ready().await.unwrap().call(());
+        set.spawn(fut);
+        sleep(ms(1)).await;
+    }
+    while let Some(r) = set.join_next().await {
+        r.unwrap().unwrap();
+    }
+    let s = svc.stats();
+    assert_eq!(s.requests, 200);
+    assert!(
+        s.hedges <= 5 + 40,
+        "hedges {} exceed burst + 20% of requests",
+        s.hedges
+    );
+    assert!(
+        s.hedges >= 40,
+        "the budget should be used, got {}",
+        s.hedges
+    );
+    assert_eq!(calls.load(Ordering::SeqCst) as u64, 200 + s.hedges);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fast_error_is_returned_without_hedging() {
+    let t = Tracker::default();
+    let (inner, calls) = backend(t.clone(), |_| (5, false));
+    let mut svc = HedgeLayer::builder()
+        .fixed_delay(ms(50))
+        .build()
+        .unwrap()
+        .wrap(inner);
+    let start = Instant::now();
+    let err = svc.ready().await.unwrap().call(()).await.unwrap_err();
+    assert_eq!(err.to_string(), "attempt 0 failed");
+    assert_eq!(start.elapsed(), ms(5));
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "hedging is not a retry");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_primary_does_not_beat_a_hedge_in_flight() {
+    let t = Tracker::default();
+    let (inner, _) = backend(t.clone(), |n| if n == 0 { (80, false) } else { (50, true) });
+    let mut svc = HedgeLayer::builder()
+        .fixed_delay(ms(20))
+        .build()
+        .unwrap()
+        .wrap(inner);
+    let start = Instant::now();
+    assert_eq!(svc.ready().await.unwrap().call(()).await.unwrap(), 1);
+    assert_eq!(start.elapsed(), ms(70));
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_the_call_cancels_every_attempt() {
+    let t = Tracker::default();
+    let (inner, calls) = backend(t.clone(), |_| (1000, true));
+    let mut svc = HedgeLayer::builder()
+        .fixed_delay(ms(10))
+        .max_extra_attempts(3)
+        .build()
+        .unwrap()
+        .wrap(inner);
+    let fut = svc.ready().await.unwrap().call(());
+    assert!(tokio::time::timeout(ms(25), fut).await.is_err());
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        3,
+        "attempts at 0, 10 and 20 ms"
+    );
+    assert_eq!(t.live(), 0);
+    assert_eq!(svc.stats().cancelled, 3);
+}
+
+#[test]
+fn bad_configurations_are_refused() {
+    assert_eq!(
+        HedgeLayer::builder().build().unwrap_err(),
+        ConfigError::NoDelay
+    );
+    assert_eq!(
+        HedgeLayer::builder()
+            .latency_percentile(1.5)
+            .build()
+            .unwrap_err(),
+        ConfigError::Percentile(1.5)
+    );
+    assert_eq!(
+        HedgeLayer::builder()
+            .fixed_delay(ms(1))
+            .budget_ratio(1.0)
+            .build()
+            .unwrap_err(),
+        ConfigError::BudgetRatio(1.0)
+    );
+    assert!(matches!(
+        HedgeLayer::builder()
+            .latency_percentile(0.9)
+            .min_samples(50)
+            .window(10)
+            .build(),
+        Err(ConfigError::Window {
+            window: 10,
+            min_samples: 50
+        })
+    ));
+}
