@@ -34,7 +34,8 @@ impl fmt::Display for LostReason {
 pub struct Holder {
     /// The etcd key of the holder's entry.
     pub key: String,
-    /// The holder's owner name (its session's [`owner`](crate::SessionBuilder::owner)).
+    /// The holder's owner name (its session's [`owner`](crate::SessionBuilder::owner));
+    /// for an election, the leader's campaign value.
     pub owner: String,
     /// The lease the holder's entry is attached to.
     pub lease: i64,
