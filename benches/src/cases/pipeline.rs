@@ -5,7 +5,8 @@
 //! - `pipeline/3-maps`: 1,000,000 `u64`s through 3 cheap map stages into a
 //!   summing sink. `weft-pipeline` uses the plain per-item API (items move
 //!   in chunks internally); `weft-pipeline-batched` batches 1,024 items
-//!   first and maps whole batches.
+//!   first and maps whole batches; `weft-pipeline-chunk1` turns the internal
+//!   chunking off (one item per hand-off), to show what it buys.
 //! - `par_map/x2`: 100,000 items, `f = x * 2` (the sequential fast path).
 //! - `par_map/1us`: 100,000 items, `f` costing about 1 µs.
 
@@ -139,6 +140,26 @@ pub async fn weft_pipeline(n: u64) -> u64 {
     sum.load(Ordering::Relaxed)
 }
 
+/// weft with its internal chunking turned off (`chunk(1)`: one item per
+/// hand-off), to show what chunking buys.
+pub async fn weft_chunk1(n: u64) -> u64 {
+    let sum = Arc::new(AtomicU64::new(0));
+    let s = sum.clone();
+    let mut local = 0u64;
+    Pipeline::from_iter(0..n)
+        .map(stage("f1").chunk(1), f1)
+        .map(stage("f2").chunk(1), f2)
+        .map(stage("f3").chunk(1), f3)
+        .for_each(move |x| {
+            local = local.wrapping_add(x);
+            s.store(local, Ordering::Relaxed);
+        })
+        .run()
+        .await
+        .expect("pipeline runs");
+    sum.load(Ordering::Relaxed)
+}
+
 /// weft with user batching: 1,024 items per batch, each stage maps a batch.
 pub async fn weft_batched(n: u64) -> u64 {
     let sum = Arc::new(AtomicU64::new(0));
@@ -181,9 +202,10 @@ fn run(ctx: &Ctx, rows: &mut Vec<Row>) {
         let want = expected(n);
         let rt = workload::runtime();
         type Imp = fn(u64) -> std::pin::Pin<Box<dyn Future<Output = u64> + Send>>;
-        let imps: [(&str, Imp); 3] = [
+        let imps: [(&str, Imp); 4] = [
             ("tokio-mpsc-chain", |n| Box::pin(mpsc_chain(n))),
             ("weft-pipeline", |n| Box::pin(weft_pipeline(n))),
+            ("weft-pipeline-chunk1", |n| Box::pin(weft_chunk1(n))),
             ("weft-pipeline-batched", |n| Box::pin(weft_batched(n))),
         ];
         for (name, imp) in imps {

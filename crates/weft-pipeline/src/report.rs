@@ -83,9 +83,11 @@ impl StageStats {
 
 /// What one stage did, summed over its workers.
 ///
-/// `received = completed + failed + dead_lettered + cancelled` for a
-/// processing stage once the pipeline has stopped; items shed by the stage's
-/// input queue are counted in `dropped` and were never received.
+/// For a processing stage of a run that completed,
+/// `received = completed + failed + dead_lettered`. Items shed by the
+/// stage's input queue are counted in `dropped` and were never received;
+/// items discarded when a run is cancelled (queued in front of the stage, or
+/// held by it) are counted in `cancelled`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct StageReport {

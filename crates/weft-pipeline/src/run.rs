@@ -45,8 +45,15 @@ impl<R: Send + 'static> Runnable<R> {
     /// Runs the pipeline to completion and returns the sink's output (the
     /// collected items for [`collect`](crate::Pipeline::collect)) and the
     /// report.
+    ///
+    /// Dropping the returned future before it completes cancels the
+    /// pipeline (every stage stops at its next await).
     pub async fn run(self) -> Result<(R, Report), PipelineError> {
-        self.spawn()?.join().await
+        let running = self.spawn()?;
+        let guard = CancelOnDrop(Some(running.inner.shared.clone()));
+        let r = running.join().await;
+        guard.disarm();
+        r
     }
 
     /// Starts the pipeline's tasks on the current tokio runtime and returns
@@ -156,6 +163,24 @@ impl<R: Send + 'static> Runnable<R> {
             let _ = done_tx.send(true);
         });
         Ok(Running { inner })
+    }
+}
+
+/// Cancels a run whose `run()` future was dropped.
+struct CancelOnDrop(Option<Arc<Shared>>);
+
+impl CancelOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0.take() {
+            tracing::debug!(pipeline = %shared.name, "run() dropped; cancelling the pipeline");
+            shared.kill.cancel();
+        }
     }
 }
 

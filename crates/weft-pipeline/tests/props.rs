@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use proptest::prelude::*;
-use weft_pipeline::{Pipeline, PipelineError, Stage};
+use weft_pipeline::{Pipeline, PipelineError, Stage, StageKind};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Kind {
@@ -181,6 +181,9 @@ proptest! {
                 prop_assert_eq!(report.items_out, out.len() as u64);
                 prop_assert_eq!(report.dead_lettered, dead.load(Ordering::Relaxed));
                 prop_assert_eq!(report.cancelled, 0);
+                for s in report.stages.iter().filter(|s| s.kind == StageKind::Stage) {
+                    prop_assert_eq!(s.received, s.completed + s.failed + s.dead_lettered, "{}", report);
+                }
                 let mut sorted = out.clone();
                 sorted.sort_unstable_by_key(|x| x.1);
                 prop_assert_eq!(&sorted, &expect_out);

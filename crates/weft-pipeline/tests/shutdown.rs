@@ -78,3 +78,30 @@ async fn drain_cancels_what_is_left_at_the_deadline() {
     assert!(report.is_balanced(), "{report}");
     assert_eq!(report.items_out, 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn dropping_the_run_future_cancels_the_pipeline() {
+    let seen = Arc::new(AtomicU64::new(0));
+    let s = seen.clone();
+    let run = Pipeline::from_iter(0u64..)
+        .then("slow", move |x| {
+            s.fetch_add(1, Ordering::SeqCst);
+            async move {
+                sleep(Duration::from_millis(1)).await;
+                x
+            }
+        })
+        .run();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), run)
+            .await
+            .is_err()
+    );
+    let at_drop = seen.load(Ordering::SeqCst);
+    assert!(at_drop > 0);
+    sleep(Duration::from_secs(1)).await;
+    assert!(
+        seen.load(Ordering::SeqCst) <= at_drop + 1,
+        "the stage kept running after run() was dropped"
+    );
+}
