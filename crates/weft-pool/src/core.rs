@@ -113,14 +113,14 @@ impl<'a> Env<'a> {
         let n = s.in_flight.load(Ordering::Relaxed);
         s.in_flight.store(n.saturating_sub(1), Ordering::Relaxed);
         #[cfg(feature = "metrics")]
-        if let Some(start) = _started {
+        {
             let label = match outcome {
                 JobOutcome::Succeeded => "succeeded",
                 JobOutcome::Failed => "failed",
                 JobOutcome::Panicked => "panicked",
                 JobOutcome::TimedOut => "timed_out",
             };
-            metrics::job(self.name, label, start.elapsed());
+            metrics::job(self.name, label, _started.map(|s| s.elapsed()));
         }
     }
 

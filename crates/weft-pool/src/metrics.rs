@@ -4,11 +4,13 @@
 mod imp {
     use std::time::Duration;
 
-    pub(crate) fn job(name: &str, outcome: &'static str, run: Duration) {
+    pub(crate) fn job(name: &str, outcome: &'static str, run: Option<Duration>) {
         metrics::counter!("weft_pool_jobs_total", "name" => name.to_owned(), "outcome" => outcome)
             .increment(1);
-        metrics::histogram!("weft_pool_job_duration_seconds", "name" => name.to_owned())
-            .record(run.as_secs_f64());
+        if let Some(run) = run {
+            metrics::histogram!("weft_pool_job_duration_seconds", "name" => name.to_owned())
+                .record(run.as_secs_f64());
+        }
     }
 
     pub(crate) fn queue_wait(name: &str, wait: Duration) {
@@ -33,7 +35,7 @@ mod imp {
     use std::time::Duration;
 
     #[inline(always)]
-    pub(crate) fn job(_: &str, _: &'static str, _: Duration) {}
+    pub(crate) fn job(_: &str, _: &'static str, _: Option<Duration>) {}
     #[inline(always)]
     pub(crate) fn queue_wait(_: &str, _: Duration) {}
     #[inline(always)]

@@ -210,6 +210,7 @@ pin_project! {
         current: Option<F>,
         out: BatchOut<F::Output>,
         sleep: Option<Pin<Box<Sleep>>>,
+        started: Option<Instant>,
         panicked: bool,
     }
 }
@@ -266,6 +267,7 @@ where
             rest: jobs.into_iter(),
             current: None,
             sleep: None,
+            started: None,
             panicked: false,
         }
     }
@@ -294,6 +296,7 @@ where
                     Some(f) => {
                         this.current.set(Some(f));
                         *this.sleep = None;
+                        *this.started = env.start_clock();
                     }
                     None => {
                         this.out.finish(JobError::Cancelled);
@@ -308,7 +311,7 @@ where
                 .expect("current job set above");
             let res = match poll_guarded(fut, cx) {
                 Ok(Poll::Ready(v)) => {
-                    env.record(JobOutcome::Succeeded, None);
+                    env.record(JobOutcome::Succeeded, *this.started);
                     Ok(v)
                 }
                 Ok(Poll::Pending) => {
@@ -317,12 +320,12 @@ where
                     }
                     let d = env.timeout.unwrap_or_default();
                     tracing::warn!(pool = env.name, timeout = ?d, "batched job timed out");
-                    env.record(JobOutcome::TimedOut, None);
+                    env.record(JobOutcome::TimedOut, *this.started);
                     Err(JobError::TimedOut(d))
                 }
                 Err(p) => {
                     env.log_panic(&p);
-                    env.record(JobOutcome::Panicked, None);
+                    env.record(JobOutcome::Panicked, *this.started);
                     *this.panicked = true;
                     Err(JobError::Panicked(p))
                 }

@@ -1,0 +1,120 @@
+//! With the `metrics` feature, job outcomes and durations reach the facade.
+#![cfg(feature = "metrics")]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use metrics::{
+    Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
+    SharedString, Unit,
+};
+use weft_pool::{ShutdownMode, WorkerPool};
+
+type Seen = Arc<Mutex<HashMap<String, f64>>>;
+
+struct Cell(String, Seen);
+
+impl CounterFn for Cell {
+    fn increment(&self, v: u64) {
+        *self.1.lock().unwrap().entry(self.0.clone()).or_default() += v as f64;
+    }
+    fn absolute(&self, v: u64) {
+        self.1.lock().unwrap().insert(self.0.clone(), v as f64);
+    }
+}
+
+impl GaugeFn for Cell {
+    fn increment(&self, v: f64) {
+        *self.1.lock().unwrap().entry(self.0.clone()).or_default() += v;
+    }
+    fn decrement(&self, v: f64) {
+        *self.1.lock().unwrap().entry(self.0.clone()).or_default() -= v;
+    }
+    fn set(&self, v: f64) {
+        self.1.lock().unwrap().insert(self.0.clone(), v);
+    }
+}
+
+impl HistogramFn for Cell {
+    fn record(&self, _: f64) {
+        *self.1.lock().unwrap().entry(self.0.clone()).or_default() += 1.0;
+    }
+}
+
+struct Rec(Seen);
+
+fn name(key: &Key) -> String {
+    let mut labels: Vec<String> = key
+        .labels()
+        .map(|l| format!("{}={}", l.key(), l.value()))
+        .collect();
+    labels.sort();
+    format!("{}{{{}}}", key.name(), labels.join(","))
+}
+
+impl Recorder for Rec {
+    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+        Counter::from_arc(Arc::new(Cell(name(key), self.0.clone())))
+    }
+    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+        Gauge::from_arc(Arc::new(Cell(name(key), self.0.clone())))
+    }
+    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+        Histogram::from_arc(Arc::new(Cell(name(key), self.0.clone())))
+    }
+}
+
+#[test]
+fn outcomes_durations_and_gauges_are_emitted() {
+    let seen: Seen = Arc::default();
+    let rec = Rec(seen.clone());
+    metrics::with_local_recorder(&rec, || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let pool = WorkerPool::builder().name("m").workers(1).build().unwrap();
+            pool.submit(async { 1 }).await.unwrap().await.unwrap();
+            let _ = pool.submit(async { panic!("x") }).await.unwrap().await;
+            pool.submit_batch((0..3).map(|_| async {}))
+                .await
+                .unwrap()
+                .await;
+            let s = pool.stats();
+            assert_eq!(s.succeeded, 4);
+            pool.shutdown(ShutdownMode::Drain(Duration::from_secs(1)))
+                .await;
+        });
+    });
+    let seen = seen.lock().unwrap();
+    assert_eq!(
+        seen.get("weft_pool_jobs_total{name=m,outcome=succeeded}"),
+        Some(&4.0),
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen.get("weft_pool_jobs_total{name=m,outcome=panicked}"),
+        Some(&1.0),
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen.get("weft_pool_job_duration_seconds{name=m}"),
+        Some(&5.0),
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen.get("weft_pool_queue_wait_seconds{name=m}"),
+        Some(&2.0),
+        "{seen:?}"
+    );
+    assert!(
+        seen.contains_key("weft_pool_queue_depth{name=m}"),
+        "{seen:?}"
+    );
+    assert!(seen.contains_key("weft_pool_workers{name=m}"), "{seen:?}");
+}
