@@ -288,6 +288,9 @@ impl<T> Inlet<T> {
     /// Waits for the next chunk; `None` when the upstream is done or the run
     /// is cancelled. Time spent waiting is counted as idle.
     pub(crate) async fn recv(&self, shared: &Shared, stats: &StageStats) -> Option<Vec<T>> {
+        if shared.kill.is_cancelled() {
+            return None;
+        }
         if let Some(c) = self.queue.try_pop() {
             return Some(c);
         }
@@ -380,6 +383,10 @@ impl<T> Emitter<T> {
             return Ok(());
         }
         self.own.emitted.add(n);
+        if self.shared.kill.is_cancelled() {
+            self.out.target.stats.cancelled.add(n);
+            return Err(Stopped);
+        }
         // Fast path: room right now.
         let v = match self.out.queue.try_push(v) {
             Ok(Admitted::Queued) => return Ok(()),

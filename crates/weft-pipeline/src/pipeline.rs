@@ -81,7 +81,7 @@ impl<T: Send + 'static> Pipeline<T> {
                             return;
                         }
                         if em.buf.is_empty() {
-                            if shared.stop.is_cancelled() {
+                            if shared.stop.is_cancelled() || shared.kill.is_cancelled() {
                                 break;
                             }
                             // A source that never waits must still let

@@ -284,6 +284,9 @@ impl<T> Input<T> {
         match self {
             Input::Shared(i) => i.recv(shared, stats).await,
             Input::Own(rx) => {
+                if shared.kill.is_cancelled() {
+                    return None;
+                }
                 if let Ok(c) = rx.try_recv() {
                     return Some(c);
                 }
@@ -313,6 +316,9 @@ pub(crate) async fn worker<T, U, P>(
 {
     let shared = ctx.shared.clone();
     loop {
+        if shared.kill.is_cancelled() {
+            break;
+        }
         let chunk = match input.try_recv() {
             Some(c) => c,
             None => {
