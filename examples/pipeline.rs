@@ -105,34 +105,38 @@ async fn main() {
             parse,
         )
         .then_by_key("enrich", 8, |t: &Txn| t.account.clone(), lookup)
-        .batch(
-            "batch",
-            Batch::size(100).max_age(Duration::from_millis(20)),
-        )
-        .then(Stage::new("write").workers(2), move |rows: Vec<Enriched>| {
-            let (w, order) = (w.clone(), order.clone());
-            async move {
-                {
-                    let mut order = order.lock().unwrap();
-                    let (last, kept) = &mut *order;
-                    for r in &rows {
-                        if let Some(prev) = last.insert(r.txn.account.clone(), r.txn.id) {
-                            *kept &= prev < r.txn.id;
+        .batch("batch", Batch::size(100).max_age(Duration::from_millis(20)))
+        .then(
+            Stage::new("write").workers(2),
+            move |rows: Vec<Enriched>| {
+                let (w, order) = (w.clone(), order.clone());
+                async move {
+                    {
+                        let mut order = order.lock().unwrap();
+                        let (last, kept) = &mut *order;
+                        for r in &rows {
+                            if let Some(prev) = last.insert(r.txn.account.clone(), r.txn.id) {
+                                *kept &= prev < r.txn.id;
+                            }
                         }
                     }
+                    // One round trip per batch, not per row.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    w.fetch_add(rows.len() as u64, Ordering::Relaxed);
+                    let eu = rows.iter().filter(|r| r.region == "eu").count();
+                    let cents: i64 = rows.iter().map(|r| r.txn.amount_cents).sum();
+                    (rows.len(), eu, cents)
                 }
-                // One round trip per batch, not per row.
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                w.fetch_add(rows.len() as u64, Ordering::Relaxed);
-                let eu = rows.iter().filter(|r| r.region == "eu").count();
-                let cents: i64 = rows.iter().map(|r| r.txn.amount_cents).sum();
-                (rows.len(), eu, cents)
-            }
-        })
+            },
+        )
         .collect()
         .run()
         .await;
-    dead_file.lock().unwrap().flush().expect("flush dead letters");
+    dead_file
+        .lock()
+        .unwrap()
+        .flush()
+        .expect("flush dead letters");
 
     let (batches, report) = match result {
         Ok(ok) => ok,
@@ -163,10 +167,7 @@ async fn main() {
         dead_lines,
         dead_path.display()
     );
-    println!(
-        "per-account order kept: {}",
-        order_kept.lock().unwrap().1
-    );
+    println!("per-account order kept: {}", order_kept.lock().unwrap().1);
     println!("\n{report}");
     if let Some(b) = report.bottleneck() {
         println!(

@@ -231,7 +231,7 @@ fn run(ctx: &Ctx, rows: &mut Vec<Row>) {
             continue;
         }
         let want: Vec<u64> = items.iter().map(f).collect();
-        let mut check = |name: &str, got: Vec<u64>| {
+        let check = |name: &str, got: Vec<u64>| {
             assert!(got == want, "{name} computed a wrong result");
         };
         rows.push(throughput(ctx, case, "sequential-loop", PAR_ITEMS, || {
