@@ -43,6 +43,18 @@
 //! several workers hand chunks out in turn and collect them in the same
 //! turn; keyed stages route each item to the worker its key hashes to.
 //!
+//! # Comparison to stream combinators
+//!
+//! `futures`' `buffered(n)` / `buffer_unordered(n)` run up to `n` futures
+//! *concurrently inside one task*: good for I/O, but CPU work in one of them
+//! stalls all the others, every stage shares the same concurrency, and
+//! `buffered` holds every result behind the slowest one. Here each stage has
+//! its own spawned workers (parallel on a multi-thread runtime), its own
+//! bounded queue and overflow policy, its own ordering (in order, as
+//! finished, or per key), its own error policy, and its own line in the
+//! report. For a few cheap steps over data already in memory, a loop (or
+//! [`par_map`]) is faster than either: see docs/pipeline.md.
+//!
 //! # Failure
 //!
 //! Each stage has an [`OnError`] policy (fail fast by default, skip, or a

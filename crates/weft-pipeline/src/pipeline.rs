@@ -61,7 +61,10 @@ fn source_stats(w: &mut Wiring) -> Arc<StageStats> {
 }
 
 impl<T: Send + 'static> Pipeline<T> {
-    /// A pipeline whose source is an iterator, run on its own task.
+    /// A pipeline whose source is an iterator, run on its own task. The
+    /// iterator is advanced on a tokio worker thread, so it should not block
+    /// (wrap a blocking reader in a channel and use
+    /// [`from_receiver`](Pipeline::from_receiver)).
     #[allow(clippy::should_implement_trait)]
     pub fn from_iter<I>(iter: I) -> Self
     where
