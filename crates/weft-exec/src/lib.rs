@@ -1,4 +1,73 @@
-//! Admission control for tokio services.
+//! Admission control for tokio services: the layer that stops unbounded
+//! spawning and unbounded queueing before they take the process down.
+//!
+//! | problem | tool |
+//! |---|---|
+//! | too many tasks at once, memory climbing | [`BoundedExecutor`]: at most N running, Q waiting per lane, [`weft_core::Overflow`] beyond |
+//! | a dependency that can take only so many calls | [`ConcurrencyLimit`] (tower), shared by every clone |
+//! | a dependency whose capacity you do not know or that changes | [`AdaptiveLimit`] with [`Vegas`] (latency) or [`Aimd`] (errors) |
+//! | a contract of N requests per second | [`RateLimit`] (governor, direct) |
+//! | a budget per client / tenant / API key | [`KeyedRateLimiter`] + [`KeyedRateLimit`], idle keys evicted, keys capped |
+//! | queueing makes everything slow: fail fast instead | [`LoadShed`] → [`Overloaded`] (safe from tokio's coop budget) |
+//! | switching features off under pressure, and back on | [`Degradation`] levels from your own signals |
+//!
+//! See `docs/admission.md` for which limit fits which problem.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower::{Service, ServiceExt, ServiceBuilder, service_fn};
+//! use weft_core::Overflow;
+//! use weft_exec::{BoundedExecutor, ConcurrencyLimitLayer, LoadShedLayer, Overloaded};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! // Background work: at most 4 running, 100 waiting, refuse beyond.
+//! let exec = BoundedExecutor::builder()
+//!     .max_running(4)
+//!     .queue_capacity(100)
+//!     .overflow(Overflow::Reject)
+//!     .run_timeout(Duration::from_secs(30))
+//!     .build()
+//!     .unwrap();
+//! let handle = exec.spawn(async { 6 * 7 }).await.unwrap();
+//! assert_eq!(handle.await.unwrap(), 42);
+//!
+//! // Requests: at most 2 in flight to the dependency; fail fast beyond.
+//! let dependency = service_fn(|_: ()| std::future::pending::<Result<(), std::convert::Infallible>>());
+//! let mut svc = ServiceBuilder::new()
+//!     .layer(LoadShedLayer::new())
+//!     .layer(ConcurrencyLimitLayer::new(2))
+//!     .service(dependency);
+//! let _a = svc.ready().await.unwrap().call(());
+//! let _b = svc.ready().await.unwrap().call(());
+//! let err = svc.ready().await.unwrap().call(()).await.unwrap_err();
+//! assert!(err.is::<Overloaded>());
+//! # }
+//! ```
+//!
+//! # Feature flags
+//!
+//! - `metrics`: emit to the `metrics` facade under the names in
+//!   `docs/metrics.md` (`weft_exec_*`).
+//!
+//! # Shutdown
+//!
+//! [`BoundedExecutor::shutdown`] (and its [`weft_core::Drain`] impl) closes
+//! admission, lets queued and running tasks finish until the deadline, then
+//! aborts what still runs and fails what never started, and returns a
+//! [`weft_core::ShutdownReport`] with
+//! `accepted = completed + failed + aborted + returned`. The tower layers hold
+//! no background task: dropping them is their shutdown.
+//!
+//! # Failure
+//!
+//! A panicking task is caught, counted, logged with `tracing::error!` and
+//! reported to its handle as [`TaskError::Panicked`]; the executor carries
+//! on. Refused work is never lost: [`SpawnError`] hands the future back, and
+//! tower layers fail with small typed errors ([`Overloaded`], [`RateLimited`],
+//! [`TooManyKeys`]) boxed into a `BoxError`, found with `downcast_ref`.
 #![forbid(unsafe_code)]
 
 mod adaptive;

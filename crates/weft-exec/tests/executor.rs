@@ -378,3 +378,67 @@ proptest! {
         })?;
     }
 }
+
+/// Real threads: two producers race spawns (fast path and queue) against
+/// finishing tasks; the bound holds and every task is accounted for.
+#[test]
+fn multi_thread_producers_never_exceed_the_bound() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let e = BoundedExecutor::builder()
+            .max_running(8)
+            .queue_capacity(16)
+            .overflow(Overflow::Block)
+            .build()
+            .unwrap();
+        let g = Arc::new(Gauge::default());
+        let mut producers = Vec::new();
+        for p in 0..2u32 {
+            let e = e.clone();
+            let g = g.clone();
+            producers.push(tokio::spawn(async move {
+                let mut hs = Vec::new();
+                for i in 0..5_000u32 {
+                    let w = 1 + (i + p) % 3;
+                    let g = g.clone();
+                    let opts = TaskOptions::new().weight(w).priority(
+                        [Priority::High, Priority::Normal, Priority::Low][(i % 3) as usize],
+                    );
+                    let h = e
+                        .spawn_with(opts, async move {
+                            let n = g.now.fetch_add(w as usize, Ordering::SeqCst) + w as usize;
+                            g.peak.fetch_max(n, Ordering::SeqCst);
+                            tokio::task::yield_now().await;
+                            g.now.fetch_sub(w as usize, Ordering::SeqCst);
+                            1u64
+                        })
+                        .await
+                        .unwrap_or_else(|_| panic!("Block never refuses while open"));
+                    hs.push(h);
+                }
+                let mut n = 0;
+                for h in hs {
+                    n += h.await.unwrap();
+                }
+                n
+            }));
+        }
+        let mut total = 0;
+        for p in producers {
+            total += p.await.unwrap();
+        }
+        assert_eq!(total, 10_000);
+        assert!(
+            g.peak.load(Ordering::SeqCst) <= 8,
+            "peak {}",
+            g.peak.load(Ordering::SeqCst)
+        );
+        let report = e.shutdown(Instant::now() + Duration::from_secs(5)).await;
+        assert!(report.is_clean(), "{report}");
+        assert_eq!(report.completed, 10_000);
+    });
+}
