@@ -344,7 +344,7 @@ impl<T> Emitter<T> {
 
     /// Adds many items: sends `v` as it is when nothing is buffered and it is
     /// big enough, otherwise buffers it.
-    pub(crate) async fn emit_vec(&mut self, mut v: Vec<T>) -> Result<(), Stopped> {
+    pub(crate) async fn emit_vec(&mut self, v: Vec<T>) -> Result<(), Stopped> {
         let chunk = self.out.chunk;
         if self.buf.is_empty() && v.len() >= chunk / 2 && v.len() <= chunk {
             return self.send(v).await;
@@ -356,16 +356,15 @@ impl<T> Emitter<T> {
             return Ok(());
         }
         self.flush().await?;
-        while v.len() > chunk {
-            let rest = v.split_off(chunk);
-            self.send(v).await?;
-            v = rest;
+        let mut items = v.into_iter();
+        loop {
+            let c: Vec<T> = items.by_ref().take(chunk).collect();
+            if c.len() < chunk {
+                self.buf = c;
+                return Ok(());
+            }
+            self.send(c).await?;
         }
-        self.buf = v;
-        if self.buf.len() >= chunk {
-            self.flush().await?;
-        }
-        Ok(())
     }
 
     /// Sends whatever is buffered.

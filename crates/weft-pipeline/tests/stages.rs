@@ -304,3 +304,23 @@ async fn invalid_configuration_is_refused_before_anything_runs() {
     assert!(err.to_string().contains("at least 1"), "{err}");
     assert_eq!(ran.load(Ordering::SeqCst), 0);
 }
+
+#[tokio::test]
+async fn large_expansions_are_split_into_chunks_in_order() {
+    let (out, report) = Pipeline::from_iter(0..20u32)
+        .flat_map(Stage::new("explode").workers(3), |x| {
+            (0..300u32).map(move |i| x * 1_000 + i)
+        })
+        .map(Stage::new("small-chunks").chunk(7).workers(2), |x| x)
+        .then(Stage::new("one-by-one").workers(3), |x| async move { x })
+        .collect()
+        .run()
+        .await
+        .unwrap();
+    let expect: Vec<u32> = (0..20u32)
+        .flat_map(|x| (0..300u32).map(move |i| x * 1_000 + i))
+        .collect();
+    assert_eq!(out, expect);
+    assert_eq!(report.stages[1].emitted, 6_000);
+    assert_eq!(report.items_out, 6_000);
+}
