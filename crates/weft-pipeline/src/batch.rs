@@ -144,7 +144,7 @@ pub(crate) async fn batcher<T: Send + 'static>(
                         let start = Instant::now();
                         let r = tokio::select! {
                             biased;
-                            c = inlet.recv(&shared, &stats) => match c {
+                            c = inlet.recv_uncounted(&shared) => match c {
                                 Some(c) => Some(c),
                                 None => break,
                             },

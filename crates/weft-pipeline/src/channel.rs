@@ -295,13 +295,22 @@ impl<T> Inlet<T> {
             return Some(c);
         }
         let start = Instant::now();
-        let r = tokio::select! {
+        let r = self.recv_uncounted(shared).await;
+        stats.idle_ns.add(start.elapsed().as_nanos() as u64);
+        r
+    }
+
+    /// Like [`recv`](Inlet::recv), for callers that count the wait
+    /// themselves.
+    pub(crate) async fn recv_uncounted(&self, shared: &Shared) -> Option<Vec<T>> {
+        if shared.kill.is_cancelled() {
+            return None;
+        }
+        tokio::select! {
             biased;
             _ = shared.kill.cancelled() => None,
             c = self.queue.pop() => c,
-        };
-        stats.idle_ns.add(start.elapsed().as_nanos() as u64);
-        r
+        }
     }
 }
 

@@ -418,9 +418,8 @@ async fn round_robin<T: Send + 'static>(
     inlet: Inlet<T>,
     txs: Vec<async_channel::Sender<Vec<T>>>,
 ) {
-    let idle = StageStats::new("", crate::StageKind::Stage, 0);
     let mut i = 0;
-    while let Some(chunk) = inlet.recv(&shared, &idle).await {
+    while let Some(chunk) = inlet.recv_uncounted(&shared).await {
         if chunk.is_empty() {
             continue;
         }
@@ -467,10 +466,9 @@ async fn by_key<T: Send + 'static>(
     key: KeyFn<T>,
     txs: Vec<async_channel::Sender<Vec<T>>>,
 ) {
-    let idle = StageStats::new("", crate::StageKind::Stage, 0);
     let n = txs.len() as u64;
     let mut bufs: Vec<Vec<T>> = (0..txs.len()).map(|_| Vec::new()).collect();
-    route(&shared, &stats, &idle, &inlet, &key, &txs, &mut bufs, n).await;
+    route(&shared, &stats, &inlet, &key, &txs, &mut bufs, n).await;
     let rest: usize = bufs.iter().map(Vec::len).sum();
     stats.cancelled.add(rest as u64);
 }
@@ -479,14 +477,13 @@ async fn by_key<T: Send + 'static>(
 async fn route<T: Send + 'static>(
     shared: &Shared,
     stats: &StageStats,
-    idle: &StageStats,
     inlet: &Inlet<T>,
     key: &KeyFn<T>,
     txs: &[async_channel::Sender<Vec<T>>],
     bufs: &mut [Vec<T>],
     n: u64,
 ) {
-    while let Some(chunk) = inlet.recv(shared, idle).await {
+    while let Some(chunk) = inlet.recv_uncounted(shared).await {
         let mut it = chunk.into_iter();
         while let Some(item) = it.next() {
             let k = match std::panic::catch_unwind(AssertUnwindSafe(|| key(&item))) {
