@@ -158,7 +158,12 @@ fn row(case: &str, imp: &str, value: f64, unit: Unit) -> Row {
 
 fn ns_rows(rows: &mut Vec<Row>, case: &str, names: &[&str], n: u64, times: Vec<Duration>) {
     for (name, d) in names.iter().zip(times) {
-        rows.push(row(case, name, d.as_nanos() as f64 / n as f64, Unit::NsPerCall));
+        rows.push(row(
+            case,
+            name,
+            d.as_nanos() as f64 / n as f64,
+            Unit::NsPerCall,
+        ));
     }
 }
 
@@ -171,7 +176,10 @@ impl Service<u64> for Echo {
     type Error = Infallible;
     type Future = Ready<Result<u64, Infallible>>;
 
-    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Infallible>> {
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
         std::task::Poll::Ready(Ok(()))
     }
 
@@ -188,7 +196,13 @@ where
 {
     let mut sum = 0u64;
     for i in 0..n {
-        let r = svc.ready().await.expect("ready").call(i).await.expect("call");
+        let r = svc
+            .ready()
+            .await
+            .expect("ready")
+            .call(i)
+            .await
+            .expect("call");
         sum = sum.wrapping_add(r);
     }
     std::hint::black_box(sum)
@@ -264,7 +278,11 @@ where
         for _ in 0..n {
             ok += l() as u64;
         }
-        assert_eq!(std::hint::black_box(ok), n, "the bench quota must never limit");
+        assert_eq!(
+            std::hint::black_box(ok),
+            n,
+            "the bench quota must never limit"
+        );
     };
     let start = Instant::now();
     match flavor {
@@ -311,7 +329,11 @@ fn overhead(ctx: &Ctx, rows: &mut Vec<Row>) {
             ns_rows(
                 rows,
                 &case,
-                &["weft-concurrency-limit", "tower-concurrency-limit", "no-limit"],
+                &[
+                    "weft-concurrency-limit",
+                    "tower-concurrency-limit",
+                    "no-limit",
+                ],
                 n,
                 times,
             );
@@ -339,7 +361,10 @@ fn overhead(ctx: &Ctx, rows: &mut Vec<Row>) {
                     },
                     &mut || {
                         let l = Arc::new(rt.block_on(async {
-                            RateLimiter::direct_with_clock(huge_quota(), weft_exec::TokioClock::new())
+                            RateLimiter::direct_with_clock(
+                                huge_quota(),
+                                weft_exec::TokioClock::new(),
+                            )
                         }));
                         time_bare_check(&rt, flavor, n, Arc::new(move || l.check().is_ok()))
                     },
@@ -395,7 +420,12 @@ fn run(ctx: &Ctx, rows: &mut Vec<Row>) {
             ],
         );
         for (name, d) in ["weft-exec-spawn", "semaphore-spawn"].iter().zip(times) {
-            rows.push(row(&case, name, jobs as f64 / d.as_secs_f64(), Unit::ItemsPerSec));
+            rows.push(row(
+                &case,
+                name,
+                jobs as f64 / d.as_secs_f64(),
+                Unit::ItemsPerSec,
+            ));
         }
     }
     overhead(ctx, rows);
