@@ -61,13 +61,19 @@ impl StageStats {
     }
 
     pub(crate) fn snapshot(&self) -> StageReport {
+        let emitted = self.emitted.get();
         StageReport {
             name: self.name.clone(),
             kind: self.kind,
             workers: self.workers,
-            received: self.received.get(),
+            // A source receives what it produces.
+            received: if self.kind == StageKind::Source {
+                emitted
+            } else {
+                self.received.get()
+            },
             completed: self.completed.get(),
-            emitted: self.emitted.get(),
+            emitted,
             failed: self.failed.get(),
             retried: self.retried.get(),
             panicked: self.panicked.get(),
