@@ -50,6 +50,9 @@ const fn t(case: &'static str, peer: &'static str, at_least: f64) -> Target {
 
 /// weft's row name.
 pub const WEFT: &str = "weft-actor";
+/// weft's ask with the ask timeout turned off (the default is 5 s), to show
+/// what the timer costs.
+pub const WEFT_NO_TIMEOUT: &str = "weft-actor-no-timeout";
 /// The hand-rolled tokio actor's row name.
 pub const RAW: &str = "tokio-mpsc-actor";
 /// Every implementation, by row name.
@@ -103,7 +106,7 @@ fn run(ctx: &Ctx, rows: &mut Vec<Row>) {
         }
         let case = format!("actor-ask/{flavor}");
         if ctx.wants(&case) {
-            for imp in IMPLS {
+            for imp in IMPLS.into_iter().chain([WEFT_NO_TIMEOUT]) {
                 rows.push(ns_per_call(ctx, &case, imp, asks, || {
                     rt.block_on(ask(imp, asks))
                 }));
@@ -274,6 +277,16 @@ enum Refs {
 async fn spawn_n(imp: &str, n: usize) -> Refs {
     match imp {
         WEFT => Refs::Weft((0..n).map(|_| weft_actor::spawn(WeftWorker)).collect()),
+        WEFT_NO_TIMEOUT => Refs::Weft(
+            (0..n)
+                .map(|_| {
+                    weft_actor::Builder::new()
+                        .ask_timeout(None)
+                        .spawn(WeftWorker)
+                        .expect("valid")
+                })
+                .collect(),
+        ),
         "kameo" => {
             use kameo::actor::Spawn;
             Refs::Kameo((0..n).map(|_| KameoWorker::spawn(KameoWorker)).collect())

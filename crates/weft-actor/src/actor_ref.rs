@@ -99,7 +99,13 @@ impl<A: Actor> ActorRef<A> {
     /// full (`Block` waits for room). The message rides inside the error when
     /// it is not delivered.
     pub async fn tell(&self, msg: A::Msg) -> Result<(), SendError<A::Msg>> {
-        let pushed = self.mb.queue.push(msg).await;
+        // Fast path: room in the mailbox, no future to build.
+        let pushed = match self.mb.queue.try_push(msg) {
+            Err(PushError::Full(msg)) if self.mb.queue.overflow().waits() => {
+                self.mb.queue.push(msg).await
+            }
+            other => other,
+        };
         self.admitted(pushed)
     }
 
@@ -177,23 +183,58 @@ impl<A: Actor> ActorRef<A> {
         make: impl FnOnce(Reply<T>) -> A::Msg,
         timeout: Option<Duration>,
     ) -> Result<T, AskError<A::Msg>> {
-        let (reply, rx) = Reply::pair();
+        let deadline = timeout.map(|d| Instant::now() + d);
+        let (reply, mut rx) = Reply::pair();
         let msg = make(reply);
-        let exchange = async move {
-            self.tell(msg).await.map_err(AskError::Send)?;
-            match rx.await {
-                Ok(Ok(v)) => Ok(v),
-                Ok(Err(p)) => Err(AskError::Panicked(p)),
-                Err(_) => Err(AskError::NoReply),
-            }
-        };
-        match timeout {
-            None => exchange.await,
-            Some(d) => match tokio::time::timeout(d, exchange).await {
-                Ok(r) => r,
-                Err(_) => Err(AskError::Timeout),
+        // Send: the fast path needs no timer; waiting for room is bounded
+        // by the deadline.
+        let pushed = match self.mb.queue.try_push(msg) {
+            Err(PushError::Full(msg)) if self.mb.queue.overflow().waits() => match deadline {
+                None => self.mb.queue.push(msg).await,
+                Some(d) => match tokio::time::timeout_at(d, self.mb.queue.push(msg)).await {
+                    Ok(pushed) => pushed,
+                    Err(_) => return Err(AskError::Timeout),
+                },
             },
-        }
+            other => other,
+        };
+        self.admitted(pushed).map_err(AskError::Send)?;
+        // Wait for the reply. The timer is armed lazily: the first time the
+        // reply is not there, this task yields once (the actor usually
+        // answers meanwhile); only if it is still not there is a timer
+        // registered for the deadline. A quick ask then costs no timer.
+        let mut yielded = false;
+        let mut sleep = std::pin::pin!(None::<tokio::time::Sleep>);
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = Pin::new(&mut rx).poll(cx) {
+                return Poll::Ready(match r {
+                    Ok(Ok(v)) => Ok(v),
+                    Ok(Err(p)) => Err(AskError::Panicked(p)),
+                    Err(_) => Err(AskError::NoReply),
+                });
+            }
+            let Some(deadline) = deadline else {
+                return Poll::Pending;
+            };
+            if !yielded {
+                yielded = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            if sleep.is_none() {
+                sleep.set(Some(tokio::time::sleep_until(deadline)));
+            }
+            let expired = sleep
+                .as_mut()
+                .as_pin_mut()
+                .is_some_and(|s| s.poll(cx).is_ready());
+            if expired {
+                Poll::Ready(Err(AskError::Timeout))
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
     }
 
     /// Stops the actor after the current message, without handling what is

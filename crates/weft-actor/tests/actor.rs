@@ -412,3 +412,20 @@ fn many_actors_on_a_multi_thread_runtime_lose_nothing() {
         assert_eq!(n.load(Ordering::Relaxed), 20_000);
     });
 }
+
+#[tokio::test(start_paused = true)]
+async fn ask_timeout_also_bounds_the_wait_for_mailbox_room() {
+    let a = Builder::new()
+        .capacity(1)
+        .ask_timeout(Some(Duration::from_millis(300)))
+        .spawn(Acc::default())
+        .unwrap();
+    a.tell(Msg::Sleep(Duration::from_secs(60))).await.unwrap();
+    tokio::task::yield_now().await;
+    a.tell(Msg::Add(1)).await.unwrap(); // fills the mailbox
+    let start = Instant::now();
+    let err = a.ask_with(Msg::Get).await.unwrap_err();
+    assert!(err.is_timeout(), "{err:?}");
+    assert_eq!(start.elapsed(), Duration::from_millis(300));
+    assert_eq!(a.stats().accepted, 2, "the timed-out ask was never queued");
+}
