@@ -224,3 +224,28 @@ async fn keyed_cap_refuses_new_keys_while_all_are_active() {
     assert!(limiter.stats().keys <= 2);
     assert_eq!(limiter.stats().refused_new_keys, 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn rate_limit_readiness_with_a_mock() {
+    let (svc, mut h) = mock::pair::<u32, u32>();
+    h.allow(100);
+    let quota = Quota::per_second(nz(2)).allow_burst(nz(1));
+    let mut s = mock::Spawn::new(RateLimitLayer::new(quota).layer(svc));
+    assert_ready_ok!(s.poll_ready());
+    let f = s.call(1);
+    // The budget is spent: not ready, and woken by the timer 500 ms later.
+    assert_pending!(s.poll_ready());
+    tokio::time::advance(Duration::from_millis(499)).await;
+    assert!(!s.is_woken());
+    assert_pending!(s.poll_ready());
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert!(s.is_woken());
+    assert_ready_ok!(s.poll_ready());
+    let (req, tx) = h.next_request().await.unwrap();
+    assert_eq!(req, 1);
+    tx.send_response(1);
+    assert_eq!(f.await.unwrap(), 1);
+    // A clone starts without a grant.
+    let mut c = mock::Spawn::new(s.get_ref().clone());
+    assert_pending!(c.poll_ready());
+}
