@@ -17,6 +17,7 @@ use weft_core::{Counter, Panicked, ShutdownReport};
 
 use crate::adaptive::Scaling;
 use crate::metrics;
+use crate::sizing::Sizing;
 use crate::stats::PoolStats;
 
 /// How a job ended, as recorded by a worker.
@@ -202,11 +203,9 @@ pub(crate) struct Shared<R: Runner> {
     aborted: AtomicU64,
     unfinished: Mutex<Vec<String>>,
     registry: Mutex<Registry>,
-    /// Workers counting towards `target`.
-    live: AtomicUsize,
+    sizing: Sizing,
     /// Worker tasks or threads still running.
     tasks: AtomicUsize,
-    target: AtomicUsize,
     min: AtomicUsize,
     max: AtomicUsize,
     wake_idle: Notify,
@@ -223,7 +222,7 @@ impl<R: Runner> std::fmt::Debug for Shared<R> {
         f.debug_struct("Pool")
             .field("name", &self.cfg.name)
             .field("queue", &self.queue)
-            .field("workers", &self.live.load(Ordering::Relaxed))
+            .field("workers", &self.sizing.live())
             .finish_non_exhaustive()
     }
 }
@@ -254,9 +253,8 @@ impl<R: Runner> Shared<R> {
             aborted: AtomicU64::new(0),
             unfinished: Mutex::new(Vec::new()),
             registry: Mutex::new(Registry::default()),
-            live: AtomicUsize::new(0),
+            sizing: Sizing::new(workers),
             tasks: AtomicUsize::new(0),
-            target: AtomicUsize::new(workers),
             min: AtomicUsize::new(min),
             max: AtomicUsize::new(max),
             wake_idle: Notify::new(),
@@ -355,21 +353,8 @@ impl<R: Runner> Shared<R> {
 
     /// Spawns workers until `live` reaches `target`.
     pub(crate) fn ensure_workers(self: &Arc<Self>) {
-        loop {
-            if self.is_closed() {
-                return;
-            }
-            let live = self.live.load(Ordering::Acquire);
-            if live >= self.target.load(Ordering::Acquire) {
-                return;
-            }
-            if self
-                .live
-                .compare_exchange(live, live + 1, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-            {
-                self.spawn_worker();
-            }
+        while !self.is_closed() && self.sizing.claim_spawn() {
+            self.spawn_worker();
         }
     }
 
@@ -391,7 +376,7 @@ impl<R: Runner> Shared<R> {
             if let Err(e) = spawned {
                 tracing::error!(pool = &*self.cfg.name, error = %e, "could not start a worker thread");
                 self.tasks.fetch_sub(1, Ordering::AcqRel);
-                self.live.fetch_sub(1, Ordering::AcqRel);
+                self.sizing.release();
                 return;
             }
             None
@@ -403,33 +388,19 @@ impl<R: Runner> Shared<R> {
 
     /// Takes one worker out of `live` if there are more than `floor`.
     fn retire_above(&self, floor: &AtomicUsize) -> bool {
-        let mut live = self.live.load(Ordering::Acquire);
-        loop {
-            if live <= floor.load(Ordering::Acquire).max(1) {
-                return false;
-            }
-            match self.live.compare_exchange_weak(
-                live,
-                live - 1,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return true,
-                Err(l) => live = l,
-            }
-        }
+        self.sizing.retire_above(floor.load(Ordering::Acquire))
     }
 
     #[inline]
     fn surplus(&self) -> bool {
-        self.live.load(Ordering::Relaxed) > self.target.load(Ordering::Relaxed)
+        self.sizing.surplus()
     }
 
     /// Sets the number of workers (clamped to at least 1). Extra workers
     /// retire once their current job is done; idle ones at once.
     pub(crate) fn resize(self: &Arc<Self>, n: usize) -> usize {
         let n = n.max(1);
-        self.target.store(n, Ordering::Release);
+        self.sizing.set_target(n);
         if self.min.load(Ordering::Acquire) > n {
             self.min.store(n, Ordering::Release);
         }
@@ -444,7 +415,7 @@ impl<R: Runner> Shared<R> {
 
     /// Sets the number of workers the pool aims for (adaptive scaling).
     pub(crate) fn set_target(self: &Arc<Self>, n: usize) {
-        self.target.store(n.max(1), Ordering::Release);
+        self.sizing.set_target(n);
         self.ensure_workers();
         self.wake_idle.notify_waiters();
     }
@@ -457,7 +428,7 @@ impl<R: Runner> Shared<R> {
     }
 
     pub(crate) fn live(&self) -> usize {
-        self.live.load(Ordering::Acquire)
+        self.sizing.live()
     }
 
     /// Busy time of all workers so far, and how many run a job right now.
@@ -491,7 +462,7 @@ impl<R: Runner> Shared<R> {
         }
         drop(reg);
         let queued = self.queue.len();
-        let workers = self.live.load(Ordering::Relaxed);
+        let workers = self.sizing.live();
         metrics::gauges(&self.cfg.name, queued, workers);
         PoolStats {
             submitted: self.submitted.get(),
@@ -507,7 +478,7 @@ impl<R: Runner> Shared<R> {
             returned: self.returned.get(),
             aborted: self.aborted.load(Ordering::Relaxed),
             workers: workers as u64,
-            target_workers: self.target.load(Ordering::Relaxed) as u64,
+            target_workers: self.sizing.target() as u64,
         }
     }
 
@@ -663,7 +634,7 @@ impl<R: Runner> Shared<R> {
         }
         drop(reg);
         if counted {
-            self.live.fetch_sub(1, Ordering::AcqRel);
+            self.sizing.release();
         }
         self.tasks.fetch_sub(1, Ordering::AcqRel);
         self.exited.notify_waiters();
@@ -692,7 +663,7 @@ async fn next_item<R: Runner>(shared: &Shared<R>, guard: &mut ExitGuard<'_, R>) 
         let notified = shared.wake_idle.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        if shared.surplus() && shared.retire_above(&shared.target) {
+        if shared.surplus() && shared.sizing.retire_above(shared.sizing.target()) {
             guard.counted = false;
             return Wait::Exit;
         }
@@ -700,7 +671,7 @@ async fn next_item<R: Runner>(shared: &Shared<R>, guard: &mut ExitGuard<'_, R>) 
             return Wait::Item(item);
         }
         let idle = match &shared.cfg.scaling {
-            Some(s) if shared.live.load(Ordering::Relaxed) > shared.min.load(Ordering::Relaxed) => {
+            Some(s) if shared.sizing.live() > shared.min.load(Ordering::Relaxed) => {
                 Some(s.idle_timeout)
             }
             _ => None,
@@ -788,7 +759,7 @@ async fn worker_loop<R: Runner>(shared: Arc<Shared<R>>, slot: Arc<CachePadded<Sl
                 }
             }
         }
-        if shared.surplus() && shared.retire_above(&shared.target) {
+        if shared.surplus() && shared.sizing.retire_above(shared.sizing.target()) {
             guard.counted = false;
             break;
         }

@@ -88,6 +88,7 @@ pub mod group;
 mod metrics;
 mod pool;
 pub mod service;
+mod sizing;
 mod stateful;
 mod stats;
 mod task;
