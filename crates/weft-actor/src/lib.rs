@@ -88,6 +88,7 @@ mod actor;
 mod actor_ref;
 mod error;
 mod mailbox;
+mod park;
 pub mod pool;
 mod registry;
 mod reply;

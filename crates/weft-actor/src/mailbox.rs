@@ -1,17 +1,17 @@
 //! The mailbox shared by an actor's references and its incarnations.
 
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
-use futures::task::AtomicWaker;
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 use weft_core::queue::Queue;
 
 use crate::actor::Exit;
+use crate::park::Parker;
 
 /// What happens to a message that was accepted but never handled: the actor
 /// stopped (or was killed) with it still queued, or it was evicted under
@@ -29,13 +29,8 @@ pub(crate) struct Mailbox<M> {
     /// The control lane: signals checked before every message, so they
     /// overtake whatever is queued.
     pub(crate) signals: AtomicU8,
-    /// Set by an incarnation that found the mailbox empty and is about to
-    /// park; a sender that sees it wakes the incarnation.
-    pub(crate) idle: AtomicBool,
-    /// Wakes a parked incarnation (a message or a signal arrived): a flag
-    /// and an `AtomicWaker`, lock-free on both sides.
-    pub(crate) woken: AtomicBool,
-    pub(crate) waker: AtomicWaker,
+    /// Parks an idle incarnation; senders and signals wake it.
+    pub(crate) parker: Parker,
     pub(crate) name: Cow<'static, str>,
     pub(crate) ask_timeout: Option<Duration>,
     pub(crate) hook: Option<UndeliveredHook<M>>,
@@ -130,9 +125,7 @@ impl<M> Mailbox<M> {
         Mailbox {
             queue,
             signals: AtomicU8::new(0),
-            idle: AtomicBool::new(false),
-            woken: AtomicBool::new(false),
-            waker: AtomicWaker::new(),
+            parker: Parker::new(),
             name,
             ask_timeout,
             hook,
@@ -143,52 +136,14 @@ impl<M> Mailbox<M> {
         }
     }
 
-    /// Called by a sender after it queued a message: wakes the incarnation
-    /// if it parked on an empty mailbox. Pairs with the fence in
-    /// [`park`](Mailbox::park): either the incarnation sees the message, or
-    /// the sender sees `idle`.
     #[inline]
     pub(crate) fn wake_if_idle(&self) {
-        fence(Ordering::SeqCst);
-        if self.idle.load(Ordering::Relaxed) && self.idle.swap(false, Ordering::AcqRel) {
-            self.wake();
-        }
+        self.parker.wake_if_idle();
     }
 
-    /// Wakes the incarnation (whether or not it is parked).
     #[inline]
     pub(crate) fn wake(&self) {
-        self.woken.store(true, Ordering::Release);
-        self.waker.wake();
-    }
-
-    /// Waits until [`wake`](Mailbox::wake) is called (or was called since
-    /// the last wait).
-    pub(crate) async fn woken(&self) {
-        std::future::poll_fn(|cx| {
-            if self.woken.swap(false, Ordering::AcqRel) {
-                return std::task::Poll::Ready(());
-            }
-            self.waker.register(cx.waker());
-            if self.woken.swap(false, Ordering::AcqRel) {
-                std::task::Poll::Ready(())
-            } else {
-                std::task::Poll::Pending
-            }
-        })
-        .await
-    }
-
-    /// Marks the incarnation idle before its last look at the queue.
-    #[inline]
-    pub(crate) fn park(&self) {
-        self.idle.store(true, Ordering::Relaxed);
-        fence(Ordering::SeqCst);
-    }
-
-    #[inline]
-    pub(crate) fn unpark(&self) {
-        self.idle.store(false, Ordering::Relaxed);
+        self.parker.wake();
     }
 
     pub(crate) fn life(&self) -> MutexGuard<'_, Life> {

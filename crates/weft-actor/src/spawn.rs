@@ -258,21 +258,21 @@ async fn run<A: Actor>(mut actor: A, myself: ActorRef<A>, incarnation: u64) -> E
             None => {
                 // Park: announce it, then look once more, so that a sender
                 // either sees `idle` (and wakes us) or we see its message.
-                mb.park();
+                mb.parker.park();
                 match mb.queue.try_pop() {
                     Some(msg) => {
-                        mb.unpark();
+                        mb.parker.unpark();
                         msg
                     }
                     None => {
                         if mb.queue.is_closed() && mb.queue.is_empty() {
-                            mb.unpark();
+                            mb.parker.unpark();
                             break Exit::Stopped;
                         }
                         if mb.signals.load(Ordering::Acquire) == 0 {
-                            mb.woken().await;
+                            mb.parker.woken().await;
                         }
-                        mb.unpark();
+                        mb.parker.unpark();
                         continue;
                     }
                 }
