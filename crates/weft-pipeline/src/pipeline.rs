@@ -534,6 +534,16 @@ where
                 source,
             }
         })?;
-    spawn_workers(w, ctx, stage.workers, stage.mode, p, inlet, out);
+    let partition_slots = stage.capacity / (outlet.chunk * stage.workers);
+    spawn_workers(
+        w,
+        ctx,
+        stage.workers,
+        stage.mode,
+        p,
+        inlet,
+        out,
+        partition_slots,
+    );
     Ok(outlet)
 }

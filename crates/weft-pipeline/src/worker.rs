@@ -510,6 +510,7 @@ async fn route<T: Send + 'static>(
 }
 
 /// Spawns the tasks of a stage with `workers` workers in `mode`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn spawn_workers<T, U, P>(
     w: &mut Wiring,
     ctx: Arc<StageCtx<T>>,
@@ -518,6 +519,7 @@ pub(crate) fn spawn_workers<T, U, P>(
     p: P,
     inlet: Inlet<T>,
     out: crate::channel::Outlet<U>,
+    partition_slots: usize,
 ) where
     T: Send + 'static,
     U: Send + 'static,
@@ -564,8 +566,11 @@ pub(crate) fn spawn_workers<T, U, P>(
         }
         Mode::Keyed(key) => {
             let mut txs = Vec::with_capacity(workers);
+            // Each partition gets its share of the stage's capacity, so that
+            // one busy key does not hold the dispatcher (and every other key)
+            // back for long.
             for _ in 0..workers {
-                let (tx, rx) = async_channel::bounded::<Vec<T>>(2);
+                let (tx, rx) = async_channel::bounded::<Vec<T>>(partition_slots.max(2));
                 w.leftover_channel(rx.clone(), stats.clone(), None);
                 txs.push(tx);
                 let em = Emitter::new(out.clone(), stats.clone(), shared.clone());
