@@ -128,3 +128,41 @@ async fn shutdown_flushes_the_partial_batch() {
     assert_eq!(report.cancelled, 0);
     drop(tx);
 }
+
+mod props {
+    use proptest::prelude::*;
+    use weft_pipeline::{Batch, Pipeline};
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Batches concatenate back to the input, are never empty, and keep
+        /// to the size and weight limits (an over-weight item alone).
+        #[test]
+        fn batches_partition_the_input(
+            items in proptest::collection::vec(1u64..20, 0..300),
+            size in 1usize..40,
+            max_weight in 1u64..60,
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let input = items.clone();
+            let (batches, report) = rt
+                .block_on(
+                    Pipeline::from_iter(input)
+                        .batch("b", Batch::size(size).max_weight(max_weight, |w: &u64| *w))
+                        .collect()
+                        .run(),
+                )
+                .unwrap();
+            let flat: Vec<u64> = batches.iter().flatten().copied().collect();
+            prop_assert_eq!(&flat, &items);
+            for b in &batches {
+                prop_assert!(!b.is_empty());
+                prop_assert!(b.len() <= size);
+                let w: u64 = b.iter().sum();
+                prop_assert!(w <= max_weight || b.len() == 1, "batch {:?} over {}", b, max_weight);
+            }
+            prop_assert_eq!(report.stages[1].emitted, batches.len() as u64);
+        }
+    }
+}
