@@ -209,7 +209,31 @@ impl<R> Inner<R> {
 }
 
 /// A running pipeline: join it, look at its live counts, or shut it down
-/// (it implements [`Drain`]).
+/// (it implements [`Drain`]). Dropping the handle detaches the pipeline, as
+/// dropping a `JoinHandle` does.
+///
+/// ```
+/// use std::time::Duration;
+/// use tokio::time::{Instant, sleep};
+/// use weft_core::Drain;
+/// use weft_pipeline::{Batch, Pipeline};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let running = Pipeline::from_iter(0u64..) // never ends by itself
+///     .then("work", |x| async move { sleep(Duration::from_millis(1)).await; x })
+///     .batch("write", Batch::size(1_000))
+///     .collect()
+///     .spawn()
+///     .unwrap();
+/// sleep(Duration::from_millis(100)).await;
+/// // Stop the source, finish what was accepted, flush the partial batch.
+/// let report = running.drain(Instant::now() + Duration::from_secs(5)).await;
+/// assert!(report.is_clean());
+/// let (batches, _) = running.join().await.unwrap();
+/// assert_eq!(batches.iter().map(Vec::len).sum::<usize>() as u64, report.accepted);
+/// # }
+/// ```
 pub struct Running<R> {
     inner: Arc<Inner<R>>,
 }
