@@ -74,6 +74,13 @@ impl Scaling {
         self
     }
 
+    /// Sets the grow and shrink steps, as shares of the live workers.
+    pub fn steps(mut self, grow_by: f64, shrink_by: f64) -> Self {
+        self.grow_by = grow_by;
+        self.shrink_by = shrink_by;
+        self
+    }
+
     /// Sets the cooldown between changes.
     pub fn cooldown(mut self, d: Duration) -> Self {
         self.cooldown = d;
