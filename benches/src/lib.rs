@@ -108,6 +108,7 @@ pub struct Group {
 pub fn groups() -> Vec<Group> {
     vec![
         cases::reference::GROUP,
+        cases::breaker::GROUP,
         cases::exec::GROUP,
         cases::pool::GROUP,
         cases::pipeline::GROUP,

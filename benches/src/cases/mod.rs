@@ -1,6 +1,7 @@
 //! The side-by-side cases, one module per pattern.
 
 pub mod actor;
+pub mod breaker;
 pub mod coord;
 pub mod exec;
 pub mod pipeline;

@@ -57,8 +57,11 @@ pub(crate) struct Shared {
 }
 
 struct Cells {
+    /// Successes not recorded in the count window (those are derived:
+    /// window total - windowed failures).
     successes: Counter,
     failures: Counter,
+    windowed_failures: Counter,
     ignored: Counter,
     cancelled: Counter,
     slow: Counter,
@@ -114,8 +117,14 @@ impl Shared {
         let done = self.core.complete(ticket, outcome, &mut || self.now());
         if ticket.kind != Kind::Passthrough {
             match outcome {
+                Outcome::Success if done.windowed => {}
                 Outcome::Success => self.stats.successes.incr(),
-                Outcome::Failure => self.stats.failures.incr(),
+                Outcome::Failure => {
+                    self.stats.failures.incr();
+                    if done.windowed {
+                        self.stats.windowed_failures.incr();
+                    }
+                }
                 Outcome::Ignored => self.stats.ignored.incr(),
             }
             if done.slow {
@@ -197,6 +206,7 @@ impl CircuitBreaker {
                 stats: Cells {
                     successes: Counter::new(),
                     failures: Counter::new(),
+                    windowed_failures: Counter::new(),
                     ignored: Counter::new(),
                     cancelled: Counter::new(),
                     slow: Counter::new(),
@@ -245,9 +255,14 @@ impl CircuitBreaker {
         C: Classify<T, E> + ?Sized,
         F: IntoFuture<Output = Result<T, E>>,
     {
-        let permit = self.try_acquire().map_err(CallError::Open)?;
+        let mut permit = match self.try_acquire() {
+            Ok(p) => p,
+            Err(open) => return Err(CallError::Open(open)),
+        };
         let result = fut.into_future().await;
-        permit.record(classify.classify(&result));
+        // By reference: moving the permit out of the future's state would
+        // copy it through memory on every call.
+        permit.finish(classify.classify(&result));
         result.map_err(CallError::Inner)
     }
 
@@ -329,7 +344,10 @@ impl CircuitBreaker {
         let t = |x: State| st.transitions[x.as_index()].load(StdOrdering::Relaxed);
         Stats {
             state: s.core.state(),
-            successes: st.successes.get(),
+            successes: st.successes.get()
+                + s.core
+                    .windowed_total()
+                    .saturating_sub(st.windowed_failures.get()),
             failures: st.failures.get(),
             ignored: st.ignored.get(),
             cancelled: st.cancelled.get(),
@@ -426,6 +444,11 @@ impl Permit<'_> {
     /// Reports the call's outcome.
     #[inline]
     pub fn record(mut self, outcome: Outcome) {
+        self.finish(outcome);
+    }
+
+    #[inline]
+    fn finish(&mut self, outcome: Outcome) {
         self.done = true;
         self.shared.complete(self.ticket, outcome);
     }

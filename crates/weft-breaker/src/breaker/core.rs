@@ -106,6 +106,8 @@ pub(crate) struct Raw {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Completed {
     pub(crate) slow: bool,
+    /// The outcome was recorded in the count window (whose index counts it).
+    pub(crate) windowed: bool,
     pub(crate) transition: Option<Raw>,
 }
 
@@ -360,8 +362,12 @@ impl Core {
                 self.consecutive.store(0, Ordering::Relaxed);
             }
         }
+        let mut windowed = false;
         let tally = match &self.window {
-            Window::Count(win) => win.record(fail, slow),
+            Window::Count(win) => {
+                windowed = true;
+                win.record(fail, slow)
+            }
             Window::Time(win) => win.record(clock(), fail, slow),
             Window::None => None,
         };
@@ -373,7 +379,19 @@ impl Core {
         let transition = reason.and_then(|reason| {
             self.transition(CLOSED, ticket.generation, OPEN, reason, clock(), 0)
         });
-        Completed { slow, transition }
+        Completed {
+            slow,
+            windowed,
+            transition,
+        }
+    }
+
+    /// Closed-state outcomes recorded in the count window, ever.
+    pub(crate) fn windowed_total(&self) -> u64 {
+        match &self.window {
+            Window::Count(w) => w.total(),
+            _ => 0,
+        }
     }
 
     fn judge(&self, t: Tally) -> Option<Reason> {
@@ -444,7 +462,11 @@ impl Core {
                 }
             }
         };
-        Completed { slow, transition }
+        Completed {
+            slow,
+            windowed: false,
+            transition,
+        }
     }
 
     fn release_probe(&self, generation_: u32) {

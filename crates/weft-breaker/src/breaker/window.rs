@@ -42,17 +42,37 @@ fn unpack(agg: u64) -> (u64, u64) {
 /// writers are quiet, and a reader that catches a transient inconsistency
 /// (possible only while the ring wraps under a race) skips the decision.
 pub(crate) struct CountWindow {
+    /// Outcomes ever recorded (never reset: it doubles as the breaker's
+    /// count of closed-state outcomes, so that a success costs one atomic
+    /// read-modify-write in all).
     idx: CachePadded<AtomicU64>,
+    /// `idx` when the window was last emptied.
+    start: AtomicU64,
     agg: CachePadded<AtomicU64>,
     slots: Box<[AtomicU8]>,
+    /// Lemire's fastmod constant for `slots.len()`: the slot of call `i` is
+    /// computed with two multiplications instead of a 64-bit division.
+    magic: u64,
+}
+
+/// `a % d` for `d = slots.len()`, given `magic = u64::MAX / d + 1`
+/// (Lemire, Kaser, Kurz: "Faster remainder by direct computation", 2019).
+/// The index is taken modulo 2^32 first: once every 4 billion calls the ring
+/// restarts at slot 0, which only reorders which old slot is overwritten next.
+#[inline]
+fn fastmod(a: u64, magic: u64, d: u64) -> usize {
+    let low = magic.wrapping_mul(u64::from(a as u32));
+    ((u128::from(low) * u128::from(d)) >> 64) as usize
 }
 
 impl CountWindow {
     pub(crate) fn new(n: usize) -> Self {
         CountWindow {
             idx: CachePadded::new(AtomicU64::new(0)),
+            start: AtomicU64::new(0),
             agg: CachePadded::new(AtomicU64::new(0)),
             slots: (0..n).map(|_| AtomicU8::new(0)).collect(),
+            magic: (u64::MAX / n as u64).wrapping_add(1),
         }
     }
 
@@ -62,7 +82,7 @@ impl CountWindow {
     pub(crate) fn record(&self, fail: bool, slow: bool) -> Option<Tally> {
         let n = self.slots.len() as u64;
         let i = self.idx.fetch_add(1, Ordering::Relaxed);
-        let slot = &self.slots[(i % n) as usize];
+        let slot = &self.slots[fastmod(i, self.magic, n)];
         let new = bits(fail, slow);
         if new == 0 {
             if slot.load(Ordering::Relaxed) != 0 {
@@ -75,7 +95,9 @@ impl CountWindow {
         let d = delta(old, new);
         let agg = self.agg.fetch_add(d, Ordering::Relaxed).wrapping_add(d);
         let (failures, slow) = unpack(agg);
-        let calls = (i + 1).min(n);
+        let calls = (i + 1)
+            .saturating_sub(self.start.load(Ordering::Relaxed))
+            .min(n);
         (failures <= calls && slow <= calls).then_some(Tally {
             calls,
             failures,
@@ -87,7 +109,11 @@ impl CountWindow {
     pub(crate) fn tally(&self) -> Tally {
         let n = self.slots.len() as u64;
         let (failures, slow) = unpack(self.agg.load(Ordering::Relaxed));
-        let calls = self.idx.load(Ordering::Relaxed).min(n);
+        let calls = self
+            .idx
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.start.load(Ordering::Relaxed))
+            .min(n);
         Tally {
             calls,
             failures: failures.min(calls),
@@ -103,7 +129,13 @@ impl CountWindow {
                 self.agg.fetch_add(delta(old, 0), Ordering::Relaxed);
             }
         }
-        self.idx.store(0, Ordering::Relaxed);
+        self.start
+            .store(self.idx.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+
+    /// Outcomes ever recorded.
+    pub(crate) fn total(&self) -> u64 {
+        self.idx.load(Ordering::Relaxed)
     }
 }
 
@@ -220,6 +252,16 @@ pub(crate) enum Window {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fastmod_is_remainder() {
+        for d in [1u64, 2, 3, 7, 100, 1_000, 999_983, 1_000_000] {
+            let magic = (u64::MAX / d).wrapping_add(1);
+            for a in (0..5_000u64).chain([u64::from(u32::MAX) - 3, u64::from(u32::MAX)]) {
+                assert_eq!(fastmod(a, magic, d) as u64, a % d, "{a} % {d}");
+            }
+        }
+    }
 
     #[test]
     fn count_window_tracks_last_n() {
