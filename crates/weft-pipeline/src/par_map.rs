@@ -206,11 +206,9 @@ impl ParMap {
             }
             let el = start.elapsed();
             if el >= self.probe {
-                let per_item = el / out.len() as u32;
+                let per_item = per(el, out.len());
                 let hint = iter.size_hint().0.max(1);
-                if per_item.saturating_mul(hint as u32) < self.inline_below
-                    && self.inline_below > Duration::ZERO
-                {
+                if times(per_item, hint) < self.inline_below && self.inline_below > Duration::ZERO {
                     run(&mut out, &mut iter, usize::MAX)?;
                     exhausted = true;
                 }
@@ -275,8 +273,8 @@ impl ParMap {
             }
             let el = start.elapsed();
             if el >= self.probe {
-                let per_item = el / done as u32;
-                let estimate = per_item.saturating_mul((n - done) as u32);
+                let per_item = per(el, done);
+                let estimate = times(per_item, n - done);
                 if estimate < self.inline_below {
                     return Ok(Probed::Sequential(done));
                 }
@@ -285,6 +283,16 @@ impl ParMap {
             step *= 2;
         }
     }
+}
+
+/// `total / n`, for any `n`.
+fn per(total: Duration, n: usize) -> Duration {
+    Duration::from_nanos((total.as_nanos() / n.max(1) as u128).min(u64::MAX as u128) as u64)
+}
+
+/// `d * n`, saturating.
+fn times(d: Duration, n: usize) -> Duration {
+    Duration::from_nanos((d.as_nanos() * n as u128).min(u64::MAX as u128) as u64)
 }
 
 enum Probed {
