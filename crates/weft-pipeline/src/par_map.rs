@@ -207,7 +207,9 @@ impl ParMap {
             let el = start.elapsed();
             if el >= self.probe {
                 let per_item = per(el, out.len());
-                let hint = iter.size_hint().0.max(1);
+                // What may be left: the upper bound if known (a filter's length is
+                // unknown but bounded), otherwise assume it is long.
+                let hint = iter.size_hint().1.unwrap_or(usize::MAX);
                 if times(per_item, hint) < self.inline_below && self.inline_below > Duration::ZERO {
                     run(&mut out, &mut iter, usize::MAX)?;
                     exhausted = true;
