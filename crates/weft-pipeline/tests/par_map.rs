@@ -88,3 +88,17 @@ proptest! {
         prop_assert_eq!(out, expect);
     }
 }
+
+#[test]
+fn expensive_iterator_of_unknown_length_goes_parallel() {
+    let threads = Mutex::new(HashSet::<ThreadId>::new());
+    let out = ParMap::new()
+        .workers(2)
+        .map_iter((0..2_000u64).filter(|x| x % 2 == 0), |x| {
+            threads.lock().unwrap().insert(std::thread::current().id());
+            std::thread::sleep(Duration::from_micros(20));
+            x / 2
+        });
+    assert_eq!(out, (0..1_000).collect::<Vec<_>>());
+    assert_eq!(threads.into_inner().unwrap().len(), 2);
+}
