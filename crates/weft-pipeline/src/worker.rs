@@ -460,46 +460,42 @@ async fn collect_in_turn<U: Send + 'static>(
 
 /// Routes each item to the worker its key hashes to.
 async fn by_key<T: Send + 'static>(
-    shared: Arc<Shared>,
-    stats: Arc<StageStats>,
+    ctx: Arc<StageCtx<T>>,
     inlet: Inlet<T>,
     key: KeyFn<T>,
     txs: Vec<async_channel::Sender<Vec<T>>>,
 ) {
-    let n = txs.len() as u64;
     let mut bufs: Vec<Vec<T>> = (0..txs.len()).map(|_| Vec::new()).collect();
-    route(&shared, &stats, &inlet, &key, &txs, &mut bufs, n).await;
+    route(&ctx, &inlet, &key, &txs, &mut bufs).await;
     let rest: usize = bufs.iter().map(Vec::len).sum();
-    stats.cancelled.add(rest as u64);
+    ctx.stats.cancelled.add(rest as u64);
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn route<T: Send + 'static>(
-    shared: &Shared,
-    stats: &StageStats,
+    ctx: &StageCtx<T>,
     inlet: &Inlet<T>,
     key: &KeyFn<T>,
     txs: &[async_channel::Sender<Vec<T>>],
     bufs: &mut [Vec<T>],
-    n: u64,
 ) {
+    let (shared, stats) = (&*ctx.shared, &*ctx.stats);
+    let n = txs.len() as u64;
     while let Some(chunk) = inlet.recv_uncounted(shared).await {
         let mut it = chunk.into_iter();
         while let Some(item) = it.next() {
-            let k = match std::panic::catch_unwind(AssertUnwindSafe(|| key(&item))) {
-                Ok(k) => k,
+            match std::panic::catch_unwind(AssertUnwindSafe(|| key(&item))) {
+                Ok(k) => bufs[(k % n) as usize].push(item),
                 Err(p) => {
-                    let p = Panicked::from_payload(p.as_ref());
-                    tracing::error!(pipeline = %shared.name, stage = %stats.name, error = %p, "key function panicked");
+                    // The item never reaches a worker: the dispatcher applies
+                    // the stage's policy to it (it still has the item).
                     stats.received.incr();
-                    stats.panicked.incr();
-                    stats.failed.incr();
-                    shared.fail(&stats.name, p.into());
-                    stats.cancelled.add(it.len() as u64);
-                    return;
+                    let p = Panicked::from_payload(p.as_ref());
+                    if ctx.give_up(Some(item), p.into()) == Flow::Stop {
+                        stats.cancelled.add(it.len() as u64);
+                        return;
+                    }
                 }
-            };
-            bufs[(k % n) as usize].push(item);
+            }
         }
         for (buf, tx) in bufs.iter_mut().zip(txs) {
             if !send_own(shared, stats, tx, std::mem::take(buf)).await {
@@ -576,7 +572,7 @@ pub(crate) fn spawn_workers<T, U, P>(
                 let em = Emitter::new(out.clone(), stats.clone(), shared.clone());
                 w.spawn(worker(ctx.clone(), p.clone(), Input::Own(rx), em));
             }
-            w.spawn(by_key(shared, stats, inlet, key, txs));
+            w.spawn(by_key(ctx, inlet, key, txs));
         }
     }
 }

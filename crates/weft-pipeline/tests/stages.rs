@@ -324,3 +324,27 @@ async fn large_expansions_are_split_into_chunks_in_order() {
     assert_eq!(report.stages[1].emitted, 6_000);
     assert_eq!(report.items_out, 6_000);
 }
+
+#[tokio::test]
+async fn a_panicking_key_function_follows_the_stage_policy() {
+    let (out, report) = Pipeline::from_iter(0..20u32)
+        .map(
+            Stage::new("keyed")
+                .workers(3)
+                .partition_by(|x: &u32| {
+                    assert!(*x != 7, "no key for 7");
+                    *x % 3
+                })
+                .skip_errors(),
+            |x| x,
+        )
+        .collect()
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(out.len(), 19);
+    assert!(!out.contains(&7));
+    let keyed = &report.stages[1];
+    assert_eq!((keyed.panicked, keyed.failed, keyed.received), (1, 1, 20));
+    assert!(report.is_balanced());
+}
