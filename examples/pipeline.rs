@@ -43,7 +43,8 @@ struct Enriched {
     region: &'static str,
 }
 
-/// The generated input: `id,account,amount`, with a malformed row now and
+/// The generated input (a stream in the example; a file or a socket in a
+/// service): `id,account,amount`, with a malformed row now and
 /// then (a missing field, or an amount that is not a number).
 fn csv_lines() -> impl Iterator<Item = String> {
     (0..ROWS).map(|id| match id % 97 {
@@ -95,7 +96,7 @@ async fn main() {
 
     let dead = dead_file.clone();
     let (w, order) = (written.clone(), order_kept.clone());
-    let result = Pipeline::from_iter(csv_lines())
+    let result = Pipeline::from_stream(futures::stream::iter(csv_lines()))
         .named("transactions")
         .try_map(
             Stage::new("parse").workers(2).dead_letter(move |letter| {
