@@ -21,6 +21,8 @@ impl BreakerMetrics {
     pub(crate) fn new(name: &str) -> Self {
         let name = name.to_owned();
         let calls = |outcome: &'static str| counter!("weft_breaker_calls_total", "name" => name.clone(), "outcome" => outcome);
+        let state = gauge!("weft_breaker_state", "name" => name.clone());
+        state.set(0.0);
         BreakerMetrics {
             success: calls("success"),
             failure: calls("failure"),
@@ -28,7 +30,7 @@ impl BreakerMetrics {
             cancelled: calls("cancelled"),
             slow: counter!("weft_breaker_slow_calls_total", "name" => name.clone()),
             rejected: counter!("weft_breaker_rejected_total", "name" => name.clone()),
-            state: gauge!("weft_breaker_state", "name" => name.clone()),
+            state,
             name,
         }
     }
