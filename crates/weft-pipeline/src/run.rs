@@ -60,6 +60,10 @@ impl<R: Send + 'static> Runnable<R> {
     /// a handle to join it, watch it, or shut it down.
     ///
     /// Fails, starting nothing, if a stage's configuration is invalid.
+    ///
+    /// # Panics
+    ///
+    /// If called outside a tokio runtime (like `tokio::spawn`).
     pub fn spawn(self) -> Result<Running<R>, BuildError> {
         let shared = Arc::new(Shared::new(self.name));
         let mut w = Wiring::new(shared.clone());
