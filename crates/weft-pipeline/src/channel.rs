@@ -73,8 +73,13 @@ impl Wiring {
         }
     }
 
+    /// Adds a task of the stage wired last, inside a debug span naming the
+    /// pipeline and the stage.
     pub(crate) fn spawn(&mut self, fut: impl Future<Output = ()> + Send + 'static) {
-        self.tasks.push(Box::pin(fut));
+        use tracing::Instrument;
+        let stage = self.stages.last().map(|s| s.name.as_str()).unwrap_or("");
+        let span = tracing::debug_span!("weft_pipeline_stage", pipeline = %self.shared.name, stage);
+        self.tasks.push(Box::pin(fut.instrument(span)));
     }
 
     /// Counts what is left in `rx` once the run is over as cancelled in
