@@ -348,3 +348,34 @@ async fn a_panicking_key_function_follows_the_stage_policy() {
     assert_eq!((keyed.panicked, keyed.failed, keyed.received), (1, 1, 20));
     assert!(report.is_balanced());
 }
+
+#[tokio::test(start_paused = true)]
+async fn service_readiness_is_respected() {
+    // A concurrency limit of 2 around a slow service: 8 workers, but never
+    // more than 2 calls at once, because each call waits for `poll_ready`.
+    let running = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let (r, p) = (running.clone(), peak.clone());
+    let svc = tower::ServiceBuilder::new()
+        .concurrency_limit(2)
+        .service(tower::service_fn(move |x: u32| {
+            let (r, p) = (r.clone(), p.clone());
+            async move {
+                let now = r.fetch_add(1, Ordering::SeqCst) + 1;
+                p.fetch_max(now, Ordering::SeqCst);
+                sleep(Duration::from_millis(10)).await;
+                r.fetch_sub(1, Ordering::SeqCst);
+                Ok::<_, std::convert::Infallible>(x)
+            }
+        }));
+    let start = tokio::time::Instant::now();
+    let (out, _) = Pipeline::from_iter(0..20u32)
+        .service(Stage::new("limited").workers(8), svc)
+        .collect()
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(out, (0..20).collect::<Vec<_>>());
+    assert_eq!(peak.load(Ordering::SeqCst), 2);
+    assert_eq!(start.elapsed(), Duration::from_millis(100));
+}
