@@ -57,12 +57,6 @@ pub const GROUP: Group = Group {
             peer: "tower-resilience",
             at_least: 10.0,
         },
-        Target {
-            case: CLOSED_1,
-            weft: "weft-breaker-tower",
-            peer: "tower-resilience",
-            at_least: 10.0,
-        },
     ],
 };
 
