@@ -16,7 +16,7 @@
 //! Run it:
 //!
 //! ```text
-//! cargo run --example http_service -- --stop-after 6   # demo traffic, then a graceful stop
+//! cargo run --example http_service -- --stop-after 1   # demo traffic, 1 s more, a graceful stop
 //! cargo run --example http_service                     # serve until Ctrl-C (twice to force)
 //! cargo run --example http_service -- --addr 0.0.0.0:8080 --no-demo
 //! ```
@@ -144,7 +144,9 @@ async fn main() -> Result<(), weft_core::BoxError> {
     let (report, late) = tokio::join!(app.shutdown_report(), after_trigger);
 
     let mut ok = true;
-    println!("\nrequests in flight at the trigger:");
+    if !in_flight.is_empty() {
+        println!("\nrequests in flight at the trigger:");
+    }
     for (i, h) in in_flight.into_iter().enumerate() {
         match h.await? {
             Ok(r) => {

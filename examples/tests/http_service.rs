@@ -128,12 +128,14 @@ async fn limits_breaker_pool_and_metrics_over_http() {
 
     // Overload: fill the concurrency limit with slow requests, then three
     // more are shed at once (503, Retry-After) instead of queueing.
+    // (4, unless a response of the traffic above took over 50 ms on a busy
+    // machine and the limit already backed off.)
     let limit = app.limit();
-    assert_eq!(limit, 4);
+    assert!((1..=4).contains(&limit), "limit {limit}");
     let slow: Vec<_> = (0..limit)
         .map(|i| {
             tokio::spawn(async move {
-                request(addr, "GET", "/work?ms=600", Some(&format!("slow{i}"))).await
+                request(addr, "GET", "/work?ms=1500", Some(&format!("slow{i}"))).await
             })
         })
         .collect();
@@ -149,13 +151,13 @@ async fn limits_breaker_pool_and_metrics_over_http() {
     }
     for h in slow {
         let r = h.await.unwrap().expect("a slow request was cut");
-        assert_eq!((r.status, r.body.as_str()), (200, "worked 600 ms\n"));
+        assert_eq!((r.status, r.body.as_str()), (200, "worked 1500 ms\n"));
     }
 
     // Adaptive: responses slower than the 50 ms threshold count as drops,
     // and once a window of samples has gathered the limit backs off.
     // (One at a time: the limit may already be lower than 4 here, as the
-    // 600 ms requests above were slow too.)
+    // requests above were slow too.)
     for i in 0..12 {
         let r = get(addr, "/work?ms=60", &format!("a{i}")).await;
         assert_eq!(r.status, 200, "{}", r.body);
@@ -275,7 +277,7 @@ async fn graceful_shutdown_cuts_no_request_in_flight() {
     let in_flight: Vec<_> = (0..4)
         .map(|i| {
             tokio::spawn(async move {
-                request(addr, "GET", "/work?ms=1000", Some(&format!("f{i}"))).await
+                request(addr, "GET", "/work?ms=2000", Some(&format!("f{i}"))).await
             })
         })
         .collect();
@@ -311,7 +313,7 @@ async fn graceful_shutdown_cuts_no_request_in_flight() {
     // an error from `request`).
     for h in in_flight {
         let r = h.await.unwrap().expect("a request in flight was cut");
-        assert_eq!((r.status, r.body.as_str()), (200, "worked 1000 ms\n"));
+        assert_eq!((r.status, r.body.as_str()), (200, "worked 2000 ms\n"));
     }
     let report = report.await.unwrap();
     assert!(report.is_clean(), "{report}");
@@ -349,6 +351,18 @@ async fn graceful_shutdown_cuts_no_request_in_flight() {
     );
 }
 
+/// The metric names documented in docs/metrics.md: the first column of its
+/// per-crate tables (rows starting with `` | `weft_ ``).
+fn documented() -> Vec<String> {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/metrics.md"))
+        .expect("docs/metrics.md");
+    doc.lines()
+        .filter_map(|l| l.strip_prefix("| `weft_"))
+        .filter_map(|rest| rest.split('`').next())
+        .map(|name| format!("weft_{name}"))
+        .collect()
+}
+
 /// Every `weft_*` series the service exports is listed in docs/metrics.md.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exported_metric_names_are_documented() {
@@ -367,8 +381,7 @@ async fn exported_metric_names_are_documented() {
     assert!(app.shutdown_report().await.is_clean());
     let text = text + &recorder().render();
 
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/metrics.md"))
-        .expect("docs/metrics.md");
+    let doc = documented();
     let mut missing: Vec<String> = text
         .lines()
         .filter(|l| l.starts_with("weft_"))
@@ -380,12 +393,47 @@ async fn exported_metric_names_are_documented() {
                 .unwrap_or(series);
             base.to_owned()
         })
-        .filter(|base| !doc.contains(&format!("`{base}`")))
+        .filter(|base| !doc.contains(base))
         .collect();
     missing.sort();
     missing.dedup();
     assert!(
         missing.is_empty(),
         "exported but not in docs/metrics.md: {missing:?}"
+    );
+}
+
+/// Every metric the Grafana dashboard queries is listed in docs/metrics.md.
+#[test]
+fn dashboard_queries_documented_metrics() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/");
+    let doc = documented();
+    let dashboard = std::fs::read_to_string(format!("{root}grafana-dashboard.json"))
+        .expect("docs/grafana-dashboard.json");
+    assert!(dashboard.contains("\"panels\""), "not a dashboard");
+    let mut names: Vec<&str> = dashboard
+        .match_indices("weft_")
+        .map(|(i, _)| {
+            let rest = &dashboard[i..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                .unwrap_or(rest.len());
+            let name = &rest[..end];
+            ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(name)
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    assert!(names.len() >= 20, "{names:?}");
+    let missing: Vec<&str> = names
+        .into_iter()
+        .filter(|n| !doc.iter().any(|d| d == n))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "queried by the dashboard but not in docs/metrics.md: {missing:?}"
     );
 }
