@@ -396,8 +396,8 @@ fn granularity(ctx: &Ctx, rows: &mut Vec<Row>) {
     ] {
         let case = format!("pool-granularity/job={label}");
         let iters = ((ns / per_round) as u32).max(1);
-        // About 40 ms of sequential work per sample (8 ms when quick).
-        let budget = if ctx.quick { 8e6 } else { 4e7 };
+        // About 40 ms of sequential work per sample (15 ms when quick).
+        let budget = if ctx.quick { 1.5e7 } else { 4e7 };
         let jobs = ((budget / ns) as u64).clamp(64, 1_000_000);
         // Enough batches to keep every worker busy: at least 8 per worker.
         let batch = (jobs / (8 * workload::workers() as u64)).clamp(1, BATCH);
