@@ -8,7 +8,6 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 use weft_core::{Drain, ShutdownReport};
 
 use crate::core::{Mode, Runner, Shared};
@@ -345,11 +344,6 @@ impl WorkerPool {
     }
 
     common_pool_methods!();
-
-    #[allow(dead_code)]
-    pub(crate) fn token(&self) -> CancellationToken {
-        self.inner.0.token().clone()
-    }
 }
 
 impl Drain for WorkerPool {
