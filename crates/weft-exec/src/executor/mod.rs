@@ -1,5 +1,6 @@
 //! The bounded executor: at most N futures running, at most Q waiting.
 
+mod abortable;
 mod builder;
 mod dispatch;
 mod handle;
@@ -281,10 +282,9 @@ async fn run_plain<F: Future>(
 ) -> Result<F::Output, TaskError> {
     let guard = RunGuard { shared, weight };
     let s = &*guard.shared;
-    let ended = tokio::select! {
-        biased;
-        r = weft_core::catch_unwind(fut) => Ended::Done(r),
-        _ = s.abort.cancelled() => Ended::Aborted,
+    let ended = match abortable::Abortable::new(weft_core::catch_unwind(fut), &s.abort).await {
+        Some(r) => Ended::Done(r),
+        None => Ended::Aborted,
     };
     finish(s, id, ended)
 }
@@ -298,13 +298,11 @@ async fn run_timed<F: Future>(
 ) -> Result<F::Output, TaskError> {
     let guard = RunGuard { shared, weight };
     let s = &*guard.shared;
-    let ended = tokio::select! {
-        biased;
-        r = tokio::time::timeout(d, weft_core::catch_unwind(fut)) => match r {
-            Ok(r) => Ended::Done(r),
-            Err(_) => Ended::TimedOut,
-        },
-        _ = s.abort.cancelled() => Ended::Aborted,
+    let timed = tokio::time::timeout(d, weft_core::catch_unwind(fut));
+    let ended = match abortable::Abortable::new(timed, &s.abort).await {
+        Some(Ok(r)) => Ended::Done(r),
+        Some(Err(_)) => Ended::TimedOut,
+        None => Ended::Aborted,
     };
     finish(s, id, ended)
 }
