@@ -108,8 +108,9 @@ pub struct Group {
 pub fn groups() -> Vec<Group> {
     vec![
         cases::reference::GROUP,
-        cases::breaker::GROUP,
+        cases::fanout::GROUP,
         cases::exec::GROUP,
+        cases::breaker::GROUP,
         cases::pool::GROUP,
         cases::pipeline::GROUP,
         cases::actor::GROUP,
