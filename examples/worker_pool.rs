@@ -83,7 +83,9 @@ async fn main() {
     // Shut down now: admission closes, the jobs still queued and running are
     // finished (drained) before the report comes back.
     let queued_at_shutdown = pool.stats().queued;
-    let report = pool.shutdown(ShutdownMode::Drain(Duration::from_secs(5))).await;
+    let report = pool
+        .shutdown(ShutdownMode::Drain(Duration::from_secs(5)))
+        .await;
     println!("shutdown drained {queued_at_shutdown} queued jobs");
 
     let mut ok = 0;
