@@ -365,8 +365,12 @@ impl Core {
         let mut windowed = false;
         let tally = match &self.window {
             Window::Count(win) => {
-                windowed = true;
-                win.record(fail, slow)
+                if !fail && !slow && win.clean() {
+                    None
+                } else {
+                    windowed = true;
+                    win.record(fail, slow)
+                }
             }
             Window::Time(win) => win.record(clock(), fail, slow),
             Window::None => None,

@@ -43,8 +43,7 @@ fn unpack(agg: u64) -> (u64, u64) {
 /// (possible only while the ring wraps under a race) skips the decision.
 pub(crate) struct CountWindow {
     /// Outcomes ever recorded (never reset: it doubles as the breaker's
-    /// count of closed-state outcomes, so that a success costs one atomic
-    /// read-modify-write in all).
+    /// count of the closed-state outcomes it recorded).
     idx: CachePadded<AtomicU64>,
     /// `idx` when the window was last emptied.
     start: AtomicU64,
@@ -74,6 +73,21 @@ impl CountWindow {
             slots: (0..n).map(|_| AtomicU8::new(0)).collect(),
             magic: (u64::MAX / n as u64).wrapping_add(1),
         }
+    }
+
+    /// Whether the window is full and holds only fast successes. Then
+    /// recording one more fast success would change nothing (it would
+    /// replace a fast success, and where the next write lands does not
+    /// matter while every slot is alike), so the caller skips it: the
+    /// healthy steady state writes no shared memory at all.
+    #[inline]
+    pub(crate) fn clean(&self) -> bool {
+        self.agg.load(Ordering::Relaxed) == 0
+            && self
+                .idx
+                .load(Ordering::Relaxed)
+                .wrapping_sub(self.start.load(Ordering::Relaxed))
+                >= self.slots.len() as u64
     }
 
     /// Records one outcome; returns the tally after it when the outcome is
@@ -304,6 +318,24 @@ mod tests {
         );
         w.reset();
         assert_eq!(w.tally(), Tally::default());
+    }
+
+    #[test]
+    fn clean_only_when_full_of_fast_successes() {
+        let w = CountWindow::new(3);
+        w.record(false, false);
+        w.record(false, false);
+        assert!(!w.clean(), "not full yet");
+        w.record(false, false);
+        assert!(w.clean());
+        w.record(false, true);
+        assert!(!w.clean(), "a slow call in the window");
+        for _ in 0..3 {
+            w.record(false, false);
+        }
+        assert!(w.clean(), "the slow call left the window");
+        w.reset();
+        assert!(!w.clean(), "emptied");
     }
 
     #[test]
