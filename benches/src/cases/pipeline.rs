@@ -160,21 +160,22 @@ pub async fn weft_chunk1(n: u64) -> u64 {
     sum.load(Ordering::Relaxed)
 }
 
-/// weft with user batching: 1,024 items per batch, each stage maps a batch.
+/// weft with user batching: 1,024 items per batch, each stage maps a batch;
+/// batches move one per hand-off, up to 8 batches (8,192 items) waiting
+/// per stage.
 pub async fn weft_batched(n: u64) -> u64 {
     let sum = Arc::new(AtomicU64::new(0));
     let s = sum.clone();
     let mut local = 0u64;
-    let cap = CAPACITY / 1024;
     Pipeline::from_iter(0..n)
         .batch("batch", Batch::size(1024).capacity(CAPACITY))
-        .map(stage("f1").capacity(cap.max(4)), |v: Vec<u64>| {
+        .map(stage("f1").capacity(8).chunk(1), |v: Vec<u64>| {
             v.into_iter().map(f1).collect::<Vec<_>>()
         })
-        .map(stage("f2").capacity(cap.max(4)), |v: Vec<u64>| {
+        .map(stage("f2").capacity(8).chunk(1), |v: Vec<u64>| {
             v.into_iter().map(f2).collect::<Vec<_>>()
         })
-        .map(stage("f3").capacity(cap.max(4)), |v: Vec<u64>| {
+        .map(stage("f3").capacity(8).chunk(1), |v: Vec<u64>| {
             v.into_iter().map(f3).collect::<Vec<_>>()
         })
         .for_each(move |v| {
