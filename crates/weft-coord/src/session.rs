@@ -112,6 +112,7 @@ impl SessionBuilder {
             stop_keepalive: stop.clone(),
             tracker: TaskTracker::new(),
             holds: std::sync::Mutex::new(Holds::default()),
+            free_keys: std::sync::Mutex::new(HashMap::new()),
             closed: OnceCell::new(),
         });
         let refresh = EtcdRefresh {
@@ -166,6 +167,9 @@ pub(crate) struct SessionInner {
     stop_keepalive: CancellationToken,
     tracker: TaskTracker,
     holds: std::sync::Mutex<Holds>,
+    /// Keys of this session that were deleted and may be written again,
+    /// by prefix (see `next_key`).
+    free_keys: std::sync::Mutex<HashMap<String, Vec<String>>>,
     closed: OnceCell<ShutdownReport>,
 }
 
@@ -331,12 +335,42 @@ impl Drain for Session {
 }
 
 impl SessionInner {
-    /// A fresh, unique key under `prefix` for one acquisition attempt. Each
-    /// attempt gets its own key, so two tasks of one process sharing a
-    /// session still exclude each other (no re-entrancy to get wrong).
+    /// A key under `prefix` for one acquisition attempt that no other
+    /// attempt of this session is using. Concurrent attempts get distinct
+    /// keys, so two tasks of one process sharing a session still exclude
+    /// each other (no re-entrancy to get wrong).
+    ///
+    /// Keys this session deleted are written again rather than new ones
+    /// minted: etcd keeps a deleted key in its index until the next
+    /// compaction, and a range read over the lock's prefix (one per lock)
+    /// walks them all, so fresh keys per attempt would make every lock
+    /// slower than the last on a cluster without auto-compaction. A re-used
+    /// key still gets a new, larger creation revision, hence a new fence.
     pub(crate) fn next_key(&self, prefix: &str) -> String {
+        if let Some(key) = self
+            .free_keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(prefix)
+            .and_then(Vec::pop)
+        {
+            return key;
+        }
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
         format!("{prefix}{:016x}-{n:x}", self.lease)
+    }
+
+    /// Makes a key deleted by this session available to `next_key` again.
+    fn recycle(&self, key: &str) {
+        if let Some(cut) = key.rfind('/') {
+            let (prefix, _) = key.split_at(cut + 1);
+            self.free_keys
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(prefix.to_owned())
+                .or_default()
+                .push(key.to_owned());
+        }
     }
 
     pub(crate) fn lost_reason(&self) -> Option<LostReason> {
@@ -443,6 +477,7 @@ impl SessionInner {
     pub(crate) async fn delete(&self, key: &str) -> Result<(), CoordError> {
         let mut kv = self.coord.inner.client.kv_client();
         self.coord.call("delete", kv.delete(key, None)).await?;
+        self.recycle(key);
         Ok(())
     }
 

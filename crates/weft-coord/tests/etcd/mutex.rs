@@ -165,3 +165,35 @@ async fn timeout_and_cancel_leave_the_line() {
         .unwrap()
         .unwrap();
 }
+
+/// A session writes its deleted keys again (so etcd's index does not grow
+/// with every lock), concurrent attempts still get distinct keys, and every
+/// acquisition still gets a larger fence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_reused_and_fences_still_increase() {
+    let etcd = Etcd::start().await;
+    let coord = etcd.coord().await;
+    let s = session(&coord, "reuse").await;
+    let m = s.mutex("r");
+    let g1 = m.lock().await.unwrap();
+    let (k1, f1) = (g1.key().to_owned(), g1.fence());
+    g1.unlock().await.unwrap();
+    let g2 = m.lock().await.unwrap();
+    assert_eq!(g2.key(), k1);
+    assert!(g2.fence() > f1);
+    // While g2 holds k1, a concurrent attempt must use another key.
+    let m2 = m.clone();
+    let other = tokio::spawn(async move {
+        let g = m2.lock().await.unwrap();
+        (g.key().to_owned(), g.fence())
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let f2 = g2.fence();
+    g2.unlock().await.unwrap();
+    let (k3, f3) = tokio::time::timeout(Duration::from_secs(2), other)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(k3, k1);
+    assert!(f3 > f2);
+}
