@@ -149,7 +149,11 @@ pub(crate) struct Shared {
     idle: Notify,
     closed: AtomicBool,
     abort: CancellationToken,
-    next_id: CachePadded<AtomicU64>,
+    /// Tasks started on the fast path; their ids are `2k`. It doubles as
+    /// their accepted count, so the fast path pays one atomic for both.
+    next_direct: CachePadded<AtomicU64>,
+    /// Ids of queued tasks are `2k + 1`.
+    next_queued: AtomicU64,
     queue_timeout: Option<Duration>,
     run_timeout: Option<Duration>,
     fairness: u32,
@@ -159,7 +163,8 @@ pub(crate) struct Shared {
 
 #[derive(Default)]
 struct Counters {
-    accepted: Counter,
+    /// Queued tasks accepted (fast-path ones are counted by `next_direct`).
+    accepted_queued: Counter,
     completed: Counter,
     panicked: Counter,
     timed_out: Counter,
@@ -400,7 +405,8 @@ impl BoundedExecutor {
             idle: Notify::new(),
             closed: AtomicBool::new(false),
             abort: CancellationToken::new(),
-            next_id: CachePadded::new(AtomicU64::new(0)),
+            next_direct: CachePadded::new(AtomicU64::new(0)),
+            next_queued: AtomicU64::new(0),
             queue_timeout: b.queue_timeout,
             run_timeout: b.run_timeout,
             fairness: b.fairness,
@@ -510,8 +516,7 @@ impl BoundedExecutor {
         if s.pending.load(Ordering::SeqCst) == 0 {
             if let Ok(p) = s.sem.try_acquire_many(opts.weight) {
                 p.forget();
-                let id = s.next_id.fetch_add(1, Ordering::Relaxed);
-                s.c.accepted.incr();
+                let id = s.next_direct.fetch_add(1, Ordering::Relaxed) * 2;
                 let h = spawn_task(s.clone(), id, opts.weight, fut);
                 return Ok(TaskHandle::direct(id, h));
             }
@@ -530,7 +535,7 @@ impl BoundedExecutor {
         F::Output: Send + 'static,
     {
         let s = self.shared();
-        let id = s.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = s.next_queued.fetch_add(1, Ordering::Relaxed) * 2 + 1;
         let (tx, rx) = oneshot::channel();
         s.pending.fetch_add(1, Ordering::SeqCst);
         let q = Queued {
@@ -573,7 +578,7 @@ impl BoundedExecutor {
         match res {
             Ok(adm) => {
                 guard.1 = false;
-                s.c.accepted.incr();
+                s.c.accepted_queued.incr();
                 for old in adm.into_evicted() {
                     s.c.returned.incr();
                     crate::metrics::task_ended(&s.name, "evicted");
@@ -619,7 +624,7 @@ impl BoundedExecutor {
         let s = self.shared();
         let c = &s.c;
         let queued = s.queued();
-        let accepted = c.accepted.get();
+        let accepted = s.next_direct.load(Ordering::Relaxed) + c.accepted_queued.get();
         let ended = c.completed.get()
             + c.panicked.get()
             + c.timed_out.get()
