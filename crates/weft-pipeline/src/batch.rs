@@ -171,6 +171,21 @@ pub(crate) async fn batcher<T: Send + 'static>(
         stats.received.add(chunk.len() as u64);
         let mut stopped = false;
         let mut it = chunk.into_iter();
+        if cfg.weight.is_none() && cfg.time.is_none() {
+            // Size only: move runs of items at once.
+            while it.len() > 0 {
+                let room = cfg.max_size - open.items.len();
+                open.items.extend(it.by_ref().take(room));
+                if open.items.len() >= cfg.max_size {
+                    let batch = close(&mut open);
+                    stats.completed.add(batch.len() as u64);
+                    if em.emit(batch).await.is_err() {
+                        stopped = true;
+                        break;
+                    }
+                }
+            }
+        }
         for item in it.by_ref() {
             let w = match &cfg.weight {
                 Some((max, weigh)) => {

@@ -143,16 +143,16 @@ mod props {
             items in proptest::collection::vec(1u64..20, 0..300),
             size in 1usize..40,
             max_weight in 1u64..60,
+            weighted in any::<bool>(),
         ) {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             let input = items.clone();
+            let mut cfg = Batch::size(size);
+            if weighted {
+                cfg = cfg.max_weight(max_weight, |w: &u64| *w);
+            }
             let (batches, report) = rt
-                .block_on(
-                    Pipeline::from_iter(input)
-                        .batch("b", Batch::size(size).max_weight(max_weight, |w: &u64| *w))
-                        .collect()
-                        .run(),
-                )
+                .block_on(Pipeline::from_iter(input).batch("b", cfg).collect().run())
                 .unwrap();
             let flat: Vec<u64> = batches.iter().flatten().copied().collect();
             prop_assert_eq!(&flat, &items);
@@ -160,9 +160,17 @@ mod props {
                 prop_assert!(!b.is_empty());
                 prop_assert!(b.len() <= size);
                 let w: u64 = b.iter().sum();
-                prop_assert!(w <= max_weight || b.len() == 1, "batch {:?} over {}", b, max_weight);
+                if weighted {
+                    prop_assert!(w <= max_weight || b.len() == 1, "batch {:?} over {}", b, max_weight);
+                }
             }
             prop_assert_eq!(report.stages[1].emitted, batches.len() as u64);
+            if !weighted {
+                // Size only: every batch but the last is full.
+                for b in batches.iter().rev().skip(1) {
+                    prop_assert_eq!(b.len(), size);
+                }
+            }
         }
     }
 }
