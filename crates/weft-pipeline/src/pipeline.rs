@@ -79,18 +79,24 @@ impl<T: Send + 'static> Pipeline<T> {
                 let shared = w.shared.clone();
                 let mut em = Emitter::new(out, stats, shared.clone());
                 w.spawn(async move {
-                    for item in iter {
-                        if em.emit(item).await.is_err() {
+                    let mut iter = iter;
+                    let chunk = em.chunk();
+                    loop {
+                        if shared.stop.is_cancelled() || shared.kill.is_cancelled() {
+                            break;
+                        }
+                        // Fill a chunk straight from the iterator.
+                        let room = chunk - em.buf.len();
+                        em.buf.extend(iter.by_ref().take(room));
+                        if em.buf.len() < chunk {
+                            break; // exhausted
+                        }
+                        if em.flush().await.is_err() {
                             return;
                         }
-                        if em.buf.is_empty() {
-                            if shared.stop.is_cancelled() || shared.kill.is_cancelled() {
-                                break;
-                            }
-                            // A source that never waits must still let
-                            // other tasks run.
-                            tokio::task::consume_budget().await;
-                        }
+                        // A source that never waits must still let other
+                        // tasks run.
+                        tokio::task::consume_budget().await;
                     }
                     let _ = em.flush().await;
                 });
