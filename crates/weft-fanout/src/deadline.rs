@@ -5,7 +5,7 @@
 //! under `min(now + own, parent)` and fails with [`DeadlineExceeded`] when
 //! that passes; everything the future awaits sees the tighter deadline
 //! through [`current`] / [`remaining`], so a chain of calls never waits past
-//! the outermost caller's budget. [`scatter`](crate::scatter) in spawned mode
+//! the outermost caller's budget. [`scatter`](crate::scatter()) in spawned mode
 //! carries the deadline into the tasks it spawns; [`DeadlineLayer`] does the
 //! same for a tower service.
 

@@ -7,7 +7,7 @@
 //!
 //! | need | use |
 //! |---|---|
-//! | run `f` over many items, `n` at a time, in-task or spawned | [`scatter`] |
+//! | run `f` over many items, `n` at a time, in-task or spawned | [`scatter()`] |
 //! | one request to several services: all / first success / quorum | [`broadcast::Broadcast`] |
 //! | cut the latency tail with a second attempt | [`hedge::HedgeLayer`] |
 //! | a child call never outlives its parent's deadline | [`deadline`] |
@@ -64,7 +64,7 @@
 //!
 //! # Comparison to `buffer_unordered` and `select_all`
 //!
-//! [`scatter`] in-task is `buffer_unordered` plus input-order results, error
+//! [`scatter()`] in-task is `buffer_unordered` plus input-order results, error
 //! policies and panic containment; `.spawned()` adds parallelism, which
 //! `buffer_unordered` cannot give CPU-bound work. [`merge::merge_fair`]
 //! polls its inputs in turn instead of through a `FuturesUnordered`, and

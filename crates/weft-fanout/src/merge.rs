@@ -41,7 +41,7 @@ struct Input<S> {
 /// Merges several streams into one; ends when every input has ended. Each
 /// input item is emitted exactly once, in its input's order. Inputs must be
 /// `Unpin` (wrap others in `Box::pin`), as with
-/// [`futures::stream::select_all`].
+/// [`futures::stream::select_all()`].
 ///
 /// - [`merge_fair`]: round robin, one item per ready input in turn.
 /// - [`merge_weighted`]: up to `weight` items from an input before moving
