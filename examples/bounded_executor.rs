@@ -9,7 +9,8 @@
 //! (p99 in the hundreds of milliseconds and growing with the burst). The
 //! bounded executor holds at most 2,200 requests' memory, keeps the p99 of
 //! the requests it serves near the dependency's own latency, and refuses the
-//! rest immediately (a caller can retry or get a 503). In both cases
+//! rest immediately (a caller can retry or get a 503); a task that waits
+//! longer than the 50 ms queue timeout is failed without running. In both cases
 //! `served + rejected = 100000`.
 //!
 //! The dependency serves 200 requests at a time, 1 ms each.
@@ -191,7 +192,7 @@ async fn main() {
     println!("{:<28} {:>16} {:>16}", "served", u.served, b.served);
     println!(
         "{:<28} {:>16} {:>16}",
-        "rejected at once (503)", u.rejected, b.rejected
+        "refused or queue timeout", u.rejected, b.rejected
     );
     println!(
         "{:<28} {:>16} {:>16}",
