@@ -8,7 +8,8 @@
 //! request's memory at once and each request waits behind all the others
 //! (p99 in the hundreds of milliseconds and growing with the burst). The
 //! bounded executor holds at most 2,200 requests' memory, keeps the p99 of
-//! the requests it serves near the dependency's own latency, and refuses the
+//! the requests it serves bounded by its 50 ms queue timeout plus the
+//! dependency's own latency (an order of magnitude lower), and refuses the
 //! rest immediately (a caller can retry or get a 503); a task that waits
 //! longer than the 50 ms queue timeout is failed without running. In both cases
 //! `served + rejected = 100000`.
