@@ -13,20 +13,26 @@ const WINDOW: usize = 6;
 /// A transition as (from, to, reason).
 type Ev = (State, State, Reason);
 
-fn params(consecutive: u32, probes: u32, successes: u32, slow: bool) -> Params {
+/// The time-window variant runs in units of 10 ms (so that a few advances
+/// cross the window's one-second buckets); the count variant in nanoseconds.
+const TIME_SCALE: u64 = 10_000_000;
+const TIME_WINDOW_SECS: u64 = 3;
+const NANOS: u64 = 1_000_000_000;
+
+fn params(consecutive: u32, probes: u32, successes: u32, slow: bool, scale: u64) -> Params {
     Params {
         consecutive_failures: consecutive,
         failure_rate: 0.5,
         minimum_calls: 4,
-        slow_threshold: slow.then_some(30),
+        slow_threshold: slow.then_some(30 * scale),
         slow_rate: slow.then_some(0.5),
         probes,
         probe_successes: successes,
-        open_base: 100,
+        open_base: 100 * scale,
         open_multiplier: 2.0,
-        open_max: 1_000,
+        open_max: 1_000 * scale,
         open_jitter: 0.0,
-        half_open_max_wait: 500,
+        half_open_max_wait: 500 * scale,
     }
 }
 
@@ -39,7 +45,11 @@ struct Model {
     in_flight: u32,
     successes: u32,
     consecutive: u32,
-    window: VecDeque<(bool, bool)>,
+    /// (when, failed, slow), oldest first.
+    window: VecDeque<(u64, bool, bool)>,
+    /// `Some(secs)`: a time window of whole seconds; `None`: the last
+    /// `WINDOW` calls.
+    time_window: Option<u64>,
     opened_at: u64,
     open_for: u64,
     since: u64,
@@ -54,7 +64,7 @@ struct MTicket {
 }
 
 impl Model {
-    fn new(p: Params) -> Self {
+    fn new(p: Params, time_window: Option<u64>) -> Self {
         Model {
             p,
             state: State::Closed,
@@ -63,6 +73,7 @@ impl Model {
             successes: 0,
             consecutive: 0,
             window: VecDeque::new(),
+            time_window,
             opened_at: 0,
             open_for: 0,
             since: 0,
@@ -182,14 +193,13 @@ impl Model {
                         self.consecutive = 0;
                     }
                 }
-                self.window.push_back((fail, slow));
-                if self.window.len() > WINDOW {
+                self.window.push_back((now, fail, slow));
+                if self.time_window.is_none() && self.window.len() > WINDOW {
                     self.window.pop_front();
                 }
                 if reason.is_none() && (fail || slow) {
-                    let calls = self.window.len() as u64;
-                    let f = self.window.iter().filter(|x| x.0).count() as f64;
-                    let s = self.window.iter().filter(|x| x.1).count() as f64;
+                    let (calls, f, s) = self.tally(now);
+                    let (f, s) = (f as f64, s as f64);
                     if calls >= self.p.minimum_calls {
                         if f >= self.p.failure_rate * calls as f64 {
                             reason = Some(Reason::FailureRate);
@@ -224,6 +234,22 @@ impl Model {
                 }
             }
         }
+    }
+
+    /// (calls, failures, slow) in the window at `now`.
+    fn tally(&self, now: u64) -> (u64, u64, u64) {
+        let inside = |t: u64| match self.time_window {
+            Some(secs) => t / NANOS + secs > now / NANOS,
+            None => true,
+        };
+        let w = self.window.iter().filter(|x| inside(x.0));
+        let (mut c, mut f, mut s) = (0, 0, 0);
+        for x in w {
+            c += 1;
+            f += u64::from(x.1);
+            s += u64::from(x.2);
+        }
+        (c, f, s)
     }
 
     fn cancel(&mut self, t: MTicket) {
@@ -283,11 +309,18 @@ proptest! {
         probes in 1u32..4,
         successes in 1u32..4,
         slow in any::<bool>(),
+        time in any::<bool>(),
         ops in proptest::collection::vec(op(), 1..120),
     ) {
-        let p = params(consecutive, probes, successes, slow);
-        let core = Core::new(p.clone(), WindowSpec::Count(WINDOW));
-        let mut model = Model::new(p);
+        let scale = if time { TIME_SCALE } else { 1 };
+        let p = params(consecutive, probes, successes, slow, scale);
+        let (spec, tw) = if time {
+            (WindowSpec::TimeSecs(TIME_WINDOW_SECS as usize), Some(TIME_WINDOW_SECS))
+        } else {
+            (WindowSpec::Count(WINDOW), None)
+        };
+        let core = Core::new(p.clone(), spec);
+        let mut model = Model::new(p, tw);
         let mut now = 0u64;
         let mut held: Vec<(Ticket, MTicket)> = Vec::new();
         for op in ops {
@@ -317,7 +350,7 @@ proptest! {
                     core.cancel(t);
                     model.cancel(m);
                 }
-                Op::Advance(d) => now += d,
+                Op::Advance(d) => now += d * scale,
                 Op::Force(s) => {
                     let ev = core.force(s, now);
                     let mev = model.force(s, now);
@@ -332,8 +365,8 @@ proptest! {
             }
             if model.state == State::Closed {
                 let t = core.tally(now);
-                prop_assert_eq!(t.calls, model.window.len() as u64);
-                prop_assert_eq!(t.failures, model.window.iter().filter(|x| x.0).count() as u64);
+                let (calls, failures, slow_calls) = model.tally(now);
+                prop_assert_eq!((t.calls, t.failures, t.slow), (calls, failures, slow_calls));
             }
         }
     }
