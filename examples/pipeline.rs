@@ -6,6 +6,8 @@
 //! - **enrich** (8 workers, per-key ordered): a slow async lookup per row;
 //!   rows of one account stay in order, different accounts run in parallel;
 //! - **batch**: up to 100 rows, or 20 ms after the first row of a batch;
+//! - **check-order** (1 worker): checks each account's rows are still in
+//!   id order;
 //! - **write** (2 workers): one slow async "database write" per batch;
 //! - then the per-stage report, which names the bottleneck.
 //!
@@ -107,20 +109,22 @@ async fn main() {
         )
         .then_by_key("enrich", 8, |t: &Txn| t.account.clone(), lookup)
         .batch("batch", Batch::size(100).max_age(Duration::from_millis(20)))
+        // One sequential look at the batches as they leave the batch stage:
+        // each account's rows must still be in id order.
+        .inspect("check-order", move |rows: &Vec<Enriched>| {
+            let mut order = order.lock().unwrap();
+            let (last, kept) = &mut *order;
+            for r in rows {
+                if let Some(prev) = last.insert(r.txn.account.clone(), r.txn.id) {
+                    *kept &= prev < r.txn.id;
+                }
+            }
+        })
         .then(
             Stage::new("write").workers(2),
             move |rows: Vec<Enriched>| {
-                let (w, order) = (w.clone(), order.clone());
+                let w = w.clone();
                 async move {
-                    {
-                        let mut order = order.lock().unwrap();
-                        let (last, kept) = &mut *order;
-                        for r in &rows {
-                            if let Some(prev) = last.insert(r.txn.account.clone(), r.txn.id) {
-                                *kept &= prev < r.txn.id;
-                            }
-                        }
-                    }
                     // One round trip per batch, not per row.
                     tokio::time::sleep(Duration::from_millis(5)).await;
                     w.fetch_add(rows.len() as u64, Ordering::Relaxed);
