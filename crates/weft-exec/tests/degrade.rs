@@ -129,3 +129,56 @@ fn build_errors() {
         .unwrap_err();
     assert_eq!(e, DegradeError::Duplicate("x".into()));
 }
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Whatever the sequence of signal values and delays: the level is
+        /// never below what the current values demand, every change reaches
+        /// the callback and the watch channel, and once every signal is calm
+        /// for the recovery delay the level is back to Full.
+        #[test]
+        fn never_below_demand_and_always_recovers(
+            steps in proptest::collection::vec((0usize..2, 0.0f64..1.0, 0u64..4_000), 1..60),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+            rt.block_on(async move {
+                let log = Arc::new(Mutex::new(Vec::new()));
+                let d = cpu_mem(Duration::from_secs(3), log.clone());
+                let mut rx = d.subscribe();
+                // The thresholds of `cpu_mem`: cpu, mem.
+                let enters = [[0.70, 0.85, 0.95], [0.80, 0.90, 0.97]];
+                let mut values = [0.0f64; 2];
+                let mut seen = 0u64;
+                for (sig, v, wait_ms) in steps {
+                    values[sig] = v;
+                    let level = d.record(["cpu", "mem"][sig], v);
+                    // Demand: the highest level whose threshold the value reaches.
+                    let need = values
+                        .iter()
+                        .zip(&enters)
+                        .map(|(v, enter)| enter.iter().filter(|t| v >= *t).count())
+                        .max()
+                        .unwrap();
+                    prop_assert!(level as usize >= need, "level {level:?} below demand {need}");
+                    if rx.has_changed().unwrap() {
+                        rx.borrow_and_update();
+                        seen += 1;
+                    }
+                    sleep(Duration::from_millis(wait_ms)).await;
+                }
+                d.record("cpu", 0.0);
+                d.record("mem", 0.0);
+                sleep(Duration::from_secs(3)).await;
+                prop_assert_eq!(d.record("cpu", 0.0), Level::Full);
+                let changes = d.stats().changes;
+                prop_assert_eq!(log.lock().unwrap().len() as u64, changes);
+                prop_assert!(seen <= changes);
+                Ok(())
+            })?;
+        }
+    }
+}
