@@ -196,7 +196,9 @@ impl<T> Stage<T> {
 
     /// Emit results in input order (the default). With more than one worker
     /// the stage hands chunks to its workers in turn and collects them in the
-    /// same turn, so a slow item holds back the ones behind it.
+    /// same turn, so a slow item holds back the ones behind it. Only the
+    /// output is ordered: side effects inside the function happen in
+    /// whatever order the workers run.
     pub fn ordered(mut self) -> Self {
         self.mode = Mode::Ordered;
         self
