@@ -329,3 +329,33 @@ async fn fail_fast_default_with_policy_object() {
     assert!(err.to_string().contains("strict"), "{err}");
     assert!(err.report().unwrap().is_balanced());
 }
+
+#[tokio::test(start_paused = true)]
+async fn sync_stage_retries_in_the_middle_of_a_chunk() {
+    // Item 5 fails twice then works; the items around it in the same chunk
+    // are processed once each and the order is kept.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let (out, report) = Pipeline::from_iter(0..10u32)
+        .try_map(
+            Stage::new("flaky").retry(Retry::attempts(3).backoff(Duration::from_millis(1))),
+            move |x| {
+                if x == 5 && c.fetch_add(1, Ordering::SeqCst) < 2 {
+                    Err(Unavailable)
+                } else {
+                    Ok(x * 10)
+                }
+            },
+        )
+        .collect()
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(out, (0..10).map(|x| x * 10).collect::<Vec<_>>());
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    let s = &report.stages[1];
+    assert_eq!(
+        (s.received, s.completed, s.retried, s.failed),
+        (10, 10, 2, 0)
+    );
+}
