@@ -123,7 +123,7 @@ impl<A: Actor> ActorRef<A> {
     ) -> Result<(), SendError<A::Msg>> {
         match pushed {
             Ok(admitted) => {
-                self.mb.wake_if_idle();
+                self.mb.wake();
                 self.mb.stats.send.accepted.fetch_add(1, Ordering::Relaxed);
                 if let Admitted::Evicted(old) = admitted {
                     self.mb.give_back(old);

@@ -137,11 +137,6 @@ impl<M> Mailbox<M> {
     }
 
     #[inline]
-    pub(crate) fn wake_if_idle(&self) {
-        self.parker.wake_if_idle();
-    }
-
-    #[inline]
     pub(crate) fn wake(&self) {
         self.parker.wake();
     }

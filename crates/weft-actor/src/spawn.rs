@@ -256,25 +256,26 @@ async fn run<A: Actor>(mut actor: A, myself: ActorRef<A>, incarnation: u64) -> E
         let msg = match mb.queue.try_pop() {
             Some(msg) => msg,
             None => {
-                // Park: announce it, then look once more, so that a sender
-                // either sees `idle` (and wakes us) or we see its message.
-                mb.parker.park();
-                match mb.queue.try_pop() {
-                    Some(msg) => {
-                        mb.parker.unpark();
-                        msg
-                    }
-                    None => {
-                        if mb.queue.is_closed() && mb.queue.is_empty() {
-                            mb.parker.unpark();
-                            break Exit::Stopped;
+                // Wait: register, then look once more (a sender queues, then
+                // wakes, so nothing slips between the two).
+                let next = mb
+                    .parker
+                    .wait_for(|| {
+                        if let Some(msg) = mb.queue.try_pop() {
+                            Some(Next::Msg(msg))
+                        } else if mb.signals.load(Ordering::Acquire) != 0 {
+                            Some(Next::Signal)
+                        } else if mb.queue.is_closed() && mb.queue.is_empty() {
+                            Some(Next::Closed)
+                        } else {
+                            None
                         }
-                        if mb.signals.load(Ordering::Acquire) == 0 {
-                            mb.parker.woken().await;
-                        }
-                        mb.parker.unpark();
-                        continue;
-                    }
+                    })
+                    .await;
+                match next {
+                    Next::Msg(msg) => msg,
+                    Next::Signal => continue,
+                    Next::Closed => break Exit::Stopped,
                 }
             }
         };
@@ -306,6 +307,12 @@ async fn run<A: Actor>(mut actor: A, myself: ActorRef<A>, incarnation: u64) -> E
         tracing::error!(actor = %mb.name, panic = %p, "actor panicked in stopped");
     }
     exit
+}
+
+enum Next<M> {
+    Msg(M),
+    Signal,
+    Closed,
 }
 
 /// Handles one message; on a panic, a [`Reply`](crate::Reply) dropped with
