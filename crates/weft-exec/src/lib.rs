@@ -78,6 +78,7 @@ mod executor;
 mod load_shed;
 pub(crate) mod metrics;
 mod rate;
+mod sync;
 
 pub use adaptive::{
     AdaptiveLimit, AdaptiveLimitLayer, AdaptiveStats, Aimd, Algorithm, Sample, Vegas,

@@ -6,6 +6,7 @@ mod algorithm;
 pub(crate) mod future;
 mod layer;
 mod service;
+mod slots;
 mod vegas;
 
 pub use aimd::Aimd;

@@ -1,5 +1,4 @@
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -11,12 +10,12 @@ use tower_service::Service;
 use weft_core::Counter;
 
 use super::future::{InFlight, ResponseFuture};
+use super::slots::Slots;
 use super::{Algorithm, Sample};
 
 pub(crate) struct Limiter<A> {
     name: String,
-    limit: AtomicUsize,
-    in_flight: AtomicUsize,
+    slots: Slots,
     algorithm: Mutex<(Window, A)>,
     notify: Notify,
     pub(crate) window_samples: u32,
@@ -28,8 +27,8 @@ impl<A> fmt::Debug for Limiter<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AdaptiveLimit")
             .field("name", &self.name)
-            .field("limit", &self.limit.load(Ordering::Relaxed))
-            .field("in_flight", &self.in_flight.load(Ordering::Relaxed))
+            .field("limit", &self.slots.limit())
+            .field("in_flight", &self.slots.in_flight())
             .finish()
     }
 }
@@ -40,8 +39,7 @@ impl<A: Algorithm> Limiter<A> {
         crate::metrics::limit(&name, limit);
         Limiter {
             name,
-            limit: AtomicUsize::new(limit),
-            in_flight: AtomicUsize::new(0),
+            slots: Slots::new(limit),
             algorithm: Mutex::new((Window::default(), algorithm)),
             notify: Notify::new(),
             window_samples: WINDOW_SAMPLES,
@@ -51,31 +49,15 @@ impl<A: Algorithm> Limiter<A> {
     }
 
     pub(crate) fn limit(&self) -> usize {
-        self.limit.load(Ordering::Acquire)
+        self.slots.limit()
     }
 
-    /// Takes a slot if fewer than `limit` are in flight; returns the count
-    /// in flight including this one.
     fn try_acquire(&self) -> Option<usize> {
-        let mut cur = self.in_flight.load(Ordering::Acquire);
-        loop {
-            if cur >= self.limit() {
-                return None;
-            }
-            match self.in_flight.compare_exchange_weak(
-                cur,
-                cur + 1,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return Some(cur + 1),
-                Err(actual) => cur = actual,
-            }
-        }
+        self.slots.try_acquire()
     }
 
     pub(crate) fn release(&self) {
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.slots.release();
         self.notify.notify_one();
     }
 
@@ -96,7 +78,7 @@ impl<A: Algorithm> Limiter<A> {
         let new = algo.update(old, agg).max(1);
         drop(guard);
         if new != old {
-            self.limit.store(new, Ordering::Release);
+            self.slots.set_limit(new);
             crate::metrics::limit(&self.name, new);
             tracing::trace!(name = %self.name, old, new, "adaptive limit changed");
             if new > old {
@@ -225,7 +207,7 @@ impl<S, A: Algorithm> AdaptiveLimit<S, A> {
     pub fn stats(&self) -> AdaptiveStats {
         AdaptiveStats {
             limit: self.shared.limit(),
-            in_flight: self.shared.in_flight.load(Ordering::Relaxed),
+            in_flight: self.shared.slots.in_flight(),
             samples: self.shared.samples.get(),
             skipped: self.shared.skipped.get(),
         }
