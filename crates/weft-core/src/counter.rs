@@ -32,13 +32,14 @@ thread_local! {
 }
 
 impl Counter {
-    /// A counter with one cell per core (rounded up to a power of two, at
-    /// most 64).
+    /// A counter with four cells per core (rounded up to a power of two,
+    /// between 8 and 64), so that a runtime's workers, its blocking threads
+    /// and the caller's threads rarely share a cell.
     pub fn new() -> Self {
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);
-        let n = cores.next_power_of_two().clamp(1, 64);
+        let n = (cores * 4).next_power_of_two().clamp(8, 64);
         Counter {
             cells: (0..n)
                 .map(|_| CachePadded::new(AtomicU64::new(0)))
