@@ -1,15 +1,16 @@
 //! weft-fanout against futures' `buffer_unordered` and `select_all`.
 //!
 //! Both scatter cases run inside a spawned task on the runtime, as a request
-//! handler would.
+//! handler would. Implementations are measured in alternation, 7 rounds in
+//! quick mode (15 in full), and the median is reported.
 //!
 //! - `fanout/scatter-timer`: 10,000 I/O-like futures (each awaits a 1 ms
 //!   tokio timer) at concurrency 100. `weft-scatter` (in-task, input-order
-//!   results) vs `buffer-unordered` (collecting a `Vec`). Quick mode: 2,000.
+//!   results) vs `buffer-unordered` (collecting a `Vec`). Quick mode: 4,000.
 //! - `fanout/scatter-cpu`: 10,000 CPU-bound items of about 10 µs (xorshift
 //!   rounds, calibrated at start) at concurrency 100 on a 2-worker
 //!   multi-thread runtime. `weft-scatter-spawned` (one task per item) vs
-//!   `buffer-unordered` (one task, no parallelism). Quick mode: 4,000.
+//!   `buffer-unordered` (one task, no parallelism). Quick mode: 5,000.
 //! - `fanout/merge-4-streams`: 4 streams of 1,000,000 `u64`s merged and
 //!   summed on a current-thread runtime. `weft-merge-fair` and
 //!   `weft-merge-biased` vs `select-all`. Quick mode: 4 × 250,000.
@@ -22,7 +23,7 @@ use weft_fanout::merge::{merge_biased, merge_fair};
 use weft_fanout::scatter;
 
 use crate::workload::{self, job};
-use crate::{Ctx, Group, Row, Target, throughput};
+use crate::{Ctx, Group, Row, Target, Unit};
 
 /// The fan-out group.
 pub const GROUP: Group = Group {
@@ -55,20 +56,24 @@ pub const CONCURRENCY: usize = 100;
 
 fn run(ctx: &Ctx, rows: &mut Vec<Row>) {
     if ctx.wants("fanout/scatter-timer") {
-        let items = if ctx.quick { 2_000 } else { 10_000 };
+        let items = if ctx.quick { 4_000 } else { 10_000 };
         let rt = workload::runtime();
-        for imp in ["weft-scatter", "buffer-unordered"] {
-            rows.push(throughput(ctx, "fanout/scatter-timer", imp, items, || {
+        rows.extend(paired(
+            ctx,
+            "fanout/scatter-timer",
+            &["weft-scatter", "buffer-unordered"],
+            items,
+            |imp| {
                 let start = Instant::now();
                 let n = rt.block_on(in_task(scatter_timer(imp, items)));
                 let elapsed = start.elapsed();
                 assert_eq!(n, items, "{imp} lost items");
                 elapsed
-            }));
-        }
+            },
+        ));
     }
     if ctx.wants("fanout/scatter-cpu") {
-        let items = if ctx.quick { 4_000 } else { 10_000 };
+        let items = if ctx.quick { 5_000 } else { 10_000 };
         let iters = iters_for(Duration::from_micros(10));
         let expected = (0..items).fold(0u64, |a, i| a.wrapping_add(job(i, iters)));
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -76,36 +81,69 @@ fn run(ctx: &Ctx, rows: &mut Vec<Row>) {
             .enable_all()
             .build()
             .expect("runtime");
-        for imp in ["weft-scatter-spawned", "buffer-unordered"] {
-            rows.push(throughput(ctx, "fanout/scatter-cpu", imp, items, || {
+        rows.extend(paired(
+            ctx,
+            "fanout/scatter-cpu",
+            &["weft-scatter-spawned", "buffer-unordered"],
+            items,
+            |imp| {
                 let start = Instant::now();
                 let sum = rt.block_on(in_task(scatter_cpu(imp, items, iters)));
                 let elapsed = start.elapsed();
                 assert_eq!(sum, expected, "{imp} computed a wrong sum");
                 elapsed
-            }));
-        }
+            },
+        ));
     }
     if ctx.wants("fanout/merge-4-streams") {
         let per = if ctx.quick { 250_000 } else { 1_000_000 };
         let expected = 4 * (0..per).sum::<u64>();
         let rt = workload::current_thread();
-        for imp in ["weft-merge-fair", "weft-merge-biased", "select-all"] {
-            rows.push(throughput(
-                ctx,
-                "fanout/merge-4-streams",
-                imp,
-                4 * per,
-                || {
-                    let start = Instant::now();
-                    let sum = rt.block_on(merge4(imp, per));
-                    let elapsed = start.elapsed();
-                    assert_eq!(sum, expected, "{imp} computed a wrong sum");
-                    elapsed
-                },
-            ));
+        rows.extend(paired(
+            ctx,
+            "fanout/merge-4-streams",
+            &["weft-merge-fair", "weft-merge-biased", "select-all"],
+            4 * per,
+            |imp| {
+                let start = Instant::now();
+                let sum = rt.block_on(merge4(imp, per));
+                let elapsed = start.elapsed();
+                assert_eq!(sum, expected, "{imp} computed a wrong sum");
+                elapsed
+            },
+        ));
+    }
+}
+
+/// Throughput rows for `imps` on one case, measured in alternation (one run
+/// of each per round, so a burst of load from other processes on the shared
+/// machine hits weft and its peers alike), median of the rounds.
+fn paired(
+    ctx: &Ctx,
+    case: &str,
+    imps: &[&'static str],
+    items: u64,
+    mut f: impl FnMut(&'static str) -> Duration,
+) -> Vec<Row> {
+    let rounds = if ctx.quick { 7 } else { 15 };
+    let mut times: Vec<Vec<Duration>> = vec![Vec::with_capacity(rounds); imps.len()];
+    for _ in 0..rounds {
+        for (i, imp) in imps.iter().enumerate() {
+            times[i].push(f(imp));
         }
     }
+    imps.iter()
+        .zip(times)
+        .map(|(imp, mut t)| {
+            t.sort_unstable();
+            Row {
+                case: case.to_owned(),
+                imp: (*imp).to_owned(),
+                value: items as f64 / t[t.len() / 2].as_secs_f64(),
+                unit: Unit::ItemsPerSec,
+            }
+        })
+        .collect()
 }
 
 /// Runs `fut` on a runtime worker, as a request handler would (and as the
