@@ -290,3 +290,43 @@ fn bad_configurations_are_refused() {
         })
     ));
 }
+
+/// A hedge reserves the inner service's capacity (`poll_ready` on its own
+/// clone) before it calls: when the service has no capacity, the hedge
+/// waits for it rather than calling an unready service.
+#[tokio::test(start_paused = true)]
+async fn a_hedge_waits_for_the_inner_service_to_be_ready() {
+    let (mock, mut handle) = tower_test::mock::pair::<&'static str, &'static str>();
+    handle.allow(1);
+    let mut svc = HedgeLayer::builder()
+        .fixed_delay(ms(10))
+        .build()
+        .unwrap()
+        .wrap(mock);
+    svc.ready().await.unwrap();
+    let mut fut = tokio_test::task::spawn(svc.call("req"));
+    tokio_test::assert_pending!(fut.poll());
+    let (req, primary) = handle.next_request().await.unwrap();
+    assert_eq!(req, "req");
+    sleep(ms(20)).await;
+    // The delay has passed, but the service has no capacity: no hedge yet.
+    tokio_test::assert_pending!(fut.poll());
+    assert!(
+        tokio::time::timeout(ms(1), handle.next_request())
+            .await
+            .is_err(),
+        "no hedge is sent while the service is not ready"
+    );
+    assert_eq!(svc.stats().hedges, 0);
+    handle.allow(1);
+    tokio_test::assert_pending!(fut.poll());
+    let (req, hedge) = handle.next_request().await.unwrap();
+    assert_eq!(req, "req");
+    hedge.send_response("from the hedge");
+    assert_eq!(
+        tokio_test::assert_ready!(fut.poll()).unwrap(),
+        "from the hedge"
+    );
+    assert_eq!(svc.stats().hedges, 1);
+    drop(primary);
+}
