@@ -4,6 +4,8 @@ use std::fmt;
 use std::future::Future;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use futures::{Stream, StreamExt};
@@ -90,6 +92,11 @@ impl Partitioner {
         O: Send + 'static,
     {
         let mut tasks = JoinSet::new();
+        let shared = Arc::new(Shared {
+            routed: (0..self.workers).map(|_| AtomicU64::new(0)).collect(),
+            completed: AtomicU64::new(0),
+            panicked: AtomicU64::new(0),
+        });
         let (out_tx, out_rx) = mpsc::channel(self.capacity);
         let mut queues = Vec::with_capacity(self.workers);
         for worker in 0..self.workers {
@@ -97,12 +104,17 @@ impl Partitioner {
             queues.push(tx);
             let out_tx = out_tx.clone();
             let mut f = f.clone();
+            let shared = shared.clone();
             tasks.spawn(async move {
                 while let Some(item) = rx.recv().await {
                     let out = catch_unwind(f(item)).await;
-                    if let Err(p) = &out {
-                        tracing::error!(worker, panic = %p, "partition handler panicked");
-                    }
+                    match &out {
+                        Ok(_) => shared.completed.fetch_add(1, Ordering::Relaxed),
+                        Err(p) => {
+                            tracing::error!(worker, panic = %p, "partition handler panicked");
+                            shared.panicked.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
                     if out_tx.send(out).await.is_err() {
                         break;
                     }
@@ -111,18 +123,43 @@ impl Partitioner {
         }
         drop(out_tx);
         let me = *self;
+        let router_shared = shared.clone();
         tasks.spawn(async move {
             let mut input = std::pin::pin!(input);
             while let Some(item) = input.next().await {
                 let w = me.worker_for(&key(&item));
+                router_shared.routed[w].fetch_add(1, Ordering::Relaxed);
                 if queues[w].send(item).await.is_err() {
                     break;
                 }
             }
             tracing::debug!("partition input ended");
         });
-        Partitioned { rx: out_rx, tasks }
+        Partitioned {
+            rx: out_rx,
+            tasks,
+            shared,
+        }
     }
+}
+
+#[derive(Debug)]
+struct Shared {
+    routed: Vec<AtomicU64>,
+    completed: AtomicU64,
+    panicked: AtomicU64,
+}
+
+/// A snapshot of a partition's counters.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct PartitionStats {
+    /// Items routed to each worker, by worker index.
+    pub routed: Vec<u64>,
+    /// Items handled without a panic.
+    pub completed: u64,
+    /// Items whose handler panicked.
+    pub panicked: u64,
 }
 
 /// The outputs of [`Partitioner::run`]: one `Result` per input item,
@@ -131,6 +168,24 @@ pub struct Partitioned<O> {
     rx: mpsc::Receiver<Result<O, Panicked>>,
     // Dropping the set aborts the router and the workers.
     tasks: JoinSet<()>,
+    shared: Arc<Shared>,
+}
+
+impl<O> Partitioned<O> {
+    /// A snapshot of the counters: items routed per worker, handled, and
+    /// panicked. Routed minus handled is what is queued or in flight.
+    pub fn stats(&self) -> PartitionStats {
+        PartitionStats {
+            routed: self
+                .shared
+                .routed
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .collect(),
+            completed: self.shared.completed.load(Ordering::Relaxed),
+            panicked: self.shared.panicked.load(Ordering::Relaxed),
+        }
+    }
 }
 
 impl<O> fmt::Debug for Partitioned<O> {
