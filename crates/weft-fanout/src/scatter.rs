@@ -470,32 +470,47 @@ where
         let mut exhausted = false;
         let mut tally = Tally::default();
         loop {
-            while !exhausted && running.len() < concurrency {
-                match items.next() {
-                    Some(item) => {
-                        running.push(Indexed {
-                            index: next,
-                            fut: M::start(f(item)),
-                        });
-                        next += 1;
+            let mut stop = false;
+            while !stop && !exhausted && running.len() < concurrency {
+                let Some(item) = items.next() else {
+                    exhausted = true;
+                    break;
+                };
+                let index = next;
+                next += 1;
+                // `f` itself may panic while making the future: that is the
+                // item's panic too.
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(item))) {
+                    Ok(fut) => running.push(Indexed {
+                        index,
+                        fut: M::start(fut),
+                    }),
+                    Err(payload) => {
+                        let panic = Panicked::from_payload(payload.as_ref());
+                        tracing::error!(scatter = name, index, %panic, "scatter item panicked");
+                        let result = Err(ItemError::Panicked { index, panic });
+                        tally.count(&result);
+                        stop = sink(index, result).is_break();
                     }
-                    None => exhausted = true,
                 }
             }
-            let Some((index, out)) = running.next().await else {
-                break;
-            };
-            let result = match out {
-                Ok(Ok(v)) => Ok(v),
-                Ok(Err(error)) => Err(ItemError::Failed { index, error }),
-                Err(Lost::Panicked(panic)) => {
-                    tracing::error!(scatter = name, index, %panic, "scatter item panicked");
-                    Err(ItemError::Panicked { index, panic })
-                }
-                Err(Lost::Cancelled) => Err(ItemError::Cancelled { index }),
-            };
-            tally.count(&result);
-            if sink(index, result).is_break() {
+            if !stop {
+                let Some((index, out)) = running.next().await else {
+                    break;
+                };
+                let result = match out {
+                    Ok(Ok(v)) => Ok(v),
+                    Ok(Err(error)) => Err(ItemError::Failed { index, error }),
+                    Err(Lost::Panicked(panic)) => {
+                        tracing::error!(scatter = name, index, %panic, "scatter item panicked");
+                        Err(ItemError::Panicked { index, panic })
+                    }
+                    Err(Lost::Cancelled) => Err(ItemError::Cancelled { index }),
+                };
+                tally.count(&result);
+                stop = sink(index, result).is_break();
+            }
+            if stop {
                 let aborted = running.len() as u64;
                 for task in Pin::new(&mut running).iter_pin_mut() {
                     M::cancel(task.project().fut);

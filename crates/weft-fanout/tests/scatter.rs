@@ -260,3 +260,27 @@ async fn spawned_items_inherit_the_deadline() {
 fn zero_concurrency_is_refused() {
     let _ = scatter(0..1, 0, |i: i32| async move { Ok::<_, ()>(i) });
 }
+
+#[tokio::test]
+async fn a_panic_while_making_the_future_is_that_items_error() {
+    let results = scatter(0..3u32, 2, |i| {
+        assert_ne!(i, 1, "cannot even start item one");
+        async move { Ok::<_, ()>(i) }
+    })
+    .results()
+    .await;
+    assert_eq!(results.len(), 3);
+    assert!(
+        matches!(&results[1], Err(ItemError::Panicked { index: 1, panic }) if panic.message().contains("cannot even start"))
+    );
+    assert_eq!(*results[2].as_ref().unwrap(), 2);
+
+    let err = scatter(0..100u32, 2, |i| {
+        assert_ne!(i, 5, "five");
+        async move { Ok::<_, ()>(i) }
+    })
+    .try_collect()
+    .await
+    .unwrap_err();
+    assert_eq!(err.index(), 5);
+}
