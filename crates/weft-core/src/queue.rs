@@ -430,9 +430,14 @@ mod tests {
         let q2 = q.clone();
         let pusher = tokio::spawn(async move { q2.push(2).await });
         tokio::task::yield_now().await;
+        assert!(!pusher.is_finished(), "push waits while full");
+        let start = Instant::now();
         assert!(q.close());
         assert!(!q.close());
         let err = pusher.await.unwrap().unwrap_err();
+        // Woken by `close`, not by its 60 s timeout (which also reports
+        // `Closed`, so only the clock tells the two apart).
+        assert_eq!(start.elapsed(), Duration::ZERO);
         assert!(err.is_closed());
         assert_eq!(err.into_inner(), 2);
         assert_eq!(q.pop().await, Some(1), "queued items survive close");

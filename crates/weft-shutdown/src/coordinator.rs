@@ -185,6 +185,12 @@ pub(crate) struct TriggerState {
 }
 
 impl TriggerState {
+    /// Whether any trigger has fired: one atomic load (unlike
+    /// `CancellationToken::is_cancelled`, which locks), for per-request checks.
+    pub(crate) fn is_fired(&self) -> bool {
+        self.count.load(Ordering::SeqCst) > 0
+    }
+
     pub(crate) fn fire(&self, why: Trigger) {
         let n = self.count.fetch_add(1, Ordering::SeqCst);
         if n == 0 {
@@ -347,14 +353,15 @@ impl Coordinator {
         name: impl Into<String>,
     ) -> Result<ShutdownLayer, RegisterError> {
         let name = name.into();
-        let layer = ShutdownLayer::with_trigger(name.clone(), self.inner.trigger.requested.clone());
+        let layer = ShutdownLayer::with_trigger(name.clone(), self.inner.trigger.clone());
         self.register(phase, name, layer.clone())?;
         Ok(layer)
     }
 
     /// Spawns a tracked task. `f` gets a token that is cancelled once every
-    /// phase has run; a task still running `task_grace` later is aborted and
-    /// named in the report. Panics are contained and counted.
+    /// phase has run; a task still running `task_grace` later (or when a
+    /// second trigger forces the shutdown) is aborted and named in the
+    /// report. Panics are contained and counted.
     pub fn spawn<F, Fut>(&self, name: impl Into<String>, f: F) -> Result<(), SpawnError>
     where
         F: FnOnce(CancellationToken) -> Fut,
@@ -417,11 +424,11 @@ impl Coordinator {
             let components = lock(&phase.components).take().unwrap_or_default();
             phases.push(self.run_phase(phase, components).await);
         }
-        let tasks = if trigger.forced.is_cancelled() {
-            self.inner.tasks.finish(Duration::ZERO).await
-        } else {
-            self.inner.tasks.finish(self.inner.task_grace).await
-        };
+        let tasks = self
+            .inner
+            .tasks
+            .finish(self.inner.task_grace, &trigger.forced)
+            .await;
         for l in lock(&self.inner.listeners).drain(..) {
             l.abort();
         }

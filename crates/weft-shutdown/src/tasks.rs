@@ -4,13 +4,14 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::task::AbortHandle;
+use futures::future::{AbortHandle, Abortable};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use crate::error::SpawnError;
 use crate::report::TaskReport;
@@ -19,21 +20,31 @@ use crate::report::TaskReport;
 pub(crate) struct Tasks {
     tracker: TaskTracker,
     cancel: CancellationToken,
-    live: Mutex<HashMap<u64, (String, Option<AbortHandle>)>>,
+    /// The running tasks. `spawn` registers a task (with its abort handle,
+    /// made before the task exists) and `finish` closes the set under this
+    /// one lock, so a task is either refused or tracked and abortable.
+    live: Mutex<Live>,
     next_id: AtomicU64,
     spawned: AtomicU64,
     completed: AtomicU64,
     cancelled: AtomicU64,
     panicked: AtomicU64,
+    /// Tasks whose future was dropped before it returned: the only source of
+    /// `TaskReport::aborted`, so a task that wins the race against its abort
+    /// is counted once, as what it did.
+    aborted: Mutex<Vec<String>>,
+    /// A lock-free early refusal once `finish` has started.
     finished: AtomicBool,
 }
 
+#[derive(Debug, Default)]
+struct Live {
+    finished: bool,
+    tasks: HashMap<u64, (String, AbortHandle)>,
+}
+
 impl Tasks {
-    pub(crate) fn spawn_arc<F, Fut>(
-        this: &std::sync::Arc<Self>,
-        name: String,
-        f: F,
-    ) -> Result<(), SpawnError>
+    pub(crate) fn spawn_arc<F, Fut>(this: &Arc<Self>, name: String, f: F) -> Result<(), SpawnError>
     where
         F: FnOnce(CancellationToken) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
@@ -41,52 +52,70 @@ impl Tasks {
         if this.finished.load(Ordering::SeqCst) {
             return Err(SpawnError);
         }
-        let id = this.next_id.fetch_add(1, Ordering::Relaxed);
-        this.spawned.fetch_add(1, Ordering::Relaxed);
-        lock(&this.live).insert(id, (name.clone(), None));
         let token = this.cancel.clone();
+        // User code runs outside the lock (it may spawn tracked tasks itself).
         let fut = f(token.clone());
-        let me = this.clone();
-        let handle = this.tracker.spawn(async move {
-            let _done = Done { tasks: &me, id };
-            let result = weft_core::catch_unwind(fut).await;
+        let id = this.next_id.fetch_add(1, Ordering::Relaxed);
+        let (abort, registration) = AbortHandle::new_pair();
+        let task_name = name.clone();
+        let mut done = {
+            let mut live = lock(&this.live);
+            if live.finished {
+                return Err(SpawnError);
+            }
+            live.tasks.insert(id, (name, abort));
+            this.spawned.fetch_add(1, Ordering::Relaxed);
+            Done {
+                tasks: this.clone(),
+                id,
+                returned: false,
+                // Taken before `finish` can see the set closed, so its
+                // `wait` cannot return before this task has ended.
+                _tracked: this.tracker.token(),
+            }
+        };
+        // `done` moves into the task: dropping the task, even unpolled,
+        // accounts for it.
+        tokio::spawn(async move {
+            let me = done.tasks.clone();
+            let Ok(result) = Abortable::new(weft_core::catch_unwind(fut), registration).await
+            else {
+                return; // aborted: `done` records it
+            };
+            done.returned();
             match result {
                 Ok(()) if token.is_cancelled() => me.cancelled.fetch_add(1, Ordering::Relaxed),
                 Ok(()) => me.completed.fetch_add(1, Ordering::Relaxed),
                 Err(p) => {
-                    tracing::error!(task = %name, panic = %p.message(), "tracked task panicked");
+                    tracing::error!(task = %task_name, panic = %p.message(), "tracked task panicked");
                     me.panicked.fetch_add(1, Ordering::Relaxed)
                 }
             };
         });
-        if let Some(entry) = lock(&this.live).get_mut(&id) {
-            entry.1 = Some(handle.abort_handle());
-        }
         Ok(())
     }
 
-    /// Cancels the tasks, waits up to `grace`, aborts the rest.
-    pub(crate) async fn finish(&self, grace: Duration) -> TaskReport {
+    /// Cancels the tasks, waits up to `grace` (less if `forced` fires),
+    /// aborts the rest.
+    pub(crate) async fn finish(&self, grace: Duration, forced: &CancellationToken) -> TaskReport {
         self.finished.store(true, Ordering::SeqCst);
+        lock(&self.live).finished = true;
         self.tracker.close();
         self.cancel.cancel();
-        let mut aborted = Vec::new();
-        if tokio::time::timeout(grace, self.tracker.wait())
-            .await
-            .is_err()
-        {
-            let live: Vec<(String, Option<AbortHandle>)> =
-                lock(&self.live).drain().map(|(_, v)| v).collect();
-            for (name, handle) in live {
-                if let Some(h) = handle {
-                    h.abort();
-                }
-                tracing::warn!(task = %name, "tracked task still running after the grace period; aborted");
-                aborted.push(name);
+        let all_done = tokio::select! {
+            biased;
+            () = self.tracker.wait() => true,
+            () = forced.cancelled() => false,
+            () = tokio::time::sleep(grace) => false,
+        };
+        if !all_done {
+            for (_, abort) in lock(&self.live).tasks.values() {
+                abort.abort();
             }
-            aborted.sort();
             self.tracker.wait().await;
         }
+        let mut aborted = std::mem::take(&mut *lock(&self.aborted));
+        aborted.sort();
         TaskReport {
             spawned: self.spawned.load(Ordering::Relaxed),
             completed: self.completed.load(Ordering::Relaxed),
@@ -97,14 +126,32 @@ impl Tasks {
     }
 }
 
-struct Done<'a> {
-    tasks: &'a Tasks,
+/// Owned by a tracked task: unregisters it, records it as aborted if its
+/// future was dropped before returning, and then (dropping `_tracked`) lets
+/// `finish` see it gone.
+struct Done {
+    tasks: Arc<Tasks>,
     id: u64,
+    returned: bool,
+    _tracked: TaskTrackerToken,
 }
 
-impl Drop for Done<'_> {
+impl Done {
+    /// The task's future returned (with a value or a contained panic).
+    fn returned(&mut self) {
+        self.returned = true;
+    }
+}
+
+impl Drop for Done {
     fn drop(&mut self) {
-        lock(&self.tasks.live).remove(&self.id);
+        let entry = lock(&self.tasks.live).tasks.remove(&self.id);
+        if !self.returned {
+            if let Some((name, _)) = entry {
+                tracing::warn!(task = %name, "tracked task aborted (still running after the grace period, or the shutdown was forced)");
+                lock(&self.tasks.aborted).push(name);
+            }
+        }
     }
 }
 

@@ -303,3 +303,70 @@ async fn signal_handlers_install_inside_a_runtime() {
     tokio::task::yield_now().await;
     assert_eq!(alive(), baseline, "listener stopped after run");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_second_trigger_during_the_task_grace_aborts_the_tasks_at_once() {
+    let c = Coordinator::builder()
+        .phase("one", Duration::from_secs(5))
+        .task_grace(Duration::from_secs(10))
+        .signals(false)
+        .build()
+        .unwrap();
+    c.spawn("stubborn", |_cancel| sleep(Duration::from_secs(3600)))
+        .unwrap();
+    let c2 = c.clone();
+    tokio::spawn(async move {
+        // No components: the phases are over at once, so this lands in the
+        // tracked tasks' grace period.
+        sleep(Duration::from_secs(1)).await;
+        c2.trigger();
+    });
+    c.trigger();
+    let start = Instant::now();
+    let report = c.run().await;
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_secs(1),
+        "a forced shutdown does not wait out the task grace"
+    );
+    assert!(report.forced);
+    assert_eq!(report.tasks.aborted, vec!["stubborn".to_owned()]);
+}
+
+/// Every tracked task ends in exactly one of completed, cancelled, panicked or
+/// aborted, even when tasks finish on other threads while they are aborted.
+#[test]
+fn tracked_tasks_are_counted_once_under_a_multi_thread_runtime() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_time()
+        .build()
+        .unwrap();
+    for round in 0..20 {
+        rt.block_on(async {
+            let c = Coordinator::builder()
+                .phase("one", Duration::from_secs(5))
+                .task_grace(Duration::ZERO)
+                .signals(false)
+                .build()
+                .unwrap();
+            for i in 0..200 {
+                c.spawn(format!("t{i}"), |cancel| async move {
+                    // Notices the token at its next poll, possibly while
+                    // `finish` is aborting it from another thread.
+                    while !cancel.is_cancelled() {
+                        tokio::task::yield_now().await;
+                    }
+                })
+                .unwrap();
+            }
+            c.trigger();
+            let t = c.run().await.tasks;
+            assert_eq!(
+                t.spawned,
+                t.completed + t.cancelled + t.panicked + t.aborted.len() as u64,
+                "round {round}: {t:?}"
+            );
+        });
+    }
+}

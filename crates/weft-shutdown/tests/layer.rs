@@ -159,3 +159,23 @@ async fn requests_still_running_at_the_deadline_are_named() {
         "a dropped response future counts as cancelled"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_reservation_left_unused_at_the_deadline_is_named_for_what_it_is() {
+    let layer = ShutdownLayer::new("api");
+    let (mut svc, _handle) = mock::spawn_layer::<u32, u32, _>(layer.clone());
+    assert_ready_ok!(svc.poll_ready()); // reserved, never called, not dropped
+    let report = layer.drain(Instant::now() + Duration::from_secs(1)).await;
+    assert!(report.is_balanced(), "{report}");
+    assert_eq!(report.accepted, 0);
+    assert_eq!(
+        report.aborted, 0,
+        "a reservation is not an accepted request"
+    );
+    assert_eq!(
+        report.unfinished,
+        vec!["1 reserved slots neither called nor released at the deadline"]
+    );
+    drop(svc);
+    assert_eq!(layer.stats().in_flight, 0);
+}

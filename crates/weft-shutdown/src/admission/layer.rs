@@ -2,12 +2,12 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 use tower_layer::Layer;
 use weft_core::{Drain, ShutdownReport};
 
 use super::service::Shutdown;
 use super::state::State;
+use crate::coordinator::TriggerState;
 
 /// A tower layer that refuses new requests with [`ShuttingDown`](super::ShuttingDown)
 /// once shutdown begins and lets the shutdown wait for the requests in flight.
@@ -74,7 +74,7 @@ impl ShutdownLayer {
         }
     }
 
-    pub(crate) fn with_trigger(name: String, trigger: CancellationToken) -> Self {
+    pub(crate) fn with_trigger(name: String, trigger: Arc<TriggerState>) -> Self {
         ShutdownLayer {
             state: Arc::new(State::new(name, Some(trigger))),
         }
@@ -117,18 +117,41 @@ impl Drain for ShutdownLayer {
             let start = Instant::now();
             self.close();
             let idle = self.state.idle_until(deadline).await;
-            let s = self.stats();
+            // Outcomes before `accepted`: a request is counted accepted before
+            // it has an outcome, so a request admitted through an earlier
+            // reservation and finishing during this read cannot make the
+            // outcomes exceed `accepted` (the subtraction below saturates
+            // anyway: the counters are relaxed).
+            let (completed, failed, cancelled) = (
+                self.state.completed.get(),
+                self.state.failed.get(),
+                self.state.cancelled.get(),
+            );
+            let accepted = self.state.accepted.get();
+            let in_flight = self.state.in_flight();
+            let finished = completed + failed + cancelled;
+            let running = accepted.saturating_sub(finished);
             let mut r = ShutdownReport::new(self.state.name.clone());
-            r.accepted = s.accepted;
-            r.completed = s.completed;
-            r.failed = s.failed;
-            r.cancelled = s.cancelled;
-            r.rejected_after_close = s.rejected;
+            r.accepted = finished + running;
+            r.completed = completed;
+            r.failed = failed;
+            r.cancelled = cancelled;
+            r.rejected_after_close = self.state.rejected.get();
             if !idle {
-                let left = r.accepted - r.completed - r.failed - r.cancelled;
-                r.aborted = left;
-                r.unfinished
-                    .push(format!("{left} requests still in flight at the deadline"));
+                r.aborted = running;
+                if running > 0 {
+                    r.unfinished.push(format!(
+                        "{running} requests still in flight at the deadline"
+                    ));
+                }
+                // `in_flight` counts calls (until their response) and
+                // reservations not yet used; the latter are not accepted.
+                let reserved = (in_flight as u64).saturating_sub(running);
+                if reserved > 0 {
+                    r.unfinished.push(format!(
+                        "{reserved} reserved slots neither called nor released at the deadline"
+                    ));
+                }
             }
             r.elapsed = start.elapsed();
             r

@@ -1,14 +1,19 @@
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 use weft_core::Counter;
+
+use crate::coordinator::TriggerState;
 
 #[derive(Debug)]
 pub(crate) struct State {
     pub(crate) name: String,
     closed: AtomicBool,
-    trigger: Option<CancellationToken>,
+    /// The coordinator's trigger, for layers made by `Coordinator::layer`.
+    /// Read with one atomic load per check: `CancellationToken::is_cancelled`
+    /// takes a mutex, which has no place on the per-request path.
+    trigger: Option<Arc<TriggerState>>,
     /// Reservations plus calls in flight.
     in_flight: AtomicUsize,
     idle: Notify,
@@ -20,7 +25,7 @@ pub(crate) struct State {
 }
 
 impl State {
-    pub(crate) fn new(name: String, trigger: Option<CancellationToken>) -> Self {
+    pub(crate) fn new(name: String, trigger: Option<Arc<TriggerState>>) -> Self {
         State {
             name,
             closed: AtomicBool::new(false),
@@ -36,8 +41,7 @@ impl State {
     }
 
     pub(crate) fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::SeqCst)
-            || self.trigger.as_ref().is_some_and(|t| t.is_cancelled())
+        self.closed.load(Ordering::SeqCst) || self.trigger.as_ref().is_some_and(|t| t.is_fired())
     }
 
     pub(crate) fn close(&self) {
