@@ -142,13 +142,15 @@ fn run(ctx: &Ctx, rows: &mut Vec<Row>) {
         // Warm both connections up.
         rt.block_on(weft_cycles(&weft, 20));
         rt.block_on(raw_cycles(&raw, 20));
-        // Interleave the samples (weft, raw, weft, raw, ...) so that load
-        // from elsewhere on a shared machine hits both sides alike.
+        // Interleave the two cycle by cycle (alternating which goes first),
+        // so that load from elsewhere on a shared machine and etcd's own
+        // rhythm (WAL syncs, lease checks) hit both sides alike.
         let mut weft_times = Vec::new();
         let mut raw_times = Vec::new();
         for _ in 0..ctx.samples() {
-            weft_times.push(rt.block_on(weft_cycles(&weft, cycles)));
-            raw_times.push(rt.block_on(raw_cycles(&raw, cycles)));
+            let (w, r) = rt.block_on(interleaved_cycles(&weft, &raw, cycles));
+            weft_times.push(w);
+            raw_times.push(r);
         }
         let mut weft_times = weft_times.into_iter();
         rows.push(ns_per_call(
@@ -252,6 +254,22 @@ pub async fn weft_cycles(b: &LockBench, cycles: u64) -> Duration {
         guard.unlock().await.expect("unlock");
     }
     start.elapsed()
+}
+
+/// `cycles` cycles of each, alternating one weft cycle and one raw cycle
+/// (and which of the two goes first); returns the time spent in each.
+pub async fn interleaved_cycles(b: &LockBench, r: &RawLock, cycles: u64) -> (Duration, Duration) {
+    let (mut weft, mut raw) = (Duration::ZERO, Duration::ZERO);
+    for i in 0..cycles {
+        if i % 2 == 0 {
+            weft += weft_cycles(b, 1).await;
+            raw += raw_cycles(r, 1).await;
+        } else {
+            raw += raw_cycles(r, 1).await;
+            weft += weft_cycles(b, 1).await;
+        }
+    }
+    (weft, raw)
 }
 
 /// `cycles` uncontended lock + unlock cycles through etcd's lock service.
