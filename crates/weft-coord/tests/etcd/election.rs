@@ -4,7 +4,7 @@ use futures::StreamExt;
 use weft_coord::{CoordError, Role};
 
 use crate::support::{Etcd, Proxy};
-use crate::{TTL, session};
+use crate::{TTL, session, short_session};
 
 /// The leader's process is cut off (its session dies): the follower takes
 /// over within ttl + 1 s, the old leader is told (role stream, guard token,
@@ -15,7 +15,7 @@ async fn leader_failover_within_ttl_plus_one_second() {
     let proxy = Proxy::start(etcd.port).await;
     let far = proxy.coord().await;
     let near = etcd.coord().await;
-    let a = session(&far, "node-a").await;
+    let a = short_session(&far, "node-a").await;
     let b = session(&near, "node-b").await;
     let observer = b.election("leader").observe().await.unwrap();
     assert_eq!(observer.current(), None);

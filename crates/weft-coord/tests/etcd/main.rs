@@ -12,13 +12,24 @@ use std::time::Duration;
 
 use weft_coord::{Coord, Session};
 
-/// The ttl used wherever a lease must actually expire.
+/// The ttl of sessions whose lease must actually expire in a test.
 pub(crate) const TTL: Duration = Duration::from_secs(2);
 
+/// A session that is not meant to expire: a long ttl, so a loaded machine
+/// (every crate's tests at once on 2 cores) cannot lose it by accident.
 pub(crate) async fn session(coord: &Coord, owner: &str) -> Session {
+    with_ttl(coord, owner, Duration::from_secs(15)).await
+}
+
+/// A session that a test cuts off or kills: expires after [`TTL`].
+pub(crate) async fn short_session(coord: &Coord, owner: &str) -> Session {
+    with_ttl(coord, owner, TTL).await
+}
+
+async fn with_ttl(coord: &Coord, owner: &str, ttl: Duration) -> Session {
     coord
         .session_builder()
-        .ttl(TTL)
+        .ttl(ttl)
         .owner(owner)
         .build()
         .await

@@ -6,7 +6,7 @@ use weft_coord::CoordError;
 use weft_coord::etcd_client::GetOptions;
 
 use crate::support::{Etcd, Proxy};
-use crate::{TTL, session};
+use crate::{TTL, session, short_session};
 
 /// Many clients hammer a 2-permit semaphore: never more than 2 inside.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -107,7 +107,7 @@ async fn waiters_are_served_in_arrival_order() {
 async fn permit_released_when_holder_session_dies() {
     let etcd = Etcd::start().await;
     let proxy = Proxy::start(etcd.port).await;
-    let far = session(&proxy.coord().await, "far").await;
+    let far = short_session(&proxy.coord().await, "far").await;
     let near = session(&etcd.coord().await, "near").await;
     let held = far.semaphore("one", 1).unwrap().acquire().await.unwrap();
     let sem = near.semaphore("one", 1).unwrap();

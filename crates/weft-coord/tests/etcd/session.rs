@@ -4,7 +4,7 @@ use weft_coord::{Coord, CoordError, LostReason, SessionState};
 use weft_core::Drain;
 
 use crate::support::{Etcd, Proxy};
-use crate::{TTL, session};
+use crate::{TTL, session, short_session};
 
 /// A holder cut off from etcd (its lease expires) loses the lock, is told
 /// through the session's watch channel and the guard's token, and the lock
@@ -15,7 +15,7 @@ async fn holder_whose_lease_expires_loses_the_lock_and_is_told() {
     let proxy = Proxy::start(etcd.port).await;
     let far = proxy.coord().await;
     let near = etcd.coord().await;
-    let holder = session(&far, "far").await;
+    let holder = short_session(&far, "far").await;
     let other = session(&near, "near").await;
     let guard = holder.mutex("m").lock().await.unwrap();
     let lost = guard.lost_token();
@@ -99,7 +99,7 @@ async fn killed_etcd_gives_typed_errors_not_hangs() {
         .connect()
         .await
         .unwrap();
-    let s = session(&coord, "doomed").await;
+    let s = short_session(&coord, "doomed").await;
     let guard = s.mutex("m").lock().await.unwrap();
     let waiting = {
         let m = s.mutex("m");
