@@ -460,3 +460,67 @@ fn duplicate_ids_and_zero_period_are_refused() {
         .unwrap_err();
     assert!(err.to_string().contains("period"), "{err}");
 }
+
+struct FailsToStart;
+impl Actor for FailsToStart {
+    type Msg = ();
+    async fn started(&mut self, _: &mut Context<Self>) -> Result<(), BoxError> {
+        Err("no database".into())
+    }
+    async fn handle(&mut self, _: (), _: &mut Context<Self>) {}
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_starts_and_panicking_factories_count_as_failures() {
+    // `started` fails every time: restarted until the intensity is exceeded.
+    let mut b = SupervisorBuilder::new("sup")
+        .intensity(2, Duration::from_secs(5))
+        .backoff(Backoff::none());
+    let c = b.add(ChildSpec::new("db", || FailsToStart)).unwrap();
+    let sup = b.start().unwrap();
+    assert!(matches!(sup.wait().await, Exit::Escalated(_)));
+    assert_eq!(sup.stats().restarts, 2);
+    assert!(matches!(
+        c.wait().await,
+        Exit::Escalated(_) | Exit::StartFailed(_)
+    ));
+
+    // A factory that panics after its first call.
+    let kit = Kit::new();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut b = SupervisorBuilder::new("sup2")
+        .intensity(1, Duration::from_secs(5))
+        .backoff(Backoff::none());
+    let (log, alive, max_alive, n) = (
+        kit.log.clone(),
+        kit.alive.clone(),
+        kit.max_alive.clone(),
+        calls.clone(),
+    );
+    let p = b
+        .add(ChildSpec::new("p", move || {
+            if n.fetch_add(1, Ordering::SeqCst) > 0 {
+                panic!("factory broke");
+            }
+            alive.fetch_add(1, Ordering::SeqCst);
+            max_alive.fetch_max(1, Ordering::SeqCst);
+            Probe {
+                id: "p",
+                log: log.clone(),
+                alive: alive.clone(),
+                handled: 0,
+                stop_delay: Duration::ZERO,
+            }
+        }))
+        .unwrap();
+    let sup2 = b.start().unwrap();
+    p.tell(Msg::Panic).await.unwrap();
+    assert!(matches!(sup2.wait().await, Exit::Escalated(_)));
+    // Restart 1 calls the factory again, which panics; restart 2 exceeds 1 in 5 s.
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "first build, then one failed rebuild"
+    );
+    assert_eq!(kit.alive.load(Ordering::SeqCst), 0);
+}
