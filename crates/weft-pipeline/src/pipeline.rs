@@ -143,6 +143,11 @@ impl<T: Send + 'static> Pipeline<T> {
                         if em.emit(item).await.is_err() {
                             return;
                         }
+                        if em.buf.is_empty() {
+                            // A chunk went out: let other tasks run even if
+                            // the stream is always ready.
+                            tokio::task::consume_budget().await;
+                        }
                     }
                     let _ = em.flush().await;
                 });
