@@ -379,3 +379,16 @@ async fn service_readiness_is_respected() {
     assert_eq!(peak.load(Ordering::SeqCst), 2);
     assert_eq!(start.elapsed(), Duration::from_millis(100));
 }
+
+#[tokio::test]
+async fn always_ready_sources_share_a_current_thread_runtime() {
+    // Sources that never wait must not starve the stages on one thread.
+    let (out, _) = Pipeline::from_stream(futures::stream::iter(0..100_000u64))
+        .map(Stage::new("a").workers(2).unordered(), |x| x + 1)
+        .filter("odd", |x| x % 2 == 1)
+        .collect()
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(out.len(), 50_000);
+}
