@@ -131,3 +131,108 @@ async fn zero_permits_is_refused() {
     let err = s.semaphore("zero", 0).unwrap_err();
     assert!(err.to_string().contains("pass at least 1"), "{err}");
 }
+
+/// Property: for random permit counts, numbers of waiters and release
+/// orders, the semaphore admits waiters exactly in arrival order and never
+/// has more than N holders (checked against etcd after every step).
+#[test]
+fn fifo_and_bound_hold_for_random_schedules() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let etcd = rt.block_on(Etcd::start());
+    let coord = rt.block_on(etcd.coord());
+    let mut runner = TestRunner::new(Config::with_cases(12));
+    let case = std::sync::atomic::AtomicU32::new(0);
+    let strategy = (
+        1usize..=3,
+        2usize..=6,
+        proptest::collection::vec(any::<u8>(), 8),
+    );
+    runner
+        .run(&strategy, |(n, waiters, picks)| {
+            let c = case.fetch_add(1, Ordering::Relaxed);
+            let name = format!("prop-{c}");
+            rt.block_on(schedule(&coord, &name, n, waiters, &picks));
+            Ok(())
+        })
+        .unwrap();
+}
+
+async fn schedule(coord: &weft_coord::Coord, name: &str, n: usize, waiters: usize, picks: &[u8]) {
+    let prefix = format!("weft/semaphore/{name}/");
+    let (admitted_tx, mut admitted_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut release = Vec::new();
+    let inside = Arc::new(AtomicUsize::new(0));
+    let max = Arc::new(AtomicUsize::new(0));
+    for i in 0..waiters {
+        let s = session(coord, &format!("w{i}")).await;
+        let sem = s.semaphore(name, n).unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        release.push(Some(tx));
+        let admitted_tx = admitted_tx.clone();
+        let (inside, max) = (inside.clone(), max.clone());
+        tokio::spawn(async move {
+            let permit = sem.acquire().await.unwrap();
+            max.fetch_max(inside.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+            admitted_tx.send(i).unwrap();
+            let _ = rx.await;
+            inside.fetch_sub(1, Ordering::SeqCst);
+            permit.release().await.unwrap();
+            s.close().await;
+        });
+        // Arrival order is the order the keys were created.
+        while keys_under(coord, &prefix).await < i + 1 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    let mut held = Vec::new();
+    let mut next = 0;
+    // The first min(n, waiters) are admitted at once, in order.
+    while next < n.min(waiters) {
+        assert_eq!(admitted_rx.recv().await.unwrap(), next);
+        held.push(next);
+        next += 1;
+    }
+    let mut picks = picks.iter().cycle();
+    while !held.is_empty() {
+        // Nobody beyond those expected has been admitted.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(
+            admitted_rx.try_recv().is_err(),
+            "admitted beyond the permits"
+        );
+        assert!(
+            max.load(Ordering::SeqCst) <= n,
+            "more than {n} holders at once"
+        );
+        let probe = session(coord, "probe").await;
+        let holders = probe.semaphore(name, n).unwrap().holders().await.unwrap();
+        assert!(holders.len() <= n, "{} holders of {n}", holders.len());
+        assert_eq!(holders.len(), held.len());
+        probe.close().await;
+        let k = *picks.next().unwrap() as usize % held.len();
+        let who = held.remove(k);
+        release[who].take().unwrap().send(()).unwrap();
+        if next < waiters {
+            // Exactly the next in line is admitted.
+            let got = tokio::time::timeout(Duration::from_secs(2), admitted_rx.recv())
+                .await
+                .expect("nobody admitted after a release")
+                .unwrap();
+            assert_eq!(got, next, "admitted out of order");
+            held.push(next);
+            next += 1;
+        }
+    }
+    assert_eq!(next, waiters);
+    assert!(
+        max.load(Ordering::SeqCst) <= n,
+        "more than {n} holders at once"
+    );
+}
