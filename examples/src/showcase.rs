@@ -59,7 +59,8 @@ pub struct Config {
     pub stop_after: Option<Duration>,
     /// Where the output files go.
     pub out_dir: PathBuf,
-    /// Show a progress bar on a terminal (plain lines otherwise).
+    /// Show progress: a bar on a terminal, a plain line a second otherwise
+    /// (default on; `--no-progress` turns it off).
     pub progress: bool,
     /// Install SIGINT/SIGTERM handlers (off in tests).
     pub signals: bool,
@@ -108,6 +109,9 @@ impl Config {
                 "-h" | "--help" => return Err(USAGE.to_owned()),
                 other => return Err(format!("unknown argument {other}\n{USAGE}")),
             }
+        }
+        if cfg.rate == Some(0) {
+            return Err("--rate must be at least 1 event per second; leave it out to run as fast as the pipeline takes them".to_owned());
         }
         if !(0.0..=1.0).contains(&cfg.malformed) {
             return Err("--malformed is a fraction between 0 and 1".to_owned());
@@ -286,17 +290,24 @@ fn generator(cfg: &Config) -> impl futures::Stream<Item = Raw> + Send + 'static 
     let (events, seed, accounts, malformed, rate) =
         (cfg.events, cfg.seed, cfg.accounts, cfg.malformed, cfg.rate);
     let threshold = (malformed * u32::MAX as f64) as u64;
-    let per_tick = rate.map(|r| (r / 100).max(1));
+    let accounts = accounts.max(1);
+    // `per_tick` events every `period`: ticks of about 10 ms (at most 100 a
+    // second), so that any rate, not only multiples of 100, is kept.
+    let pacing = rate.map(|r| {
+        let r = r.max(1);
+        let per_tick = r.div_ceil(100);
+        (per_tick, Duration::from_nanos(1_000_000_000 * per_tick / r))
+    });
     futures::stream::unfold(
         (0u64, seed | 1, None::<tokio::time::Interval>),
         move |(seq, mut x, mut ticker)| async move {
             if seq >= events {
                 return None;
             }
-            if let Some(per_tick) = per_tick {
+            if let Some((per_tick, period)) = pacing {
                 if seq % per_tick == 0 {
                     let t = ticker.get_or_insert_with(|| {
-                        let mut t = tokio::time::interval(Duration::from_millis(10));
+                        let mut t = tokio::time::interval(period);
                         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                         t
                     });
@@ -558,7 +569,7 @@ pub async fn run(cfg: Config) -> Result<Summary, BoxError> {
         })?;
     }
     // Live progress.
-    {
+    if cfg.progress {
         let written = written.clone();
         let running = running.clone();
         let breaker = breaker.clone();
@@ -613,21 +624,20 @@ pub async fn run(cfg: Config) -> Result<Summary, BoxError> {
             .unwrap_or_default()
     };
     let bstats = breaker.stats();
+    // Malformed rows: what the parse stage dead-lettered.
+    let dead_lettered: u64 = pipeline
+        .stages
+        .iter()
+        .filter(|s| s.name == "parse")
+        .map(|s| s.dead_lettered)
+        .sum();
     let summary = Summary {
         accepted: pipeline.items_in,
         written: written.load(Ordering::Relaxed),
-        dead_lettered: pipeline
-            .stages
-            .iter()
-            .filter(|s| s.name == "parse")
-            .map(|s| s.dead_lettered)
-            .sum(),
-        failed: pipeline
-            .stages
-            .iter()
-            .filter(|s| s.name != "parse")
-            .map(|s| s.dead_lettered + s.failed)
-            .sum(),
+        dead_lettered,
+        // Everything else that did not make it through a stage, so that no
+        // outcome falls between the two counts.
+        failed: pipeline.failed + pipeline.dead_lettered - dead_lettered,
         returned: pipeline.cancelled + pipeline.dropped,
         elapsed: started.elapsed(),
         p50: pct(0.50),
@@ -663,6 +673,28 @@ mod tests {
                 .contains("acct-")
         );
         assert!(parse(raw("1,acct-7")).is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_generator_keeps_to_the_rate_it_is_given() {
+        use futures::StreamExt;
+        for (rate, events) in [(150, 300), (50, 100), (20_000, 40_000)] {
+            let cfg = Config {
+                events,
+                rate: Some(rate),
+                ..Config::default()
+            };
+            let start = Instant::now();
+            let n = generator(&cfg).count().await as u64;
+            assert_eq!(n, events);
+            // `events / rate` seconds: 2 s for every case, give or take the
+            // first tick (which fires at once).
+            let took = start.elapsed();
+            assert!(
+                took > Duration::from_millis(1900) && took <= Duration::from_secs(2),
+                "rate {rate}: {events} events took {took:?}"
+            );
+        }
     }
 
     #[test]
@@ -710,6 +742,11 @@ mod tests {
             Config::from_args(["--events".to_owned()])
                 .unwrap_err()
                 .contains("needs a value")
+        );
+        assert!(
+            Config::from_args(["--rate", "0"].map(String::from))
+                .unwrap_err()
+                .contains("leave it out")
         );
         assert!(
             Config::from_args(["--bogus".to_owned()])

@@ -41,6 +41,9 @@ async fn a_full_run_accounts_for_every_event_and_the_breaker_recovers() {
     };
     let s = run(cfg).await.unwrap();
     check_files(&s);
+    // `progress: false` (`--no-progress`) runs no progress task (and prints
+    // no progress lines): the one tracked task is the end-of-input watcher.
+    assert_eq!(s.shutdown.tasks.spawned, 1, "{}", s.shutdown);
     assert_eq!(s.accepted, 20_000, "a run to the end takes every event");
     assert!(
         s.dead_lettered > 100 && s.dead_lettered < 400,
@@ -79,6 +82,8 @@ async fn stop_after_stops_the_source_and_drains_what_was_accepted() {
     };
     let s = run(cfg).await.unwrap();
     check_files(&s);
+    // The end-of-input watcher and the `stop_after` timer; no progress task.
+    assert_eq!(s.shutdown.tasks.spawned, 2, "{}", s.shutdown);
     assert!(
         s.accepted > 0 && s.accepted < 100_000,
         "stopped early: {}",

@@ -11,7 +11,8 @@
 //! [`Coordinator::spawn`] are tracked: once the phases have run they are
 //! cancelled through a `CancellationToken`, and aborted after a grace period.
 //! A second trigger during shutdown forces it: running components are
-//! aborted and the remaining phases skipped.
+//! aborted, the remaining phases skipped, and tracked tasks aborted without
+//! waiting out their grace period.
 //!
 //! [`ShutdownLayer`] is the tower side: once shutdown begins, new requests get
 //! a typed [`ShuttingDown`] error (the 503 case) and in-flight requests are
