@@ -5,7 +5,6 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use crossbeam_utils::CachePadded;
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 use weft_core::queue::Queue;
@@ -42,10 +41,22 @@ pub(crate) struct Mailbox<M> {
 }
 
 /// Counters, split so that senders and the actor do not share a cache line.
-#[derive(Default)]
+/// Padding rather than `CachePadded`: an over-aligned mailbox would need an
+/// aligned allocation, which costs more at every spawn than it saves.
 pub(crate) struct Stats {
-    pub(crate) send: CachePadded<SendStats>,
-    pub(crate) run: CachePadded<RunStats>,
+    pub(crate) send: SendStats,
+    _pad: [u8; 128],
+    pub(crate) run: RunStats,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            send: SendStats::default(),
+            _pad: [0; 128],
+            run: RunStats::default(),
+        }
+    }
 }
 
 /// Written by senders.
