@@ -135,15 +135,19 @@ impl Report {
     }
 
     /// The names of everything that did not finish: components that timed
-    /// out, panicked, were aborted or skipped, and aborted tasks.
+    /// out, panicked, were aborted or skipped; for components that did
+    /// complete, what their own report lists as unfinished (as
+    /// `"component: item"`, e.g. requests a `ShutdownLayer` still had in
+    /// flight at its deadline); and aborted tasks (as `"task name"`).
     pub fn unfinished(&self) -> Vec<String> {
-        let mut out: Vec<String> = self
-            .phases
-            .iter()
-            .flat_map(|p| p.components.iter())
-            .filter(|c| !c.outcome.is_completed())
-            .map(|c| c.name.clone())
-            .collect();
+        let mut out = Vec::new();
+        for c in self.phases.iter().flat_map(|p| p.components.iter()) {
+            if !c.outcome.is_completed() {
+                out.push(c.name.clone());
+            } else if let Some(d) = &c.detail {
+                out.extend(d.unfinished.iter().map(|u| format!("{}: {u}", c.name)));
+            }
+        }
         out.extend(self.tasks.aborted.iter().map(|t| format!("task {t}")));
         out
     }

@@ -179,3 +179,30 @@ async fn a_reservation_left_unused_at_the_deadline_is_named_for_what_it_is() {
     drop(svc);
     assert_eq!(layer.stats().in_flight, 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_coordinator_report_names_requests_cut_off_at_the_deadline() {
+    let shutdown = Coordinator::builder()
+        .phase("stop-accepting", Duration::from_secs(1))
+        .signals(false)
+        .build()
+        .unwrap();
+    let layer = shutdown.layer("stop-accepting", "api").unwrap();
+    let mut svc = tower::ServiceBuilder::new()
+        .layer(layer)
+        .service(service_fn(|()| async {
+            sleep(Duration::from_secs(60)).await;
+            Ok::<_, std::io::Error>(())
+        }));
+    let running = tokio::spawn(svc.ready().await.unwrap().call(()));
+    tokio::task::yield_now().await;
+    shutdown.trigger();
+    let report = shutdown.run().await;
+    assert!(!report.is_clean(), "{report}");
+    assert_eq!(
+        report.unfinished(),
+        vec!["api: 1 requests still in flight at the deadline".to_owned()],
+        "{report}"
+    );
+    running.abort();
+}
