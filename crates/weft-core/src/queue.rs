@@ -245,6 +245,11 @@ impl<T> Queue<T> {
             notified.as_mut().enable();
             self.shared.waiting.fetch_add(1, Ordering::SeqCst);
             let _waiting = WaitingGuard(&self.shared.waiting);
+            // Pairs with the fence in `made_room`: either that pop sees
+            // `waiting > 0` and notifies, or this re-check sees its room.
+            // (The channel's own internals happen to fence here too; this
+            // does not rely on them.)
+            fence(Ordering::SeqCst);
             // Re-check after registering, so a pop in between is not missed.
             match self.tx.try_send(item) {
                 Ok(()) => return Ok(Admitted::Queued),
@@ -494,6 +499,42 @@ mod tests {
             seen.dedup();
             assert_eq!(before, seen.len(), "an item came back twice");
             assert_eq!(seen.len(), 20_000, "every pushed item is popped or evicted");
+        });
+    }
+
+    /// Producers waiting under `WaitTimeout` are always woken by a pop: a
+    /// lost wakeup would leave one waiting out its (long) timeout and fail.
+    #[test]
+    fn concurrent_wait_timeout_loses_no_wakeup() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let q = Queue::bounded(2, Overflow::WaitTimeout(Duration::from_secs(60))).unwrap();
+            let producers: Vec<_> = (0..4u64)
+                .map(|p| {
+                    let q = q.clone();
+                    tokio::spawn(async move {
+                        for i in 0..2_000u64 {
+                            if let Err(e) = q.push(p * 1_000_000 + i).await {
+                                return Err(format!("{e:?} after {i} items"));
+                            }
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            let mut got = 0;
+            while got < 8_000 {
+                q.pop().await.unwrap();
+                got += 1;
+            }
+            for p in producers {
+                p.await.unwrap().unwrap();
+            }
+            assert!(q.is_empty());
         });
     }
 
