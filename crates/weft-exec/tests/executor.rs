@@ -442,3 +442,45 @@ fn multi_thread_producers_never_exceed_the_bound() {
         assert_eq!(report.completed, 10_000);
     });
 }
+
+/// A low-lane task whose queue deadline passes while the dispatcher waits
+/// for a high-lane task never runs, even though a slot is free when it is
+/// finally taken.
+#[tokio::test(start_paused = true)]
+async fn an_expired_task_never_runs() {
+    let e = BoundedExecutor::builder()
+        .max_running(3)
+        .queue_capacity(10)
+        .queue_timeout(Duration::from_millis(100))
+        .fairness(0)
+        .build()
+        .unwrap();
+    // Two of three permits busy for a long time: one stays free.
+    let _busy = e
+        .spawn_with(TaskOptions::new().weight(2), sleep(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    // Queued together: the dispatcher takes the high one first and waits
+    // for its two permits until its deadline...
+    let high = e
+        .spawn_with(
+            TaskOptions::new().priority(Priority::High).weight(2),
+            async { 1 },
+        )
+        .await
+        .unwrap();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let r = ran.clone();
+    let low = e
+        .spawn_with(TaskOptions::new().priority(Priority::Low), async move {
+            r.fetch_add(1, Ordering::SeqCst);
+        })
+        .await
+        .unwrap();
+    assert!(matches!(high.await, Err(TaskError::QueueTimeout(_))));
+    // ...so the low one is taken at its own deadline with a permit free: it
+    // must time out, not run late.
+    assert!(matches!(low.await, Err(TaskError::QueueTimeout(_))));
+    assert_eq!(ran.load(Ordering::SeqCst), 0);
+    assert_eq!(e.stats().queue_timed_out, 2);
+}

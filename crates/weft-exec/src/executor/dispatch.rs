@@ -60,25 +60,22 @@ async fn next(shared: &Shared, turn: &mut u32) -> Option<Queued> {
 async fn dispatch_one(shared: &Arc<Shared>, q: Queued) {
     let deadline = shared.queue_timeout.map(|d| q.enqueued + d);
     if !shared.abort.is_cancelled() {
-        let got = match shared.sem.try_acquire_many(q.weight) {
-            Ok(p) => {
-                p.forget();
-                Some(true)
-            }
-            Err(_) => {
-                if deadline.is_some_and(|d| d <= Instant::now()) {
-                    Some(false)
-                } else {
-                    tokio::select! {
-                        biased;
-                        _ = shared.abort.cancelled() => None,
-                        p = shared.sem.acquire_many(q.weight) => {
-                            p.expect("the executor's semaphore is never closed").forget();
-                            Some(true)
-                        }
-                        _ = sleep_until_opt(deadline) => Some(false),
-                    }
+        let expired = deadline.is_some_and(|d| d <= Instant::now());
+        // A task taken after its deadline never runs, even if slots are free.
+        let got = if expired {
+            Some(false)
+        } else if let Ok(p) = shared.sem.try_acquire_many(q.weight) {
+            p.forget();
+            Some(true)
+        } else {
+            tokio::select! {
+                biased;
+                _ = shared.abort.cancelled() => None,
+                p = shared.sem.acquire_many(q.weight) => {
+                    p.expect("the executor's semaphore is never closed").forget();
+                    Some(true)
                 }
+                _ = sleep_until_opt(deadline) => Some(false),
             }
         };
         match got {
