@@ -392,7 +392,11 @@ impl Coordinator {
     ///
     /// Any number of clones may call `run`; the first drives the shutdown and
     /// the others wait for its report. Dropping the driving future abandons
-    /// the shutdown where it is.
+    /// the shutdown where it is: the running phase's components are aborted,
+    /// later phases and the tracked tasks' cancellation never happen, and
+    /// any other `run` (now or later) waits forever. Put a hard limit on the
+    /// whole shutdown with phase timeouts and `task_grace`, not by dropping
+    /// `run`.
     pub async fn run(&self) -> Report {
         if self.inner.running.swap(true, Ordering::SeqCst) {
             let mut rx = self.inner.report.subscribe();

@@ -23,7 +23,8 @@ use crate::coordinator::TriggerState;
 /// in the report's `unfinished` and counted as aborted (the server is
 /// expected to drop them). A service that has reserved a slot in
 /// `poll_ready` but not yet called counts as in flight until it calls or is
-/// dropped.
+/// dropped; one still holding its slot at the deadline is named in
+/// `unfinished` too, but not counted as aborted (it was never accepted).
 ///
 /// ```
 /// use tower::{Service, ServiceExt, service_fn};
