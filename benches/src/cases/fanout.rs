@@ -10,7 +10,10 @@
 //! - `fanout/scatter-cpu`: 10,000 CPU-bound items of about 10 µs (xorshift
 //!   rounds, calibrated at start) at concurrency 100 on a 2-worker
 //!   multi-thread runtime. `weft-scatter-spawned` (one task per item) vs
-//!   `buffer-unordered` (one task, no parallelism). Quick mode: 5,000.
+//!   `buffer-unordered` (one task, no parallelism); `joinset-spawn` (a
+//!   hand-written `JoinSet` of at most 100 spawned tasks) shows what
+//!   spawning per item gives on this machine at that moment. Quick mode:
+//!   5,000.
 //! - `fanout/merge-4-streams`: 4 streams of 1,000,000 `u64`s merged and
 //!   summed on a current-thread runtime. `weft-merge-fair` and
 //!   `weft-merge-biased` vs `select-all`. Quick mode: 4 × 250,000.
@@ -84,7 +87,7 @@ fn run(ctx: &Ctx, rows: &mut Vec<Row>) {
         rows.extend(paired(
             ctx,
             "fanout/scatter-cpu",
-            &["weft-scatter-spawned", "buffer-unordered"],
+            &["weft-scatter-spawned", "buffer-unordered", "joinset-spawn"],
             items,
             |imp| {
                 let start = Instant::now();
@@ -220,6 +223,23 @@ pub async fn scatter_cpu(imp: &'static str, items: u64, iters: u32) -> u64 {
                     a.wrapping_add(r.expect("infallible"))
                 })
                 .await
+        }
+        "joinset-spawn" => {
+            // The hand-written parallel version: a JoinSet holding at most
+            // CONCURRENCY spawned tasks.
+            let mut set = tokio::task::JoinSet::<Result<u64, Infallible>>::new();
+            let mut sum = 0u64;
+            for i in 0..items {
+                if set.len() >= CONCURRENCY {
+                    let r = set.join_next().await.expect("non-empty").expect("job");
+                    sum = sum.wrapping_add(r.expect("infallible"));
+                }
+                set.spawn(f(i));
+            }
+            while let Some(r) = set.join_next().await {
+                sum = sum.wrapping_add(r.expect("job").expect("infallible"));
+            }
+            sum
         }
         other => panic!("unknown impl {other}"),
     }
