@@ -91,25 +91,22 @@ pub fn ratio_table(ratios: &[Ratio]) -> String {
     s
 }
 
-/// The targets of the groups, checked against this run's ratios (targets
-/// whose rows were not measured in this run are left out).
-pub fn target_table(groups: &[Group], ratios: &[Ratio]) -> String {
+/// The targets of the groups, checked against this run's rows (targets
+/// whose rows were not measured in this run are left out). A target may
+/// compare two weft implementations (for example batched against
+/// unbatched), so it is computed from the rows, not from [`ratios`].
+pub fn target_table(groups: &[Group], rows: &[Row]) -> String {
     let mut s = String::new();
+    let find = |case: &str, imp: &str| rows.iter().find(|r| r.case == case && r.imp == imp);
     for g in groups {
         for t in g.targets {
-            if let Some(r) = ratios
-                .iter()
-                .find(|r| r.case == t.case && r.weft == t.weft && r.peer == t.peer)
-            {
-                let verdict = if r.ratio >= t.at_least {
-                    "met"
-                } else {
-                    "MISSED"
-                };
+            if let (Some(w), Some(p)) = (find(t.case, t.weft), find(t.case, t.peer)) {
+                let ratio = better(w, p);
+                let verdict = if ratio >= t.at_least { "met" } else { "MISSED" };
                 let _ = writeln!(
                     s,
                     "{:<10} {:<28} {} vs {}: {:.2}x (target >= {:.2}x) {}",
-                    g.name, t.case, t.weft, t.peer, r.ratio, t.at_least, verdict
+                    g.name, t.case, t.weft, t.peer, ratio, t.at_least, verdict
                 );
             }
         }
@@ -172,7 +169,7 @@ pub fn write_docs(
             r.case, r.weft, r.peer, r.ratio
         );
     }
-    let targets = target_table(groups, &ratios);
+    let targets = target_table(groups, rows);
     if !targets.is_empty() {
         md.push_str("\n## Targets set by the issues\n\n```\n");
         md.push_str(&targets);

@@ -61,7 +61,7 @@ fn main() {
     let ratios = report::ratios(&rows);
     println!("\n# ratios (weft / peer; >1 means weft is better)");
     print!("{}", report::ratio_table(&ratios));
-    let targets = report::target_table(&groups, &ratios);
+    let targets = report::target_table(&groups, &rows);
     if !targets.is_empty() {
         println!("\n# targets");
         print!("{targets}");

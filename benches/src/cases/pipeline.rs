@@ -37,6 +37,15 @@ pub const GROUP: Group = Group {
             peer: "tokio-mpsc-chain",
             at_least: 5.0,
         },
+        // "Batching on >= 5x unbatched", read strictly: against weft's own
+        // pipeline with items handed over one at a time (chunk 1). Measured
+        // in full mode only (it is slow).
+        Target {
+            case: "pipeline/3-maps",
+            weft: "weft-pipeline-batched",
+            peer: "weft-pipeline-chunk1",
+            at_least: 5.0,
+        },
         Target {
             case: "par_map/x2",
             weft: "weft-par-map",
