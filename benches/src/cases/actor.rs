@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use crate::workload;
-use crate::{Ctx, Group, Row, Target, Unit, ns_per_call, throughput};
+use crate::{Ctx, Group, Row, Target, Unit};
 
 /// The actor group.
 pub const GROUP: Group = Group {
@@ -92,34 +92,71 @@ fn run(ctx: &Ctx, rows: &mut Vec<Row>) {
             }
         });
     }
+    // The implementations take turns within each sample round (rather than
+    // running all samples of one, then the next), so that load from other
+    // processes on a shared machine falls on all of them alike; each row is
+    // the median of its samples.
+    let rounds = ctx.samples();
     for (flavor, rt) in [
         ("mt", workload::runtime()),
         ("ct", workload::current_thread()),
     ] {
         let case = format!("actor-tell/{flavor}");
         if ctx.wants(&case) {
-            for imp in IMPLS {
-                rows.push(throughput(ctx, &case, imp, tells, || {
-                    rt.block_on(tell(imp, tells))
-                }));
+            let times = interleaved(rounds, &IMPLS, |imp| rt.block_on(tell(imp, tells)));
+            for (imp, d) in IMPLS.iter().zip(times) {
+                rows.push(Row {
+                    case: case.clone(),
+                    imp: (*imp).to_owned(),
+                    value: tells as f64 / d.as_secs_f64(),
+                    unit: Unit::ItemsPerSec,
+                });
             }
         }
         let case = format!("actor-ask/{flavor}");
         if ctx.wants(&case) {
-            for imp in IMPLS.into_iter().chain([WEFT_NO_TIMEOUT]) {
-                rows.push(ns_per_call(ctx, &case, imp, asks, || {
-                    rt.block_on(ask(imp, asks))
-                }));
+            let imps = [WEFT, "kameo", "ractor", RAW, WEFT_NO_TIMEOUT];
+            let times = interleaved(rounds, &imps, |imp| rt.block_on(ask(imp, asks)));
+            for (imp, d) in imps.iter().zip(times) {
+                rows.push(per_call(&case, imp, d, asks));
             }
         }
         let case = format!("actor-spawn/{flavor}");
         if ctx.wants(&case) {
-            for imp in IMPLS {
-                rows.push(ns_per_call(ctx, &case, imp, spawns, || {
-                    rt.block_on(spawn(imp, spawns as usize))
-                }));
+            let times = interleaved(rounds, &IMPLS, |imp| {
+                rt.block_on(spawn(imp, spawns as usize))
+            });
+            for (imp, d) in IMPLS.iter().zip(times) {
+                rows.push(per_call(&case, imp, d, spawns));
             }
         }
+    }
+}
+
+/// Runs `f` for every implementation in turn, `rounds` times, and returns
+/// each implementation's median duration.
+fn interleaved(rounds: usize, imps: &[&str], mut f: impl FnMut(&str) -> Duration) -> Vec<Duration> {
+    let mut times = vec![Vec::with_capacity(rounds); imps.len()];
+    for _ in 0..rounds.max(1) {
+        for (i, imp) in imps.iter().enumerate() {
+            times[i].push(f(imp));
+        }
+    }
+    times
+        .into_iter()
+        .map(|mut t| {
+            t.sort_unstable();
+            t[t.len() / 2]
+        })
+        .collect()
+}
+
+fn per_call(case: &str, imp: &str, d: Duration, calls: u64) -> Row {
+    Row {
+        case: case.to_owned(),
+        imp: imp.to_owned(),
+        value: d.as_nanos() as f64 / calls as f64,
+        unit: Unit::NsPerCall,
     }
 }
 
