@@ -7,11 +7,11 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 use weft_core::{Drain, Panicked, ShutdownReport};
 
 use crate::core::{Env, JobOutcome, Mode, Runner};
+use crate::oneshot;
 use crate::pool::{Owner, common_pool_methods};
 use crate::task::{BatchHandle, JobHandle};
 use crate::{Builder, JobError, SubmitError};
@@ -59,13 +59,13 @@ where
         let Job { f, tx } = *self;
         let (r, panicked) = call(f, st, env);
         if let Some(tx) = tx {
-            let _ = tx.send(r);
+            tx.send(r);
         }
         panicked
     }
     fn fail(self: Box<Self>, err: JobError) {
         if let Some(tx) = self.tx {
-            let _ = tx.send(Err(err));
+            tx.send(Err(err));
         }
     }
     fn into_any(self: Box<Self>) -> Box<dyn Any + Send> {
@@ -98,13 +98,13 @@ where
             }
         }
         if let Some(tx) = tx {
-            let _ = tx.send(out);
+            tx.send(out);
         }
         any
     }
     fn fail(self: Box<Self>, err: JobError) {
         if let Some(tx) = self.tx {
-            let _ = tx.send(self.jobs.iter().map(|_| Err(err.clone())).collect());
+            tx.send(self.jobs.iter().map(|_| Err(err.clone())).collect());
         }
     }
     fn into_any(self: Box<Self>) -> Box<dyn Any + Send> {

@@ -86,6 +86,7 @@ mod core;
 mod error;
 pub mod group;
 mod metrics;
+mod oneshot;
 mod pool;
 pub mod service;
 mod sizing;

@@ -6,13 +6,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 use weft_core::{Drain, ShutdownReport};
 
 use crate::core::{Mode, Runner, Shared};
+use crate::oneshot;
 use crate::stats::PoolStats;
-use crate::task::{AsyncRunner, BatchHandle, BatchTask, BoxTask, JobHandle, JobTask};
+use crate::task::{
+    AnyOk, AsyncRunner, BatchHandle, BatchTask, BoxTask, IsOk, JobHandle, JobTask, Judge, Timer,
+};
 use crate::{Builder, JobError, SubmitError};
 
 /// How [`WorkerPool::shutdown`] treats queued work. Either way admission
@@ -154,7 +156,8 @@ impl Unstarted {
         let flag = std::sync::atomic::AtomicBool::new(false);
         let env = crate::core::Env::detached(&slot, &flag);
         let mut task = Box::into_pin(self.task);
-        std::future::poll_fn(|cx| task.as_mut().poll_run(cx, &env)).await;
+        let mut sleep: Timer = None;
+        std::future::poll_fn(|cx| task.as_mut().poll_run(cx, &env, &mut sleep)).await;
     }
 }
 
@@ -166,13 +169,14 @@ impl std::fmt::Debug for Unstarted {
     }
 }
 
-fn unbox_job<F>(item: BoxTask) -> F
+fn unbox_job<F, J>(item: BoxTask) -> F
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
+    J: Judge<F::Output>,
 {
     item.into_any()
-        .downcast::<JobTask<F>>()
+        .downcast::<JobTask<F, J>>()
         .map(|t| t.into_future())
         .unwrap_or_else(|_| unreachable!("a refused item is the job that was pushed"))
 }
@@ -213,10 +217,10 @@ impl WorkerPool {
         F::Output: Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let task: BoxTask = Box::new(JobTask::new(job, Some(tx)));
+        let task: BoxTask = Box::new(JobTask::<F, AnyOk>::new(job, Some(tx)));
         match self.inner.0.push(task).await {
             Ok(()) => Ok(JobHandle::new(rx)),
-            Err(e) => Err(SubmitError::from(e).map(unbox_job::<F>)),
+            Err(e) => Err(SubmitError::from(e).map(unbox_job::<F, AnyOk>)),
         }
     }
 
@@ -228,10 +232,10 @@ impl WorkerPool {
         F::Output: Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let task: BoxTask = Box::new(JobTask::new(job, Some(tx)));
+        let task: BoxTask = Box::new(JobTask::<F, AnyOk>::new(job, Some(tx)));
         match self.inner.0.try_push(task) {
             Ok(()) => Ok(JobHandle::new(rx)),
-            Err(e) => Err(SubmitError::from(e).map(unbox_job::<F>)),
+            Err(e) => Err(SubmitError::from(e).map(unbox_job::<F, AnyOk>)),
         }
     }
 
@@ -242,12 +246,12 @@ impl WorkerPool {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        let task: BoxTask = Box::new(JobTask::new(job, None));
+        let task: BoxTask = Box::new(JobTask::<F, AnyOk>::new(job, None));
         self.inner
             .0
             .push(task)
             .await
-            .map_err(|e| SubmitError::from(e).map(unbox_job::<F>))
+            .map_err(|e| SubmitError::from(e).map(unbox_job::<F, AnyOk>))
     }
 
     /// [`execute`](WorkerPool::execute) without waiting.
@@ -256,11 +260,11 @@ impl WorkerPool {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        let task: BoxTask = Box::new(JobTask::new(job, None));
+        let task: BoxTask = Box::new(JobTask::<F, AnyOk>::new(job, None));
         self.inner
             .0
             .try_push(task)
-            .map_err(|e| SubmitError::from(e).map(unbox_job::<F>))
+            .map_err(|e| SubmitError::from(e).map(unbox_job::<F, AnyOk>))
     }
 
     /// Submits many jobs as **one** queue item with one admission: one
@@ -315,10 +319,10 @@ impl WorkerPool {
         E: Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let task: BoxTask = Box::new(JobTask::new(job, Some(tx)).judged(Result::is_ok));
+        let task: BoxTask = Box::new(JobTask::<F, IsOk>::new(job, Some(tx)));
         match self.inner.0.try_push(task) {
             Ok(()) => Ok(JobHandle::new(rx)),
-            Err(e) => Err(SubmitError::from(e).map(unbox_job::<F>)),
+            Err(e) => Err(SubmitError::from(e).map(unbox_job::<F, IsOk>)),
         }
     }
 

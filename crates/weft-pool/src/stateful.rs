@@ -7,12 +7,12 @@ use std::sync::Arc;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 use weft_core::{Drain, Panicked, ShutdownReport};
 
 use crate::blocking::Factory;
 use crate::core::{Env, JobOutcome, Mode, Runner};
+use crate::oneshot;
 use crate::pool::{Owner, common_pool_methods};
 use crate::task::JobHandle;
 use crate::{Builder, JobError, SubmitError};
@@ -56,7 +56,7 @@ where
             };
             env.record(outcome, started);
             if let Some(tx) = tx {
-                let _ = tx.send(r);
+                tx.send(r);
             }
             // A timed-out job may have left the state half-used: rebuild it too.
             matches!(outcome, JobOutcome::Panicked | JobOutcome::TimedOut)
@@ -64,7 +64,7 @@ where
     }
     fn fail(self: Box<Self>, err: JobError) {
         if let Some(tx) = self.tx {
-            let _ = tx.send(Err(err));
+            tx.send(Err(err));
         }
     }
     fn into_any(self: Box<Self>) -> Box<dyn Any + Send> {

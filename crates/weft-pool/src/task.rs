@@ -3,23 +3,31 @@
 
 use std::any::Any;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use pin_project_lite::pin_project;
-use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 use weft_core::Panicked;
 
 use crate::JobError;
 use crate::core::{Env, JobOutcome, Runner};
+use crate::oneshot;
 
 /// One queue item of an async pool.
 pub(crate) trait Task: Send + 'static {
     fn jobs(&self) -> u64;
-    fn poll_run(self: Pin<&mut Self>, cx: &mut Context<'_>, env: &Env<'_>) -> Poll<bool>;
+    /// Runs the item; `sleep` is the per-job timeout timer, kept by the
+    /// runner (not in the queued item) and reset by the item for each job.
+    fn poll_run(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        env: &Env<'_>,
+        sleep: &mut Timer,
+    ) -> Poll<bool>;
     /// Fails every job of an item that will not run (its handles get `err`).
     fn fail(self: Box<Self>, err: JobError);
     fn into_any(self: Box<Self>) -> Box<dyn Any + Send>;
@@ -27,12 +35,37 @@ pub(crate) trait Task: Send + 'static {
 
 pub(crate) type BoxTask = Box<dyn Task>;
 
+/// The per-job timeout timer of a running item, created on first need.
+pub(crate) type Timer = Option<Pin<Box<Sleep>>>;
+
+/// Decides whether a job's output counts as succeeded or failed; a type, not
+/// a stored function pointer, so a queued job carries nothing for it.
+pub(crate) trait Judge<T>: 'static {
+    fn ok(v: &T) -> bool;
+}
+
+/// Every output is a success.
+pub(crate) struct AnyOk;
+
+impl<T> Judge<T> for AnyOk {
+    #[inline(always)]
+    fn ok(_: &T) -> bool {
+        true
+    }
+}
+
+/// `Err` outputs count as failed (the tower service).
+pub(crate) struct IsOk;
+
+impl<T, E> Judge<Result<T, E>> for IsOk {
+    #[inline(always)]
+    fn ok(v: &Result<T, E>) -> bool {
+        v.is_ok()
+    }
+}
+
 /// Where a batch's results go.
 pub(crate) type BatchSender<T> = oneshot::Sender<Vec<Result<T, JobError>>>;
-
-fn is_ok<T>(_: &T) -> bool {
-    true
-}
 
 fn poll_guarded<F: Future>(
     fut: Pin<&mut F>,
@@ -43,11 +76,7 @@ fn poll_guarded<F: Future>(
 }
 
 /// Polls the per-job timer; `true` once it has fired.
-fn timed_out(
-    sleep: &mut Option<Pin<Box<Sleep>>>,
-    timeout: Option<Duration>,
-    cx: &mut Context<'_>,
-) -> bool {
+fn timed_out(sleep: &mut Timer, timeout: Option<Duration>, cx: &mut Context<'_>) -> bool {
     match timeout {
         None => false,
         Some(d) => sleep
@@ -104,38 +133,36 @@ impl Clock {
     }
 }
 
+/// Where one job's result goes.
+pub(crate) type ResultTx<T> = oneshot::Sender<Result<T, JobError>>;
+
 pin_project! {
-    /// One job: its future and where its result goes.
-    pub(crate) struct JobTask<F: Future> {
+    /// One job: its future and where its result goes (nothing else: without
+    /// the `metrics` feature a queued job is the future plus one pointer).
+    pub(crate) struct JobTask<F: Future, J> {
         #[pin]
         fut: F,
-        tx: Option<oneshot::Sender<Result<F::Output, JobError>>>,
-        sleep: Option<Pin<Box<Sleep>>>,
-        ok: fn(&F::Output) -> bool,
+        tx: ResultTx<F::Output>,
         clock: Clock,
+        judge: PhantomData<fn() -> J>,
     }
 }
 
-impl<F> JobTask<F>
+impl<F, J> JobTask<F, J>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
+    J: Judge<F::Output>,
 {
-    pub(crate) fn new(fut: F, tx: Option<oneshot::Sender<Result<F::Output, JobError>>>) -> Self {
+    /// A job whose output is judged by `J` (the tower service counts `Err`
+    /// responses as failed).
+    pub(crate) fn new(fut: F, tx: Option<ResultTx<F::Output>>) -> Self {
         JobTask {
             fut,
-            tx,
-            sleep: None,
-            ok: is_ok::<F::Output>,
+            tx: tx.unwrap_or_else(oneshot::Sender::detached),
             clock: Clock::queued(),
+            judge: PhantomData,
         }
-    }
-
-    /// A job whose output is judged by `ok` (the tower service counts `Err`
-    /// responses as failed).
-    pub(crate) fn judged(mut self, ok: fn(&F::Output) -> bool) -> Self {
-        self.ok = ok;
-        self
     }
 
     pub(crate) fn into_future(self) -> F {
@@ -143,38 +170,40 @@ where
     }
 }
 
-impl<F> Task for JobTask<F>
+impl<F, J> Task for JobTask<F, J>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
+    J: Judge<F::Output>,
 {
     fn jobs(&self) -> u64 {
         1
     }
 
-    fn poll_run(self: Pin<&mut Self>, cx: &mut Context<'_>, env: &Env<'_>) -> Poll<bool> {
+    fn poll_run(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        env: &Env<'_>,
+        sleep: &mut Timer,
+    ) -> Poll<bool> {
         let this = self.project();
         this.clock.start(env);
         match poll_guarded(this.fut, cx) {
             Ok(Poll::Ready(v)) => {
-                let outcome = if (this.ok)(&v) {
+                let outcome = if J::ok(&v) {
                     JobOutcome::Succeeded
                 } else {
                     JobOutcome::Failed
                 };
-                if let Some(tx) = this.tx.take() {
-                    let _ = tx.send(Ok(v));
-                }
+                this.tx.take().send(Ok(v));
                 env.record(outcome, this.clock.started());
                 Poll::Ready(false)
             }
             Ok(Poll::Pending) => {
-                if timed_out(this.sleep, env.timeout, cx) {
+                if timed_out(sleep, env.timeout, cx) {
                     let d = env.timeout.unwrap_or_default();
                     tracing::warn!(pool = env.name, timeout = ?d, "job timed out");
-                    if let Some(tx) = this.tx.take() {
-                        let _ = tx.send(Err(JobError::TimedOut(d)));
-                    }
+                    this.tx.take().send(Err(JobError::TimedOut(d)));
                     env.record(JobOutcome::TimedOut, this.clock.started());
                     return Poll::Ready(false);
                 }
@@ -182,9 +211,7 @@ where
             }
             Err(p) => {
                 env.log_panic(&p);
-                if let Some(tx) = this.tx.take() {
-                    let _ = tx.send(Err(JobError::Panicked(p)));
-                }
+                this.tx.take().send(Err(JobError::Panicked(p)));
                 env.record(JobOutcome::Panicked, this.clock.started());
                 Poll::Ready(true)
             }
@@ -192,9 +219,7 @@ where
     }
 
     fn fail(self: Box<Self>, err: JobError) {
-        if let Some(tx) = self.tx {
-            let _ = tx.send(Err(err));
-        }
+        self.tx.send(Err(err));
     }
 
     fn into_any(self: Box<Self>) -> Box<dyn Any + Send> {
@@ -209,7 +234,6 @@ pin_project! {
         #[pin]
         current: Option<F>,
         out: BatchOut<F::Output>,
-        sleep: Option<Pin<Box<Sleep>>>,
         started: Option<Instant>,
         panicked: bool,
     }
@@ -237,7 +261,7 @@ impl<T> BatchOut<T> {
             while results.len() < self.len {
                 results.push(Err(rest.clone()));
             }
-            let _ = tx.send(results);
+            tx.send(results);
         }
     }
 }
@@ -266,7 +290,6 @@ where
             },
             rest: jobs.into_iter(),
             current: None,
-            sleep: None,
             started: None,
             panicked: false,
         }
@@ -288,14 +311,19 @@ where
         (self.rest.len() + usize::from(self.current.is_some())) as u64
     }
 
-    fn poll_run(self: Pin<&mut Self>, cx: &mut Context<'_>, env: &Env<'_>) -> Poll<bool> {
+    fn poll_run(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        env: &Env<'_>,
+        sleep: &mut Timer,
+    ) -> Poll<bool> {
         let mut this = self.project();
         loop {
             if this.current.is_none() {
                 match this.rest.next() {
                     Some(f) => {
                         this.current.set(Some(f));
-                        *this.sleep = None;
+                        *sleep = None;
                         *this.started = env.start_clock();
                     }
                     None => {
@@ -315,7 +343,7 @@ where
                     Ok(v)
                 }
                 Ok(Poll::Pending) => {
-                    if !timed_out(this.sleep, env.timeout, cx) {
+                    if !timed_out(sleep, env.timeout, cx) {
                         return Poll::Pending;
                     }
                     let d = env.timeout.unwrap_or_default();
@@ -371,7 +399,8 @@ impl Runner for AsyncRunner {
         env: &'a Env<'a>,
     ) -> impl Future<Output = bool> + Send + 'a {
         let mut task: Pin<BoxTask> = Box::into_pin(item);
-        std::future::poll_fn(move |cx| task.as_mut().poll_run(cx, env))
+        let mut sleep: Timer = None;
+        std::future::poll_fn(move |cx| task.as_mut().poll_run(cx, env, &mut sleep))
     }
 }
 
@@ -390,7 +419,7 @@ impl<T> JobHandle<T> {
 
     /// Whether the job has finished (its result can be taken without waiting).
     pub fn is_finished(&self) -> bool {
-        !self.rx.is_empty() || self.rx.is_terminated()
+        self.rx.is_finished()
     }
 }
 
@@ -398,7 +427,7 @@ impl<T> Future for JobHandle<T> {
     type Output = Result<T, JobError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let r = ready!(Pin::new(&mut self.rx).poll(cx));
+        let r = ready!(self.rx.poll_recv(cx));
         Poll::Ready(r.unwrap_or(Err(JobError::Cancelled)))
     }
 }
@@ -437,8 +466,8 @@ impl<T> Future for BatchHandle<T> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let len = self.len;
-        let r = ready!(Pin::new(&mut self.rx).poll(cx));
-        Poll::Ready(r.unwrap_or_else(|_| (0..len).map(|_| Err(JobError::Cancelled)).collect()))
+        let r = ready!(self.rx.poll_recv(cx));
+        Poll::Ready(r.unwrap_or_else(|| (0..len).map(|_| Err(JobError::Cancelled)).collect()))
     }
 }
 
@@ -447,5 +476,23 @@ impl<T> std::fmt::Debug for BatchHandle<T> {
         f.debug_struct("BatchHandle")
             .field("len", &self.len)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(all(test, not(loom), not(feature = "metrics")))]
+mod tests {
+    use super::*;
+
+    /// A queued job is its future plus one pointer (the result sender, or a
+    /// detached one for `execute`): no timer, judge or clock rides in the
+    /// queue. Grows only with the `metrics` feature (the queued-at clock).
+    #[test]
+    fn a_queued_job_is_its_future_and_one_pointer() {
+        let fut = async { 1u64 };
+        let n = std::mem::size_of_val(&fut);
+        fn size<F: Future>(_: &F) -> usize {
+            std::mem::size_of::<JobTask<F, AnyOk>>()
+        }
+        assert_eq!(size(&fut), n.next_multiple_of(8) + 8);
     }
 }
