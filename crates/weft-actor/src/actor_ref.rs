@@ -199,10 +199,11 @@ impl<A: Actor> ActorRef<A> {
             other => other,
         };
         self.admitted(pushed).map_err(AskError::Send)?;
-        // Wait for the reply. The timer is armed lazily: the first time the
-        // reply is not there, this task yields once (the actor usually
-        // answers meanwhile); only if it is still not there is a timer
-        // registered for the deadline. A quick ask then costs no timer.
+        // Wait for the reply. On a current-thread runtime the timer is armed
+        // lazily: the first time the reply is not there, this task yields
+        // once (the actor answers meanwhile); only if it is still not there
+        // is a timer registered for the deadline, so a quick ask costs no
+        // timer.
         let mut yielded = false;
         let mut sleep = std::pin::pin!(None::<tokio::time::Sleep>);
         std::future::poll_fn(|cx| {
@@ -218,8 +219,17 @@ impl<A: Actor> ActorRef<A> {
             };
             if !yielded {
                 yielded = true;
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
+                // On a current-thread runtime the actor runs before this
+                // task is polled again, so one yield usually brings the
+                // reply; on a multi-thread runtime it runs elsewhere and the
+                // yield would only add a poll.
+                let single = tokio::runtime::Handle::try_current().is_ok_and(|h| {
+                    h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread
+                });
+                if single {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
             }
             if sleep.is_none() {
                 sleep.set(Some(tokio::time::sleep_until(deadline)));
