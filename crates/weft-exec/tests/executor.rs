@@ -106,14 +106,12 @@ async fn overflow_policies() {
     assert_eq!(new.await, Ok(2));
     assert_eq!(e.stats().returned, 1);
 
-    // WaitTimeout
-    // (The dispatcher holds the next task to start out of the lane, so the
-    // lane fills after one more.)
+    // WaitTimeout: the queued task counts against the capacity even once
+    // the dispatcher has taken it as next to start.
     let e = exec(1, 1, Overflow::WaitTimeout(Duration::from_millis(50)));
     let _r = e.spawn(sleep(Duration::from_secs(1))).await.unwrap();
     let _q = e.spawn(sleep(Duration::from_secs(1))).await.unwrap();
     tokio::task::yield_now().await;
-    let _q2 = e.spawn(sleep(Duration::from_secs(1))).await.unwrap();
     assert_eq!(e.stats().queued, 1);
     let t = Instant::now();
     assert!(matches!(
@@ -127,7 +125,6 @@ async fn overflow_policies() {
     let _r = e.spawn(sleep(Duration::from_millis(100))).await.unwrap();
     let _q = e.spawn(sleep(Duration::from_millis(100))).await.unwrap();
     tokio::task::yield_now().await;
-    let _q2 = e.spawn(sleep(Duration::from_millis(100))).await.unwrap();
     let t = Instant::now();
     let h = e.spawn(async { 3 }).await.unwrap();
     assert_eq!(
@@ -136,6 +133,164 @@ async fn overflow_policies() {
         "waited for the queue to move"
     );
     assert_eq!(h.await, Ok(3));
+}
+
+/// `queue_capacity` is one bound over all three lanes and the task the
+/// dispatcher holds: with Q = 2, two waiting tasks in different lanes fill
+/// it, whatever lane the third asks for, under every policy.
+#[tokio::test(start_paused = true)]
+async fn queue_capacity_is_one_total_across_lanes() {
+    let prio = |p| TaskOptions::new().priority(p);
+    for overflow in [
+        Overflow::Reject,
+        Overflow::DropNewest,
+        Overflow::Block,
+        Overflow::WaitTimeout(Duration::from_millis(50)),
+        Overflow::DropOldest,
+    ] {
+        let e = exec(1, 2, overflow);
+        let _busy = e.spawn(sleep(Duration::from_secs(10))).await.unwrap();
+        let high = e
+            .spawn_with(prio(Priority::High), async { 'h' })
+            .await
+            .unwrap();
+        // Let the dispatcher take the high task as next to start.
+        tokio::task::yield_now().await;
+        let low = e
+            .spawn_with(prio(Priority::Low), async { 'l' })
+            .await
+            .unwrap();
+        assert_eq!(e.stats().queued, 2, "{overflow:?}");
+        assert_eq!(e.queue_capacity(), 2);
+        for p in [Priority::High, Priority::Normal, Priority::Low] {
+            if overflow == Overflow::DropOldest {
+                continue;
+            }
+            let t = Instant::now();
+            match overflow {
+                Overflow::Reject => assert!(matches!(
+                    e.spawn_with(prio(p), async { 'x' }).await,
+                    Err(SpawnError::Full(_))
+                )),
+                Overflow::DropNewest => assert!(matches!(
+                    e.spawn_with(prio(p), async { 'x' }).await,
+                    Err(SpawnError::Dropped(_))
+                )),
+                Overflow::WaitTimeout(_) => {
+                    assert!(matches!(
+                        e.spawn_with(prio(p), async { 'x' }).await,
+                        Err(SpawnError::Timeout(_))
+                    ));
+                    assert_eq!(t.elapsed(), Duration::from_millis(50));
+                }
+                _ => {
+                    // Block: spawn would wait; it does not finish in 1 s.
+                    let waited = tokio::time::timeout(
+                        Duration::from_secs(1),
+                        e.spawn_with(prio(p), async { 'x' }),
+                    )
+                    .await;
+                    assert!(waited.is_err(), "Block must wait while Q tasks wait");
+                }
+            }
+            // try_spawn never waits, whatever the policy.
+            let t = Instant::now();
+            let r = e.try_spawn_with(prio(p), async { 'x' });
+            assert_eq!(t.elapsed(), Duration::ZERO);
+            if overflow == Overflow::DropNewest {
+                assert!(matches!(r, Err(SpawnError::Dropped(_))));
+            } else {
+                assert!(matches!(r, Err(SpawnError::Full(_))));
+            }
+            assert_eq!(e.stats().queued, 2, "{overflow:?} {p:?}");
+        }
+        if overflow == Overflow::DropOldest {
+            // Full: a new high task evicts the low one (lowest lane first),
+            // the held high task stays.
+            let new = e
+                .spawn_with(prio(Priority::High), async { 'n' })
+                .await
+                .unwrap();
+            assert_eq!(e.stats().queued, 2);
+            assert_eq!(low.await, Err(TaskError::Evicted));
+            let s = e.stats();
+            assert_eq!((s.returned, s.queued), (1, 2));
+            assert_eq!(high.await, Ok('h'));
+            assert_eq!(new.await, Ok('n'));
+        } else {
+            assert_eq!(high.await, Ok('h'));
+            assert_eq!(low.await, Ok('l'));
+        }
+        let report = e.shutdown(Instant::now() + Duration::from_secs(60)).await;
+        assert!(report.is_balanced(), "{overflow:?}: {report}");
+    }
+}
+
+/// `DropOldest` evicts the oldest of the lowest non-empty lane; when every
+/// lane is empty it evicts the task the dispatcher holds as next to start,
+/// and the dispatcher moves on to the newcomer.
+#[tokio::test(start_paused = true)]
+async fn drop_oldest_evicts_lowest_lane_first_then_the_held_task() {
+    let prio = |p| TaskOptions::new().priority(p);
+    let e = exec(1, 3, Overflow::DropOldest);
+    let _busy = e.spawn(sleep(Duration::from_millis(100))).await.unwrap();
+    let a = e
+        .spawn_with(prio(Priority::High), async { 'a' })
+        .await
+        .unwrap();
+    tokio::task::yield_now().await; // a is held by the dispatcher
+    let b = e
+        .spawn_with(prio(Priority::Normal), async { 'b' })
+        .await
+        .unwrap();
+    let c = e
+        .spawn_with(prio(Priority::Low), async { 'c' })
+        .await
+        .unwrap();
+    let d = e
+        .spawn_with(prio(Priority::Low), async { 'd' })
+        .await
+        .unwrap();
+    let f = e
+        .spawn_with(prio(Priority::High), async { 'f' })
+        .await
+        .unwrap();
+    let g = e
+        .spawn_with(prio(Priority::High), async { 'g' })
+        .await
+        .unwrap();
+    // c (oldest low), then d (low), then b (normal) were evicted.
+    assert_eq!(c.await, Err(TaskError::Evicted));
+    assert_eq!(d.await, Err(TaskError::Evicted));
+    assert_eq!(b.await, Err(TaskError::Evicted));
+    // Lanes hold f, g; a is held: one more evicts f (oldest high).
+    let h = e
+        .spawn_with(prio(Priority::High), async { 'h' })
+        .await
+        .unwrap();
+    assert_eq!(f.await, Err(TaskError::Evicted));
+    assert_eq!(e.stats().queued, 3);
+    assert_eq!(a.await, Ok('a'));
+    assert_eq!(g.await, Ok('g'));
+    assert_eq!(h.await, Ok('h'));
+
+    // Q = 1: the only waiting task is the held one; it is the victim.
+    let e = exec(1, 1, Overflow::DropOldest);
+    let _busy = e.spawn(sleep(Duration::from_millis(100))).await.unwrap();
+    let held = e.spawn(async { 1 }).await.unwrap();
+    tokio::task::yield_now().await;
+    let t = Instant::now();
+    let new = e.try_spawn(async { 2 }).unwrap();
+    assert_eq!(held.await, Err(TaskError::Evicted));
+    assert_eq!(e.stats().queued, 1);
+    assert_eq!(new.await, Ok(2));
+    assert_eq!(
+        t.elapsed(),
+        Duration::from_millis(100),
+        "started when the slot freed"
+    );
+    let s = e.stats();
+    assert_eq!((s.accepted, s.completed, s.returned), (3, 2, 1));
 }
 
 #[tokio::test(start_paused = true)]

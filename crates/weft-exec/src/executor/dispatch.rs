@@ -57,50 +57,85 @@ async fn next(shared: &Shared, turn: &mut u32) -> Option<Queued> {
     }
 }
 
+/// What ended the dispatcher's wait for a held task's permits.
+enum Woke {
+    Permits,
+    Expired,
+    Abort,
+    Stolen,
+}
+
 async fn dispatch_one(shared: &Arc<Shared>, q: Queued) {
-    let deadline = shared.queue_timeout.map(|d| q.enqueued + d);
-    if !shared.abort.is_cancelled() {
-        let expired = deadline.is_some_and(|d| d <= Instant::now());
-        // A task taken after its deadline never runs, even if slots are free.
-        let got = if expired {
-            Some(false)
-        } else if let Ok(p) = shared.sem.try_acquire_many(q.weight) {
-            p.forget();
-            Some(true)
-        } else {
-            tokio::select! {
-                biased;
-                _ = shared.abort.cancelled() => None,
-                p = shared.sem.acquire_many(q.weight) => {
-                    p.expect("the executor's semaphore is never closed").forget();
-                    Some(true)
-                }
-                _ = sleep_until_opt(deadline) => Some(false),
+    if shared.abort.is_cancelled() {
+        return not_started(shared, q);
+    }
+    // A task taken after its deadline never runs, even if slots are free.
+    if q.deadline.is_some_and(|d| d <= Instant::now()) {
+        return queue_timed_out(shared, q);
+    }
+    if let Ok(p) = shared.sem.try_acquire_many(q.weight) {
+        p.forget();
+        return start(shared, q);
+    }
+    // Slow path: park the task where a `DropOldest` spawn can evict it
+    // (it still counts against the queue capacity) and wait for permits.
+    let (weight, deadline) = (q.weight, q.deadline);
+    let mut parked = Some(q);
+    loop {
+        let stolen = shared.stolen.notified();
+        tokio::pin!(stolen);
+        stolen.as_mut().enable();
+        *shared.held.lock().unwrap_or_else(|e| e.into_inner()) = parked.take();
+        let woke = tokio::select! {
+            biased;
+            _ = shared.abort.cancelled() => Woke::Abort,
+            p = shared.sem.acquire_many(weight) => {
+                p.expect("the executor's semaphore is never closed").forget();
+                Woke::Permits
             }
+            _ = sleep_until_opt(deadline) => Woke::Expired,
+            _ = &mut stolen => Woke::Stolen,
         };
-        match got {
-            Some(true) => {
-                tracing::trace!(executor = %shared.name, task = q.id, "queued task started");
-                q.job.start(shared.clone(), q.weight);
-                shared.pending_done();
+        let taken = shared.held.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match (taken, woke) {
+            (None, woke) => {
+                // Evicted: the evicting spawn took over its room permit.
+                if matches!(woke, Woke::Permits) {
+                    shared.sem.add_permits(weight as usize);
+                }
+                tracing::trace!(executor = %shared.name, "held task evicted while waiting for permits");
                 return;
             }
-            Some(false) => {
-                let d = shared.queue_timeout.unwrap_or_default();
-                shared.c.queue_timed_out.incr();
-                crate::metrics::task_ended(&shared.name, "queue_timed_out");
-                tracing::debug!(executor = %shared.name, task = q.id, "task timed out waiting for a slot");
-                q.job.fail(TaskError::QueueTimeout(d));
-                shared.pending_done();
-                return;
-            }
-            None => {}
+            // Another task was evicted (the notification is for every
+            // eviction): keep waiting for this one.
+            (Some(q), Woke::Stolen) => parked = Some(q),
+            (Some(q), Woke::Permits) => return start(shared, q),
+            (Some(q), Woke::Expired) => return queue_timed_out(shared, q),
+            (Some(q), Woke::Abort) => return not_started(shared, q),
         }
     }
+}
+
+fn start(shared: &Arc<Shared>, q: Queued) {
+    tracing::trace!(executor = %shared.name, task = q.id, "queued task started");
+    q.job.start(shared.clone(), q.weight);
+    shared.release_room();
+}
+
+fn queue_timed_out(shared: &Shared, q: Queued) {
+    let d = shared.queue_timeout.unwrap_or_default();
+    shared.c.queue_timed_out.incr();
+    crate::metrics::task_ended(&shared.name, "queue_timed_out");
+    tracing::debug!(executor = %shared.name, task = q.id, "task timed out waiting for a slot");
+    q.job.fail(TaskError::QueueTimeout(d));
+    shared.release_room();
+}
+
+fn not_started(shared: &Shared, q: Queued) {
     shared.c.returned.incr();
     crate::metrics::task_ended(&shared.name, "not_started");
     q.job.fail(TaskError::NotStarted);
-    shared.pending_done();
+    shared.release_room();
 }
 
 #[cfg(test)]

@@ -9,18 +9,18 @@ mod stats;
 use std::any::Any;
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
 use futures::future::BoxFuture;
-use tokio::sync::{Notify, Semaphore, oneshot};
+use tokio::sync::{Notify, Semaphore, TryAcquireError, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
-use weft_core::queue::{Admitted, PushError, Queue};
+use weft_core::queue::Queue;
 use weft_core::{Counter, Drain, Overflow, Panicked, ShutdownReport};
 
 pub use builder::Builder;
@@ -98,8 +98,17 @@ impl TaskOptions {
 }
 
 /// Runs futures with at most `max_running` permits held at once and at most
-/// `queue_capacity` tasks waiting per priority lane; beyond that the
-/// [`Overflow`] policy decides.
+/// `queue_capacity` tasks waiting **in total** (all three priority lanes
+/// together, including the task the dispatcher has taken as the next to
+/// start); beyond that the [`Overflow`] policy decides.
+///
+/// | policy | a spawn that finds `queue_capacity` tasks waiting |
+/// |---|---|
+/// | `Block` | `spawn` waits for room (first come, first served); `try_spawn` returns [`SpawnError::Full`] |
+/// | `WaitTimeout(d)` | `spawn` waits up to `d`, then [`SpawnError::Timeout`]; `try_spawn` returns `Full` |
+/// | `Reject` | [`SpawnError::Full`] with the future |
+/// | `DropNewest` | [`SpawnError::Dropped`] with the future (counted as dropped) |
+/// | `DropOldest` | the new task is queued; one waiting task is evicted (its handle resolves to [`TaskError::Evicted`]): the oldest of the **lowest** non-empty lane (low, then normal, then high), or, if every lane is empty, the task the dispatcher holds as next to start |
 ///
 /// Clones share one executor. Dropping the last clone closes admission:
 /// queued tasks still run, and the dispatcher exits when they have started.
@@ -141,10 +150,24 @@ pub(crate) struct Shared {
     /// Written by every start and finish: on its own cache line, so that
     /// the fields spawners read stay quiet.
     sem: CachePadded<Semaphore>,
+    /// The waiting room: `capacity` permits, one per waiting task, shared
+    /// by all lanes. A spawn takes one before it enters a lane; the
+    /// dispatcher gives it back once the task has started or failed (or an
+    /// evicting spawn takes it over). So lanes plus the task the dispatcher
+    /// holds never exceed `capacity`. While any is taken, spawns do not
+    /// bypass the queue.
+    room: CachePadded<Semaphore>,
+    capacity: usize,
+    overflow: Overflow,
+    /// Lanes are bounded at `capacity` each, which they never reach: the
+    /// room bounds their sum.
     lanes: [Queue<Queued>; 3],
-    /// Tasks in a lane or held by the dispatcher; while non-zero, spawns do
-    /// not bypass the queue.
-    pending: AtomicUsize,
+    /// The task the dispatcher has taken off its lane and waits for
+    /// permits for, parked where a `DropOldest` spawn can evict it. The lock
+    /// also serialises eviction with `close`.
+    held: Mutex<Option<Queued>>,
+    /// Tells the dispatcher its held task was evicted.
+    stolen: Notify,
     wake: Notify,
     idle: Notify,
     closed: AtomicBool,
@@ -180,7 +203,8 @@ struct Counters {
 pub(crate) struct Queued {
     id: u64,
     weight: u32,
-    enqueued: Instant,
+    /// When its queue timeout expires (read the clock only if one is set).
+    deadline: Option<Instant>,
     job: Box<dyn Job>,
 }
 
@@ -228,6 +252,15 @@ enum Refused<F> {
     Err(SpawnError<F>),
 }
 
+/// Why a spawn was refused; maps to the [`SpawnError`] and the counter.
+#[derive(Clone, Copy)]
+enum Refusal {
+    Full,
+    Dropped,
+    Timeout,
+    Closed,
+}
+
 /// Holds `weight` permits while a task runs; gives them back on drop
 /// (including when the task is aborted or the runtime drops it).
 struct RunGuard {
@@ -244,21 +277,18 @@ impl Drop for RunGuard {
     }
 }
 
-/// Undoes a `pending` increment if a `spawn` future is dropped mid-push.
-struct PendingGuard<'a>(&'a Shared, bool);
-
-impl Drop for PendingGuard<'_> {
-    fn drop(&mut self) {
-        if self.1 {
-            self.0.pending_done();
-        }
-    }
-}
-
 enum Ended<T> {
     Done(Result<T, Panicked>),
     TimedOut,
     Aborted,
+}
+
+/// The future inside a queued task that never entered (or left) its lane.
+fn unbox<F: 'static>(q: Queued) -> F {
+    *q.job
+        .into_any()
+        .downcast::<F>()
+        .unwrap_or_else(|_| unreachable!("a queued job holds the future it was built from"))
 }
 
 /// Starts a task on tokio. Tasks without a run timeout get a future without
@@ -350,8 +380,16 @@ impl Shared {
         if self.closed.swap(true, Ordering::SeqCst) {
             return false;
         }
-        for lane in &self.lanes {
-            lane.close();
+        {
+            // An evicting spawn holds this lock from its eviction to its
+            // push, so it never evicts a task and then finds the lanes closed.
+            let _held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+            for lane in &self.lanes {
+                lane.close();
+            }
+            // Wakes spawns waiting for room (`Block`, `WaitTimeout`): they
+            // get `Closed`. Permits can still be given back after this.
+            self.room.close();
         }
         self.wake.notify_one();
         self.idle.notify_waiters();
@@ -359,18 +397,36 @@ impl Shared {
         true
     }
 
-    fn pending_done(&self) {
-        if self.pending.fetch_sub(1, Ordering::SeqCst) == 1 && self.closed.load(Ordering::SeqCst) {
+    /// Gives a waiting-room permit back: a waiting task started, failed, or
+    /// never entered its lane.
+    fn release_room(&self) {
+        self.room.add_permits(1);
+        // Pairs with `close` + `wait_idle`: either this sees `closed` and
+        // notifies, or the waiter's idle check sees the permit.
+        fence(Ordering::SeqCst);
+        if self.closed.load(Ordering::SeqCst) {
             self.idle.notify_waiters();
         }
     }
 
-    fn is_idle(&self) -> bool {
-        self.pending.load(Ordering::SeqCst) == 0 && self.sem.available_permits() == self.max_running
+    /// Whether no task waits (in a lane, held, or about to enter a lane).
+    fn nothing_waits(&self) -> bool {
+        self.room.available_permits() == self.capacity
     }
 
+    fn is_idle(&self) -> bool {
+        self.nothing_waits() && self.sem.available_permits() == self.max_running
+    }
+
+    /// Tasks waiting right now: the held task, then the lanes (read in
+    /// that order, tasks only move lane -> held, so none is counted twice).
     fn queued(&self) -> usize {
-        self.lanes.iter().map(|l| l.len()).sum()
+        let held = self
+            .held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some();
+        usize::from(held) + self.lanes.iter().map(|l| l.len()).sum::<usize>()
     }
 }
 
@@ -381,7 +437,7 @@ impl BoundedExecutor {
     }
 
     /// An executor with `max_running` permits and the default queue
-    /// (1024 per lane, `Overflow::Block`).
+    /// (1024 waiting in total, `Overflow::Block`).
     ///
     /// # Panics
     /// If `max_running` is 0 or there is no tokio runtime; use
@@ -394,13 +450,18 @@ impl BoundedExecutor {
     }
 
     fn from_builder(b: Builder, handle: &tokio::runtime::Handle) -> Self {
-        let lane = || Queue::bounded(b.queue_capacity, b.overflow).expect("checked by build");
+        // Never full (the room bounds the sum), so the policy is moot.
+        let lane = || Queue::bounded(b.queue_capacity, Overflow::Reject).expect("checked by build");
         let shared = Arc::new(Shared {
             name: b.name,
             max_running: b.max_running,
             sem: CachePadded::new(Semaphore::new(b.max_running)),
+            room: CachePadded::new(Semaphore::new(b.queue_capacity)),
+            capacity: b.queue_capacity,
+            overflow: b.overflow,
             lanes: [lane(), lane(), lane()],
-            pending: AtomicUsize::new(0),
+            held: Mutex::new(None),
+            stolen: Notify::new(),
             wake: Notify::new(),
             idle: Notify::new(),
             closed: AtomicBool::new(false),
@@ -432,13 +493,19 @@ impl BoundedExecutor {
 
     /// The overflow policy of the wait queue.
     pub fn overflow(&self) -> Overflow {
-        self.shared().lanes[0].overflow()
+        self.shared().overflow
+    }
+
+    /// How many tasks may wait in total (all lanes together, including the
+    /// one the dispatcher holds as next to start).
+    pub fn queue_capacity(&self) -> usize {
+        self.shared().capacity
     }
 
     /// Spawns `fut` at normal priority and weight 1. Resolves once the task
     /// is admitted (started, or queued) with a handle to its result; waits
-    /// only when the queue is full and the policy is `Block` or
-    /// `WaitTimeout`.
+    /// only when `queue_capacity` tasks already wait and the policy is
+    /// `Block` or `WaitTimeout`.
     pub async fn spawn<F>(&self, fut: F) -> Result<TaskHandle<F::Output>, SpawnError<F>>
     where
         F: Future + Send + 'static,
@@ -460,13 +527,14 @@ impl BoundedExecutor {
         match self.start_now(opts, fut) {
             Ok(h) => Ok(h),
             Err(Refused::Err(e)) => Err(e),
-            Err(Refused::Queue(fut)) => self.enqueue(opts, fut, true).await,
+            Err(Refused::Queue(fut)) => self.enqueue(opts, fut).await,
         }
     }
 
-    /// Spawns `fut` without waiting: when no slot is free and the lane is
-    /// full, the future is handed back (`Block` and `WaitTimeout` act as
-    /// `Reject`).
+    /// Spawns `fut` without waiting: when no slot is free and
+    /// `queue_capacity` tasks already wait, the future is handed back
+    /// (`Block` and `WaitTimeout` act as `Reject`; `DropOldest` still evicts
+    /// and queues, `DropNewest` still sheds).
     pub fn try_spawn<F>(&self, fut: F) -> Result<TaskHandle<F::Output>, SpawnError<F>>
     where
         F: Future + Send + 'static,
@@ -488,13 +556,7 @@ impl BoundedExecutor {
         match self.start_now(opts, fut) {
             Ok(h) => Ok(h),
             Err(Refused::Err(e)) => Err(e),
-            Err(Refused::Queue(fut)) => {
-                let (id, q, rx) = self.package(opts, fut);
-                let lane = &self.shared().lanes[opts.priority as usize];
-                let guard = PendingGuard(self.shared(), true);
-                self.admitted(lane.try_push(q), guard)
-                    .map(|()| TaskHandle::queued(id, rx))
-            }
+            Err(Refused::Queue(fut)) => self.try_enqueue(opts, fut),
         }
     }
 
@@ -513,7 +575,7 @@ impl BoundedExecutor {
             s.c.rejected.incr();
             return Err(Refused::Err(SpawnError::TooHeavy(fut)));
         }
-        if s.pending.load(Ordering::SeqCst) == 0 {
+        if s.nothing_waits() {
             if let Ok(p) = s.sem.try_acquire_many(opts.weight) {
                 p.forget();
                 let id = s.next_direct.fetch_add(1, Ordering::Relaxed) * 2;
@@ -524,12 +586,8 @@ impl BoundedExecutor {
         Err(Refused::Queue(fut))
     }
 
-    #[allow(clippy::type_complexity)]
-    fn package<F>(
-        &self,
-        opts: TaskOptions,
-        fut: F,
-    ) -> (u64, Queued, oneshot::Receiver<Result<F::Output, TaskError>>)
+    /// Boxes a task for its lane. Call only while holding a room permit.
+    fn package<F>(&self, opts: TaskOptions, fut: F) -> (Queued, TaskHandle<F::Output>)
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
@@ -537,88 +595,232 @@ impl BoundedExecutor {
         let s = self.shared();
         let id = s.next_queued.fetch_add(1, Ordering::Relaxed) * 2 + 1;
         let (tx, rx) = oneshot::channel();
-        s.pending.fetch_add(1, Ordering::SeqCst);
         let q = Queued {
             id,
             weight: opts.weight,
-            enqueued: Instant::now(),
+            deadline: s.queue_timeout.map(|d| Instant::now() + d),
             job: Box::new(QueuedJob { id, fut, tx }),
         };
-        (id, q, rx)
+        (q, TaskHandle::queued(id, rx))
     }
 
+    /// The queue path of `spawn`: take a room permit (waiting under `Block`
+    /// and `WaitTimeout`), then enter the lane.
     async fn enqueue<F>(
         &self,
         opts: TaskOptions,
         fut: F,
-        wait: bool,
     ) -> Result<TaskHandle<F::Output>, SpawnError<F>>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        let (id, q, rx) = self.package(opts, fut);
-        let guard = PendingGuard(self.shared(), true);
-        let lane = &self.shared().lanes[opts.priority as usize];
-        let res = if wait {
-            lane.push(q).await
-        } else {
-            lane.try_push(q)
+        let s = self.shared();
+        let wait = match s.overflow {
+            Overflow::Block => None,
+            Overflow::WaitTimeout(d) => Some(d),
+            _ => return self.try_enqueue(opts, fut),
         };
-        self.admitted(res, guard)
-            .map(|()| TaskHandle::queued(id, rx))
+        match s.room.try_acquire() {
+            Ok(p) => {
+                p.forget();
+                return self.push_reserved(opts, fut);
+            }
+            Err(TryAcquireError::Closed) => return Err(self.refuse(Refusal::Closed, fut)),
+            Err(TryAcquireError::NoPermits) => {}
+        }
+        tracing::trace!(executor = %s.name, "queue full: spawn waits for room");
+        // Dropping this future while it waits takes no permit: nothing leaks.
+        let got = match wait {
+            None => s.room.acquire().await.map_err(|_| Refusal::Closed),
+            Some(d) => match tokio::time::timeout(d, s.room.acquire()).await {
+                Ok(r) => r.map_err(|_| Refusal::Closed),
+                Err(_) => Err(Refusal::Timeout),
+            },
+        };
+        match got {
+            Ok(p) => {
+                p.forget();
+                self.push_reserved(opts, fut)
+            }
+            Err(why) => Err(self.refuse(why, fut)),
+        }
     }
 
-    fn admitted<F: 'static>(
+    /// The queue path of `try_spawn` (and of `spawn` under the policies
+    /// that never wait).
+    fn try_enqueue<F>(
         &self,
-        res: Result<Admitted<Queued>, PushError<Queued>>,
-        mut guard: PendingGuard<'_>,
-    ) -> Result<(), SpawnError<F>> {
+        opts: TaskOptions,
+        fut: F,
+    ) -> Result<TaskHandle<F::Output>, SpawnError<F>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
         let s = self.shared();
-        match res {
-            Ok(adm) => {
-                guard.1 = false;
-                s.c.accepted_queued.incr();
-                for old in adm.into_evicted() {
-                    s.c.returned.incr();
-                    crate::metrics::task_ended(&s.name, "evicted");
-                    tracing::debug!(executor = %s.name, task = old.id, "queued task evicted (DropOldest)");
-                    old.job.fail(TaskError::Evicted);
-                    s.pending_done();
-                }
-                s.wake.notify_one();
-                Ok(())
+        match s.room.try_acquire() {
+            Ok(p) => {
+                p.forget();
+                return self.push_reserved(opts, fut);
+            }
+            Err(TryAcquireError::Closed) => return Err(self.refuse(Refusal::Closed, fut)),
+            Err(TryAcquireError::NoPermits) => {}
+        }
+        match s.overflow {
+            Overflow::DropOldest => self.evict_and_push(opts, fut),
+            Overflow::DropNewest => Err(self.refuse(Refusal::Dropped, fut)),
+            _ => Err(self.refuse(Refusal::Full, fut)),
+        }
+    }
+
+    /// Enters the lane with a room permit already taken.
+    fn push_reserved<F>(
+        &self,
+        opts: TaskOptions,
+        fut: F,
+    ) -> Result<TaskHandle<F::Output>, SpawnError<F>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let s = self.shared();
+        let (q, h) = self.package(opts, fut);
+        match s.lanes[opts.priority as usize].try_push(q) {
+            Ok(_) => {
+                self.queued_ok();
+                Ok(h)
             }
             Err(e) => {
-                drop(guard);
-                let (ctor, q): (fn(F) -> SpawnError<F>, Queued) = match e {
-                    PushError::Full(q) => {
-                        s.c.rejected.incr();
-                        (SpawnError::Full, q)
-                    }
-                    PushError::Dropped(q) => {
-                        s.c.dropped.incr();
-                        (SpawnError::Dropped, q)
-                    }
-                    PushError::Timeout(q) => {
-                        s.c.rejected.incr();
-                        (SpawnError::Timeout, q)
-                    }
-                    PushError::Closed(q) => {
-                        s.c.rejected_after_close.incr();
-                        (SpawnError::Closed, q)
-                    }
+                // Closed since the permit was taken (a lane is never full).
+                s.release_room();
+                let why = if e.is_closed() {
+                    Refusal::Closed
+                } else {
+                    Refusal::Full
                 };
-                crate::metrics::spawn_refused(&s.name);
-                tracing::debug!(executor = %s.name, "spawn refused");
-                let fut = *q.job.into_any().downcast::<F>().unwrap_or_else(|_| {
-                    unreachable!("a queued job holds the future it was built from")
-                });
-                Err(ctor(fut))
+                Err(self.refuse(why, unbox::<F>(e.into_inner())))
             }
         }
     }
 
+    /// `DropOldest` with the room full: evict one waiting task and take
+    /// over its room permit. Victim order: the oldest of the low lane, then
+    /// of the normal lane, then of the high lane, then the task the
+    /// dispatcher holds as next to start.
+    fn evict_and_push<F>(
+        &self,
+        opts: TaskOptions,
+        fut: F,
+    ) -> Result<TaskHandle<F::Output>, SpawnError<F>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let s = self.shared();
+        let (q, h) = self.package(opts, fut);
+        let mut q = Some(q);
+        loop {
+            // Room may have appeared since the last look.
+            match s.room.try_acquire() {
+                Ok(p) => {
+                    p.forget();
+                    let q = q.take().expect("not pushed yet");
+                    return match s.lanes[opts.priority as usize].try_push(q) {
+                        Ok(_) => {
+                            self.queued_ok();
+                            Ok(h)
+                        }
+                        Err(e) => {
+                            s.release_room();
+                            Err(self.refuse(Refusal::Closed, unbox::<F>(e.into_inner())))
+                        }
+                    };
+                }
+                Err(TryAcquireError::Closed) => {
+                    let q = q.take().expect("not pushed yet");
+                    return Err(self.refuse(Refusal::Closed, unbox::<F>(q)));
+                }
+                Err(TryAcquireError::NoPermits) => {}
+            }
+            let victim = {
+                let mut held = s.held.lock().unwrap_or_else(|e| e.into_inner());
+                if s.closed.load(Ordering::SeqCst) {
+                    drop(held);
+                    let q = q.take().expect("not pushed yet");
+                    return Err(self.refuse(Refusal::Closed, unbox::<F>(q)));
+                }
+                let mut from_held = false;
+                let victim = [2, 1, 0]
+                    .iter()
+                    .find_map(|&i| s.lanes[i].try_pop())
+                    .or_else(|| {
+                        from_held = true;
+                        held.take()
+                    });
+                if let Some(v) = &victim {
+                    // The victim's permit is ours now. The lanes are open
+                    // (`close` waits for this lock) and hold at most
+                    // `capacity - 1` others, so the push succeeds.
+                    let q = q.take().expect("not pushed yet");
+                    if let Err(e) = s.lanes[opts.priority as usize].try_push(q) {
+                        unreachable!(
+                            "lane refused a task with a room permit: {e:?} (victim {})",
+                            v.id
+                        );
+                    }
+                }
+                victim.map(|v| (v, from_held))
+            };
+            if let Some((old, from_held)) = victim {
+                if from_held {
+                    // The dispatcher stops waiting for the victim's permits.
+                    s.stolen.notify_waiters();
+                }
+                s.c.returned.incr();
+                crate::metrics::task_ended(&s.name, "evicted");
+                tracing::debug!(executor = %s.name, task = old.id, "queued task evicted (DropOldest)");
+                old.job.fail(TaskError::Evicted);
+                self.queued_ok();
+                return Ok(h);
+            }
+            // Every room permit is in a hand-over that takes no `.await`
+            // (a spawn between its permit and its push, the dispatcher
+            // between its pop and its start): it ends in a few instructions.
+            std::thread::yield_now();
+        }
+    }
+
+    fn queued_ok(&self) {
+        let s = self.shared();
+        s.c.accepted_queued.incr();
+        s.wake.notify_one();
+    }
+
+    fn refuse<F>(&self, why: Refusal, fut: F) -> SpawnError<F> {
+        let s = self.shared();
+        let err = match why {
+            Refusal::Full => {
+                s.c.rejected.incr();
+                SpawnError::Full(fut)
+            }
+            Refusal::Dropped => {
+                s.c.dropped.incr();
+                SpawnError::Dropped(fut)
+            }
+            Refusal::Timeout => {
+                s.c.rejected.incr();
+                SpawnError::Timeout(fut)
+            }
+            Refusal::Closed => {
+                s.c.rejected_after_close.incr();
+                SpawnError::Closed(fut)
+            }
+        };
+        crate::metrics::spawn_refused(&s.name);
+        tracing::debug!(executor = %s.name, "spawn refused");
+        err
+    }
     /// A snapshot of the executor's state and counters.
     pub fn stats(&self) -> ExecutorStats {
         let s = self.shared();
@@ -635,7 +837,7 @@ impl BoundedExecutor {
         ExecutorStats {
             max_running: s.max_running,
             running: (accepted.saturating_sub(ended) as usize)
-                .saturating_sub(s.pending.load(Ordering::Relaxed))
+                .saturating_sub(queued)
                 .min(permits_in_use),
             permits_in_use,
             queued,
