@@ -77,18 +77,18 @@ impl Tasks {
         // `done` moves into the task: dropping the task, even unpolled,
         // accounts for it.
         tokio::spawn(async move {
-            let me = done.tasks.clone();
             let Ok(result) = Abortable::new(weft_core::catch_unwind(fut), registration).await
             else {
                 return; // aborted: `done` records it
             };
             done.returned();
+            let tasks = &done.tasks;
             match result {
-                Ok(()) if token.is_cancelled() => me.cancelled.fetch_add(1, Ordering::Relaxed),
-                Ok(()) => me.completed.fetch_add(1, Ordering::Relaxed),
+                Ok(()) if token.is_cancelled() => tasks.cancelled.fetch_add(1, Ordering::Relaxed),
+                Ok(()) => tasks.completed.fetch_add(1, Ordering::Relaxed),
                 Err(p) => {
                     tracing::error!(task = %task_name, panic = %p.message(), "tracked task panicked");
-                    me.panicked.fetch_add(1, Ordering::Relaxed)
+                    tasks.panicked.fetch_add(1, Ordering::Relaxed)
                 }
             };
         });
