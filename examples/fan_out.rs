@@ -40,7 +40,7 @@ async fn main() -> Result<(), BoxError> {
                 sleep(Duration::from_millis(50)).await;
                 Ok::<_, BoxError>(format!("{svc}: ok"))
             },
-        )
+        )?
         .try_collect(),
     )
     .await??;
@@ -141,7 +141,7 @@ where
             svc.oneshot(i).await?;
             Ok::<_, BoxError>(start.elapsed())
         }
-    })
+    })?
     .try_collect()
     .await
     .map_err(|e| format!("{e}"))?;

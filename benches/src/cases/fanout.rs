@@ -179,6 +179,7 @@ pub async fn scatter_timer(imp: &'static str, items: u64) -> u64 {
     };
     let out: Vec<u64> = match imp {
         "weft-scatter" => scatter(0..items, CONCURRENCY, f)
+            .expect("CONCURRENCY is not 0")
             .try_collect()
             .await
             .expect("infallible"),
@@ -201,6 +202,7 @@ pub async fn scatter_cpu(imp: &'static str, items: u64, iters: u32) -> u64 {
     let f = move |i: u64| async move { Ok::<_, Infallible>(job(i, iters)) };
     match imp {
         "weft-scatter-spawned" => scatter(0..items, CONCURRENCY, f)
+            .expect("CONCURRENCY is not 0")
             .spawned()
             .completion_order()
             .try_collect()
@@ -209,6 +211,7 @@ pub async fn scatter_cpu(imp: &'static str, items: u64, iters: u32) -> u64 {
             .into_iter()
             .fold(0u64, u64::wrapping_add),
         "weft-scatter" => scatter(0..items, CONCURRENCY, f)
+            .expect("CONCURRENCY is not 0")
             .completion_order()
             .try_collect()
             .await

@@ -22,19 +22,21 @@
 //! use weft_fanout::{deadline, scatter};
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
-//! # async fn main() {
+//! # async fn main() -> Result<(), weft_fanout::ScatterError> {
 //! async fn fetch(shard: u32) -> Result<u32, std::io::Error> {
 //!     tokio::time::sleep(Duration::from_millis(50)).await;
 //!     Ok(shard * 10)
 //! }
 //! let start = tokio::time::Instant::now();
 //! // The whole request has 200 ms; every shard call inherits that deadline.
-//! let rows = deadline::within(Duration::from_millis(200), scatter(0..5, 5, fetch).try_collect())
+//! // `?`: a concurrency of 0 is refused when the scatter is built.
+//! let rows = deadline::within(Duration::from_millis(200), scatter(0..5, 5, fetch)?.try_collect())
 //!     .await
 //!     .expect("within the deadline")
 //!     .expect("every shard answered");
 //! assert_eq!(rows, [0, 10, 20, 30, 40]);
 //! assert_eq!(start.elapsed(), Duration::from_millis(50));
+//! # Ok(())
 //! # }
 //! ```
 //!
@@ -50,9 +52,19 @@
 //!
 //! A panic in user code is caught at the boundary and becomes an error
 //! carrying [`weft_core::Panicked`] for that item only. Configuration that
-//! cannot work (no replicas, a quorum larger than the replica set, a zero
-//! weight or buffer) is refused when built, with an error that says what to
-//! pass instead. The tower services pass the inner error through as a
+//! cannot work is refused when the thing is built, with a typed error whose
+//! message says what to pass instead, never with a panic:
+//!
+//! | built by | refused | error |
+//! |---|---|---|
+//! | [`scatter()`] | concurrency 0 | [`ScatterError`] |
+//! | [`broadcast::Broadcast::new`] | no services, a quorum of 0, a quorum larger than the replica set | [`broadcast::BuildError`] |
+//! | [`hedge::HedgeLayerBuilder::build`] | no delay chosen, a percentile outside `(0, 1]`, `min_samples` 0, a window smaller than `min_samples`, a budget ratio outside `[0, 1)` | [`hedge::ConfigError`] |
+//! | [`merge::merge_weighted`], [`merge::merge_biased`] | a weight of 0, a fairness interval of 0 | [`merge::MergeError`] |
+//! | [`mux::PriorityMux::new`], [`mux::PriorityMux::fairness`] | a buffer of 0, a fairness interval of 0 | [`mux::MuxError`] |
+//! | [`partition::Partitioner::new`] | 0 workers, a queue capacity of 0 | [`partition::PartitionError`] |
+//!
+//! The tower services pass the inner error through as a
 //! [`weft_core::BoxError`]; weft's own errors
 //! ([`deadline::DeadlineExceeded`], [`broadcast::QuorumNotReached`]) are
 //! found with `downcast_ref`.
@@ -79,4 +91,4 @@ pub mod mux;
 pub mod partition;
 pub mod scatter;
 
-pub use scatter::{Failures, ItemError, Order, Scatter, scatter};
+pub use scatter::{Failures, ItemError, Order, Scatter, ScatterError, scatter};

@@ -12,8 +12,12 @@ use futures::Stream;
 #[non_exhaustive]
 pub enum MuxError {
     /// The per-input buffer is 0; pass at least 1.
-    #[error("priority mux buffer must hold at least 1 item per input")]
+    #[error("priority mux buffer must hold at least 1 item per input; pass 1 or more")]
     ZeroBuffer,
+    /// The fairness interval is 0; pass at least 1 (1 is plain round robin
+    /// over the non-empty buffers).
+    #[error("priority mux fairness interval must be at least 1 (1 is plain round robin)")]
+    ZeroFairness,
 }
 
 struct Lane<S: Stream> {
@@ -89,10 +93,23 @@ impl<S: Stream + Unpin> PriorityMux<S> {
 
 impl<S: Stream> PriorityMux<S> {
     /// Takes every `every`-th item round robin from the non-empty buffers
-    /// (default: strict priority). `every` of 0 is treated as 1.
-    pub fn fairness(mut self, every: u64) -> Self {
-        self.every = Some(every.max(1));
-        self
+    /// (default: strict priority). Refused if `every` is 0
+    /// ([`MuxError::ZeroFairness`]; 1 is plain round robin), like
+    /// [`merge_biased`](crate::merge::merge_biased).
+    ///
+    /// ```
+    /// use futures::stream;
+    /// use weft_fanout::mux::{MuxError, PriorityMux};
+    ///
+    /// let mux = PriorityMux::new([(1, stream::iter([1]))], 8).unwrap();
+    /// assert_eq!(mux.fairness(0).unwrap_err(), MuxError::ZeroFairness);
+    /// ```
+    pub fn fairness(mut self, every: u64) -> Result<Self, MuxError> {
+        if every == 0 {
+            return Err(MuxError::ZeroFairness);
+        }
+        self.every = Some(every);
+        Ok(self)
     }
 
     /// Items received but not yet emitted.

@@ -18,10 +18,10 @@ use weft_core::{Panicked, catch_unwind};
 #[non_exhaustive]
 pub enum PartitionError {
     /// No workers; pass at least 1.
-    #[error("partition needs at least 1 worker")]
+    #[error("partition needs at least 1 worker; pass 1 or more")]
     ZeroWorkers,
     /// The per-worker queue has capacity 0; pass at least 1.
-    #[error("partition queue capacity must be at least 1")]
+    #[error("partition queue capacity must be at least 1; pass 1 or more")]
     ZeroCapacity,
 }
 

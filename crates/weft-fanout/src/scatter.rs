@@ -35,13 +35,13 @@ use weft_core::Panicked;
 /// use weft_fanout::{ItemError, scatter};
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
-/// # async fn main() {
+/// # async fn main() -> Result<(), weft_fanout::ScatterError> {
 /// // Five 50 ms calls take 50 ms, not 250 ms.
 /// let start = tokio::time::Instant::now();
 /// let pages = scatter(1..=5, 10, |id: u32| async move {
 ///     tokio::time::sleep(Duration::from_millis(50)).await;
 ///     Ok::<_, std::io::Error>(format!("page {id}"))
-/// })
+/// })?
 /// .try_collect()
 /// .await
 /// .unwrap();
@@ -51,36 +51,64 @@ use weft_core::Panicked;
 /// // The first error wins and cancels the rest.
 /// let err = scatter(0..100, 4, |i: u32| async move {
 ///     if i == 3 { Err("bad item") } else { Ok(i) }
-/// })
+/// })?
 /// .try_collect()
 /// .await
 /// .unwrap_err();
 /// assert_eq!(err.index(), 3);
 /// assert!(matches!(err, ItemError::Failed { error: "bad item", .. }));
+/// # Ok::<_, weft_fanout::ScatterError>(())
 /// # }
 /// ```
 ///
-/// # Panics
+/// # Errors
 ///
-/// If `concurrency` is 0 (pass 1 to run the items one at a time).
-pub fn scatter<I, F, Fut, T, E>(items: I, concurrency: usize, f: F) -> Scatter<I::IntoIter, F>
+/// [`ScatterError::ZeroConcurrency`] if `concurrency` is 0: nothing could
+/// ever run. Pass 1 to run the items one at a time. The check is made here,
+/// when the scatter is built, so the gathering methods keep the error types
+/// of their policies.
+///
+/// ```
+/// use weft_fanout::{ScatterError, scatter};
+///
+/// let err = scatter(0..3, 0, |i: u32| async move { Ok::<_, ()>(i) }).unwrap_err();
+/// assert_eq!(err, ScatterError::ZeroConcurrency);
+/// assert_eq!(
+///     err.to_string(),
+///     "scatter concurrency must be at least 1; pass 1 to run the items one at a time"
+/// );
+/// ```
+pub fn scatter<I, F, Fut, T, E>(
+    items: I,
+    concurrency: usize,
+    f: F,
+) -> Result<Scatter<I::IntoIter, F>, ScatterError>
 where
     I: IntoIterator,
     F: FnMut(I::Item) -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    assert!(
-        concurrency > 0,
-        "scatter: concurrency must be at least 1 (pass 1 to run the items one at a time)"
-    );
-    Scatter {
+    if concurrency == 0 {
+        return Err(ScatterError::ZeroConcurrency);
+    }
+    Ok(Scatter {
         items: items.into_iter(),
         f,
         concurrency,
         order: Order::Input,
         name: "scatter",
         _mode: PhantomData,
-    }
+    })
+}
+
+/// A scatter that cannot be built; see [`scatter`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ScatterError {
+    /// The concurrency limit is 0, so no item could ever start; pass at
+    /// least 1 (1 runs the items one at a time).
+    #[error("scatter concurrency must be at least 1; pass 1 to run the items one at a time")]
+    ZeroConcurrency,
 }
 
 /// The order in which gathered results are returned.

@@ -180,6 +180,30 @@ async fn build_errors_say_what_to_pass() {
         }
     );
     assert!(err.to_string().contains("pass at most 1"), "{err}");
+    assert!(
+        BuildError::NoServices
+            .to_string()
+            .contains("pass one or more"),
+        "{}",
+        BuildError::NoServices
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_quorum_of_zero_is_refused_when_built() {
+    let t = Tracker::default();
+    let replicas = vec![replica(0, ms(1), true, &t), replica(1, ms(1), true, &t)];
+    let err = Broadcast::new(replicas.clone(), Quorum::<usize>::new(0)).unwrap_err();
+    assert_eq!(err, BuildError::ZeroQuorum);
+    assert_eq!(
+        err.to_string(),
+        "quorum must be at least 1; pass 1 for \"any one replica\""
+    );
+    assert_eq!(t.live(), 0, "no replica was called");
+    // What the message says to pass: a quorum of 1 is the first answer.
+    let mut svc = Broadcast::new(replicas, Quorum::new(1)).unwrap();
+    let answer = svc.ready().await.unwrap().call(7).await.unwrap();
+    assert_eq!(answer.len(), 1);
 }
 
 #[tokio::test]

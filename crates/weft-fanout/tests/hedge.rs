@@ -289,6 +289,60 @@ fn bad_configurations_are_refused() {
             min_samples: 50
         })
     ));
+    // Zero where it makes no sense: refused with what to pass, not clamped.
+    let err = HedgeLayer::builder()
+        .latency_percentile(0.9)
+        .min_samples(0)
+        .build()
+        .unwrap_err();
+    assert_eq!(err, ConfigError::ZeroMinSamples);
+    assert!(err.to_string().contains("pass e.g. 20"), "{err}");
+    let err = HedgeLayer::builder()
+        .latency_percentile(0.9)
+        .window(0)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        err,
+        ConfigError::Window {
+            window: 0,
+            min_samples: 20
+        }
+    );
+    assert!(
+        err.to_string().contains("pass a window of at least 20"),
+        "{err}"
+    );
+    // NaN and out-of-range values are refused too, never a panic.
+    for p in [0.0, -0.5, f64::NAN] {
+        assert!(matches!(
+            HedgeLayer::builder().latency_percentile(p).build(),
+            Err(ConfigError::Percentile(_))
+        ));
+    }
+    for r in [-0.1, 1.5, f64::NAN] {
+        assert!(matches!(
+            HedgeLayer::builder()
+                .fixed_delay(ms(1))
+                .budget_ratio(r)
+                .build(),
+            Err(ConfigError::BudgetRatio(_))
+        ));
+    }
+    assert!(
+        ConfigError::NoDelay
+            .to_string()
+            .contains("call fixed_delay(..) or latency_percentile(..)")
+    );
+    // min_samples 1 (what the message allows) builds.
+    assert!(
+        HedgeLayer::builder()
+            .latency_percentile(0.9)
+            .min_samples(1)
+            .window(1)
+            .build()
+            .is_ok()
+    );
 }
 
 /// A hedge reserves the inner service's capacity (`poll_ready` on its own

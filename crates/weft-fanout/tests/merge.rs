@@ -124,7 +124,7 @@ proptest! {
     ) {
         let mut mux = PriorityMux::new(inputs(&spec).into_iter().zip(&prios).map(|(s, p)| (*p, s)), buffer).unwrap();
         if let Some(f) = fairness {
-            mux = mux.fairness(f);
+            mux = mux.fairness(f).unwrap();
         }
         let out: Vec<_> = block_on(mux.collect());
         check_exactly_once(&spec, &out)?;
@@ -202,6 +202,41 @@ fn bad_merges_are_refused() {
         PriorityMux::new([(1, s())], 0).unwrap_err(),
         MuxError::ZeroBuffer
     );
+    assert_eq!(
+        PriorityMux::new([(1, s())], 1)
+            .unwrap()
+            .fairness(0)
+            .unwrap_err(),
+        MuxError::ZeroFairness
+    );
+    // Every message says what to pass instead.
+    for (err, pass) in [
+        (
+            MergeError::ZeroWeight { input: 1 }.to_string(),
+            "at least 1",
+        ),
+        (MergeError::ZeroFairness.to_string(), "at least 1"),
+        (MuxError::ZeroBuffer.to_string(), "pass 1 or more"),
+        (MuxError::ZeroFairness.to_string(), "at least 1"),
+    ] {
+        assert!(err.contains(pass), "{err}");
+        assert!(err.starts_with(char::is_lowercase), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn mux_fairness_of_one_is_round_robin() {
+    let hi = stream::iter(vec!["h1", "h2", "h3"]);
+    let lo = stream::iter(vec!["l1", "l2"]);
+    let mux = PriorityMux::new([(9, hi), (1, lo)], 8)
+        .unwrap()
+        .fairness(1)
+        .unwrap();
+    let out: Vec<_> = mux.collect().await;
+    assert_eq!(out.len(), 5);
+    // Both inputs are served before either is exhausted.
+    let first_lo = out.iter().position(|x| x.starts_with('l')).unwrap();
+    assert!(first_lo <= 1, "{out:?}");
 }
 
 /// The reference Go multiplexer receives one event from every channel per

@@ -123,4 +123,7 @@ fn zero_workers_or_capacity_is_refused() {
         Partitioner::new(1, 0).unwrap_err(),
         PartitionError::ZeroCapacity
     );
+    for err in [PartitionError::ZeroWorkers, PartitionError::ZeroCapacity] {
+        assert!(err.to_string().contains("pass 1 or more"), "{err}");
+    }
 }

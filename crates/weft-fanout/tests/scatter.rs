@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use support::{Tracker, settle_tasks};
 use tokio::time::{Instant, sleep};
-use weft_fanout::{ItemError, Order, deadline, scatter};
+use weft_fanout::{ItemError, Order, ScatterError, deadline, scatter};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -24,17 +24,19 @@ async fn input_order_and_completion_order() {
         Ok::<_, ()>(i)
     };
     let start = Instant::now();
-    let ordered = scatter(0..10, 10, f).try_collect().await.unwrap();
+    let ordered = scatter(0..10, 10, f).unwrap().try_collect().await.unwrap();
     assert_eq!(ordered, (0..10).collect::<Vec<_>>());
     assert_eq!(start.elapsed(), ms(10), "all ten ran concurrently");
 
     let done = scatter(0..10, 10, f)
+        .unwrap()
         .completion_order()
         .try_collect()
         .await
         .unwrap();
     assert_eq!(done, (0..10).rev().collect::<Vec<_>>());
     let per_item = scatter(0..10, 10, f)
+        .unwrap()
         .order(Order::Completion)
         .results()
         .await;
@@ -57,6 +59,7 @@ async fn concurrency_limit_is_respected() {
             Ok::<_, ()>(i)
         }
     })
+    .unwrap()
     .try_collect()
     .await
     .unwrap();
@@ -82,6 +85,7 @@ async fn first_error_cancels_the_rest() {
             Ok(i)
         }
     })
+    .unwrap()
     .try_collect()
     .await
     .unwrap_err();
@@ -103,6 +107,7 @@ async fn collect_all_runs_everything_and_reports_every_error() {
         sleep(ms(i)).await;
         if i % 3 == 0 { Err(i) } else { Ok(i * 10) }
     })
+    .unwrap()
     .collect_all()
     .await
     .unwrap_err();
@@ -116,6 +121,7 @@ async fn collect_all_runs_everything_and_reports_every_error() {
     );
 
     let all = scatter(0..4u64, 2, |i| async move { Ok::<_, ()>(i) })
+        .unwrap()
         .collect_all()
         .await;
     assert_eq!(all.unwrap(), [0, 1, 2, 3]);
@@ -132,6 +138,7 @@ async fn per_item_results_contain_panics() {
         }
         Ok(i)
     })
+    .unwrap()
     .results()
     .await;
     assert_eq!(results.len(), 4);
@@ -167,6 +174,7 @@ async fn spawned_runs_in_parallel_and_contains_panics() {
             Ok::<_, ()>(i)
         }
     })
+    .unwrap()
     .spawned()
     .results()
     .await;
@@ -200,6 +208,7 @@ async fn spawned_fail_fast_leaves_no_task_alive() {
             Ok(i)
         }
     })
+    .unwrap()
     .spawned()
     .try_collect()
     .await
@@ -224,6 +233,7 @@ async fn dropping_a_spawned_scatter_aborts_its_tasks() {
             Ok::<_, ()>(i)
         }
     })
+    .unwrap()
     .spawned()
     .try_collect();
     // The caller gives up after 20 ms.
@@ -245,6 +255,7 @@ async fn spawned_items_inherit_the_deadline() {
             3,
             |_| async move { Ok::<_, ()>(deadline::remaining()) },
         )
+        .unwrap()
         .spawned()
         .try_collect()
         .await
@@ -255,10 +266,31 @@ async fn spawned_items_inherit_the_deadline() {
     assert_eq!(out, vec![Some(ms(100)); 3]);
 }
 
-#[test]
-#[should_panic(expected = "concurrency must be at least 1")]
-fn zero_concurrency_is_refused() {
-    let _ = scatter(0..1, 0, |i: i32| async move { Ok::<_, ()>(i) });
+#[tokio::test]
+async fn zero_concurrency_is_refused_when_built_and_nothing_runs() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let err = scatter(0..10, 0, move |i: i32| {
+        c.fetch_add(1, Ordering::SeqCst);
+        async move { Ok::<_, ()>(i) }
+    })
+    .unwrap_err();
+    assert_eq!(err, ScatterError::ZeroConcurrency);
+    assert_eq!(
+        err.to_string(),
+        "scatter concurrency must be at least 1; pass 1 to run the items one at a time"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "no item was started");
+    // It is a plain error: `?` turns it into a BoxError.
+    let boxed: weft_core::BoxError = err.into();
+    assert!(boxed.downcast_ref::<ScatterError>().is_some());
+    // What the message says to pass works: one at a time, in input order.
+    let one = scatter(0..10, 1, |i: i32| async move { Ok::<_, ()>(i) })
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(one, (0..10).collect::<Vec<_>>());
 }
 
 #[tokio::test]
@@ -267,6 +299,7 @@ async fn a_panic_while_making_the_future_is_that_items_error() {
         assert_ne!(i, 1, "cannot even start item one");
         async move { Ok::<_, ()>(i) }
     })
+    .unwrap()
     .results()
     .await;
     assert_eq!(results.len(), 3);
@@ -279,6 +312,7 @@ async fn a_panic_while_making_the_future_is_that_items_error() {
         assert_ne!(i, 5, "five");
         async move { Ok::<_, ()>(i) }
     })
+    .unwrap()
     .try_collect()
     .await
     .unwrap_err();

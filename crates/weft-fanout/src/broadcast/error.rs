@@ -7,8 +7,12 @@ use weft_core::BoxError;
 #[non_exhaustive]
 pub enum BuildError {
     /// No services were given; pass at least one.
-    #[error("broadcast needs at least one service")]
+    #[error("broadcast needs at least one service; pass one or more")]
     NoServices,
+    /// The quorum asks for 0 answers (a quorum of nothing); pass at least 1
+    /// (1 is "any one replica").
+    #[error("quorum must be at least 1; pass 1 for \"any one replica\"")]
+    ZeroQuorum,
     /// The quorum asks for more answers than there are services.
     #[error(
         "quorum of {needed} cannot be reached with {services} services; pass at most {services}"

@@ -16,6 +16,9 @@ impl<R> Strategy for All<R> {}
 impl Strategy for FirstSuccess {}
 impl<R> Strategy for Quorum<R> {
     fn validate(&self, replicas: usize) -> Result<(), BuildError> {
+        if self.needed == 0 {
+            return Err(BuildError::ZeroQuorum);
+        }
         if self.needed > replicas {
             return Err(BuildError::QuorumTooLarge {
                 needed: self.needed,
@@ -178,14 +181,20 @@ impl<R> Clone for Quorum<R> {
 impl<R> Quorum<R> {
     /// A quorum of `k` answers.
     ///
-    /// # Panics
+    /// `k` is checked against the replica set when the broadcast is built:
+    /// [`Broadcast::new`](super::Broadcast::new) refuses a quorum of 0
+    /// ([`BuildError::ZeroQuorum`]; pass 1 for "any one replica") and one
+    /// larger than the number of services ([`BuildError::QuorumTooLarge`]),
+    /// so the strategy stays a plain value and building needs one `?`.
     ///
-    /// If `k` is 0 (a quorum of nothing; use 1 for "any one replica").
+    /// ```
+    /// use weft_fanout::broadcast::{Broadcast, BuildError, Quorum};
+    /// # let replicas = vec![tower::service_fn(|x: u32| async move { Ok::<_, std::io::Error>(x) }); 3];
+    /// let err = Broadcast::new(replicas, Quorum::<u32>::new(0)).unwrap_err();
+    /// assert_eq!(err, BuildError::ZeroQuorum);
+    /// assert!(err.to_string().contains("pass 1"));
+    /// ```
     pub fn new(k: usize) -> Self {
-        assert!(
-            k > 0,
-            "quorum must be at least 1 (use 1 for \"any one replica\")"
-        );
         Quorum {
             needed: k,
             answers: Vec::new(),

@@ -11,7 +11,14 @@ pub enum ConfigError {
         "hedge budget ratio must be in [0, 1) so hedging cannot double the load, got {0}; pass e.g. 0.1"
     )]
     BudgetRatio(f64),
-    /// The latency window is empty; pass at least `min_samples`.
+    /// `min_samples` is 0: a percentile of no latencies is not a delay;
+    /// pass at least 1.
+    #[error(
+        "min_samples must be at least 1; pass e.g. 20 (a percentile of fewer samples is mostly noise)"
+    )]
+    ZeroMinSamples,
+    /// The latency window is empty or smaller than `min_samples`; pass at
+    /// least `min_samples`.
     #[error(
         "latency window of {window} cannot hold min_samples = {min_samples}; pass a window of at least {min_samples}"
     )]

@@ -82,7 +82,8 @@ impl HedgeLayerBuilder {
     }
 
     /// Latencies needed before percentile hedging starts (default 20: a
-    /// percentile of fewer samples is mostly noise).
+    /// percentile of fewer samples is mostly noise). At least 1:
+    /// [`build`](Self::build) refuses 0 with [`ConfigError::ZeroMinSamples`].
     pub fn min_samples(mut self, n: usize) -> Self {
         self.min_samples = n;
         self
@@ -121,7 +122,8 @@ impl HedgeLayerBuilder {
         self
     }
 
-    /// The layer, or what to change.
+    /// The layer, or what to change: a [`ConfigError`] whose message says
+    /// what to pass instead. Nothing in the hedge panics on configuration.
     pub fn build(self) -> Result<HedgeLayer, ConfigError> {
         let source = match (self.fixed, self.percentile) {
             (Some(d), _) => DelaySource::Fixed(d),
@@ -129,15 +131,18 @@ impl HedgeLayerBuilder {
                 if !(p > 0.0 && p <= 1.0) {
                     return Err(ConfigError::Percentile(p));
                 }
-                if self.window == 0 || self.window < self.min_samples {
+                if self.min_samples == 0 {
+                    return Err(ConfigError::ZeroMinSamples);
+                }
+                if self.window < self.min_samples {
                     return Err(ConfigError::Window {
                         window: self.window,
-                        min_samples: self.min_samples.max(1),
+                        min_samples: self.min_samples,
                     });
                 }
                 DelaySource::Percentile {
                     p,
-                    min_samples: self.min_samples.max(1),
+                    min_samples: self.min_samples,
                     window: self.window,
                 }
             }
