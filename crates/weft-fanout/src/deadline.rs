@@ -44,6 +44,13 @@ impl DeadlineExceeded {
     }
 }
 
+/// `start + d`, capped at about 30 years after `start` (tokio's own "far
+/// future") when the sum would overflow the clock.
+pub(crate) fn saturating_after(start: Instant, d: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(86_400 * 365 * 30);
+    start.checked_add(d).unwrap_or_else(|| start + FAR)
+}
+
 /// The deadline of the current task, if some caller set one.
 pub fn current() -> Option<Instant> {
     DEADLINE.try_with(|d| *d).ok()
@@ -56,9 +63,12 @@ pub fn remaining() -> Option<Duration> {
 }
 
 /// The deadline a child call with timeout `own` gets: the earlier of
-/// `now + own` and the current task's deadline.
+/// `now + own` and the current task's deadline. A timeout too large to add
+/// to the clock (`Duration::MAX` as "no timeout of my own") is capped at
+/// about 30 years from now, as `tokio::time::sleep` does, instead of
+/// overflowing.
 pub fn effective(own: Duration) -> Instant {
-    let mine = Instant::now() + own;
+    let mine = saturating_after(Instant::now(), own);
     match current() {
         Some(parent) if parent < mine => parent,
         _ => mine,

@@ -117,3 +117,31 @@ impl LayerFn for DeadlineLayer {
         tower::Layer::layer(&self, s)
     }
 }
+
+/// `Duration::MAX` as "no timeout of my own" does not overflow the clock:
+/// it is capped far in the future, and a parent's deadline still wins.
+#[tokio::test(start_paused = true)]
+async fn a_huge_own_timeout_is_capped_not_an_overflow() {
+    let start = Instant::now();
+    let far = deadline::effective(Duration::MAX);
+    assert!(
+        far >= start + Duration::from_secs(86_400 * 365 * 29),
+        "{far:?}"
+    );
+    let out = deadline::within(Duration::MAX, async {
+        sleep(ms(10)).await;
+        7
+    })
+    .await
+    .unwrap();
+    assert_eq!(out, 7);
+    let inner = deadline::within(ms(100), async {
+        assert_eq!(deadline::effective(Duration::MAX), start + ms(10) + ms(100));
+        deadline::within(Duration::MAX, sleep(ms(500))).await
+    })
+    .await;
+    // Whichever of the two equal deadlines fires first, the child was cut
+    // at the parent's 100 ms, not left to run 500 ms.
+    assert!(matches!(inner, Ok(Err(_)) | Err(_)), "{inner:?}");
+    assert_eq!(start.elapsed(), ms(110));
+}

@@ -384,3 +384,24 @@ async fn a_hedge_waits_for_the_inner_service_to_be_ready() {
     assert_eq!(svc.stats().hedges, 1);
     drop(primary);
 }
+
+/// A delay too large to add to the clock (`Duration::MAX` as "never hedge")
+/// is capped like `tokio::time::sleep` caps it, not an overflow panic: the
+/// call simply is not hedged.
+#[tokio::test(start_paused = true)]
+async fn a_huge_fixed_delay_never_hedges_and_does_not_overflow() {
+    let t = Tracker::default();
+    let (inner, calls) = backend(t.clone(), |_| (1000, true));
+    let mut svc = HedgeLayer::builder()
+        .fixed_delay(Duration::MAX)
+        .max_extra_attempts(2)
+        .build()
+        .unwrap()
+        .wrap(inner);
+    let start = Instant::now();
+    let out = svc.ready().await.unwrap().call(()).await.unwrap();
+    assert_eq!(out, 0);
+    assert_eq!(start.elapsed(), ms(1000));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(svc.stats().hedges, 0);
+}

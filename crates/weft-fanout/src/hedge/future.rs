@@ -109,7 +109,7 @@ impl<S: Service<Req>, Req> ResponseFuture<S, Req> {
             readying: false,
             last_err: None,
             shared,
-            sleep: tokio::time::sleep_until(now + delay),
+            sleep: tokio::time::sleep_until(crate::deadline::saturating_after(now, delay)),
         }
     }
 }
@@ -220,7 +220,9 @@ where
                     if *this.extra_left == 0 {
                         this.svc.take();
                     } else {
-                        this.sleep.as_mut().reset(now + *this.delay);
+                        this.sleep
+                            .as_mut()
+                            .reset(crate::deadline::saturating_after(now, *this.delay));
                     }
                     // Loop: the new attempt must be polled once.
                 }
