@@ -4,8 +4,8 @@ use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ use weft_core::{BoxError, Drain, ShutdownReport};
 use crate::actor::{Actor, AskFor, Exit};
 use crate::error::{AskError, SendError};
 use crate::mailbox::{ActorStats, Mailbox, SIG_STOP};
-use crate::reply::Reply;
+use crate::reply::{Reply, ReplyRx};
 
 /// The address of an actor: cheap to clone (one `Arc`), and valid across
 /// restarts, because it points at the mailbox, which outlives every
@@ -35,14 +35,32 @@ use crate::reply::Reply;
 ///   kills; the actor also implements [`Drain`].
 pub struct ActorRef<A: Actor> {
     mb: Arc<Mailbox<A::Msg>>,
+    /// Used only through the tower `Service`: a mailbox slot taken by
+    /// `poll_ready` and not yet used by `call`.
+    reserved: bool,
+    /// `poll_ready`'s wait for a slot, while the mailbox is full. Behind a
+    /// `Mutex` only so that `ActorRef` stays `Sync`; it is reached through
+    /// `&mut self` (`get_mut`), never locked.
+    waiting: Mutex<Option<Reserving>>,
     _actor: PhantomData<fn() -> A>,
 }
 
+type Reserving = Pin<Box<dyn Future<Output = bool> + Send>>;
+
+/// A clone starts unreserved: a slot reserved by `poll_ready` belongs to the
+/// service it was reserved on.
 impl<A: Actor> Clone for ActorRef<A> {
     fn clone(&self) -> Self {
-        ActorRef {
-            mb: self.mb.clone(),
-            _actor: PhantomData,
+        ActorRef::from_mailbox(self.mb.clone())
+    }
+}
+
+/// A reference dropped between a ready `poll_ready` and `call` gives its
+/// slot back.
+impl<A: Actor> Drop for ActorRef<A> {
+    fn drop(&mut self) {
+        if self.reserved {
+            self.mb.release(1);
         }
     }
 }
@@ -61,6 +79,8 @@ impl<A: Actor> ActorRef<A> {
     pub(crate) fn from_mailbox(mb: Arc<Mailbox<A::Msg>>) -> Self {
         ActorRef {
             mb,
+            reserved: false,
+            waiting: Mutex::new(None),
             _actor: PhantomData,
         }
     }
@@ -100,9 +120,9 @@ impl<A: Actor> ActorRef<A> {
     /// it is not delivered.
     pub async fn tell(&self, msg: A::Msg) -> Result<(), SendError<A::Msg>> {
         // Fast path: room in the mailbox, no future to build.
-        let pushed = match self.mb.queue.try_push(msg) {
-            Err(PushError::Full(msg)) if self.mb.queue.overflow().waits() => {
-                self.mb.queue.push(msg).await
+        let pushed = match self.mb.try_admit(msg) {
+            Err(PushError::Full(msg)) if self.mb.overflow.waits() => {
+                self.mb.admit_waiting(msg).await
             }
             other => other,
         };
@@ -112,7 +132,7 @@ impl<A: Actor> ActorRef<A> {
     /// Sends a message without waiting: when the mailbox is full, `Block`
     /// and `WaitTimeout` act as `Reject`.
     pub fn try_tell(&self, msg: A::Msg) -> Result<(), SendError<A::Msg>> {
-        let pushed = self.mb.queue.try_push(msg);
+        let pushed = self.mb.try_admit(msg);
         self.admitted(pushed)
     }
 
@@ -184,14 +204,14 @@ impl<A: Actor> ActorRef<A> {
         timeout: Option<Duration>,
     ) -> Result<T, AskError<A::Msg>> {
         let deadline = timeout.map(|d| Instant::now() + d);
-        let (reply, mut rx) = Reply::pair();
+        let (reply, rx) = Reply::pair();
         let msg = make(reply);
         // Send: the fast path needs no timer; waiting for room is bounded
         // by the deadline.
-        let pushed = match self.mb.queue.try_push(msg) {
-            Err(PushError::Full(msg)) if self.mb.queue.overflow().waits() => match deadline {
-                None => self.mb.queue.push(msg).await,
-                Some(d) => match tokio::time::timeout_at(d, self.mb.queue.push(msg)).await {
+        let pushed = match self.mb.try_admit(msg) {
+            Err(PushError::Full(msg)) if self.mb.overflow.waits() => match deadline {
+                None => self.mb.admit_waiting(msg).await,
+                Some(d) => match tokio::time::timeout_at(d, self.mb.admit_waiting(msg)).await {
                     Ok(pushed) => pushed,
                     Err(_) => return Err(AskError::Timeout),
                 },
@@ -199,52 +219,7 @@ impl<A: Actor> ActorRef<A> {
             other => other,
         };
         self.admitted(pushed).map_err(AskError::Send)?;
-        // Wait for the reply. On a current-thread runtime the timer is armed
-        // lazily: the first time the reply is not there, this task yields
-        // once (the actor answers meanwhile); only if it is still not there
-        // is a timer registered for the deadline, so a quick ask costs no
-        // timer.
-        let mut yielded = false;
-        let mut sleep = std::pin::pin!(None::<tokio::time::Sleep>);
-        std::future::poll_fn(|cx| {
-            if let Poll::Ready(r) = Pin::new(&mut rx).poll(cx) {
-                return Poll::Ready(match r {
-                    Ok(Ok(v)) => Ok(v),
-                    Ok(Err(p)) => Err(AskError::Panicked(p)),
-                    Err(_) => Err(AskError::NoReply),
-                });
-            }
-            let Some(deadline) = deadline else {
-                return Poll::Pending;
-            };
-            if !yielded {
-                yielded = true;
-                // On a current-thread runtime the actor runs before this
-                // task is polled again, so one yield usually brings the
-                // reply; on a multi-thread runtime it runs elsewhere and the
-                // yield would only add a poll.
-                let single = tokio::runtime::Handle::try_current().is_ok_and(|h| {
-                    h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread
-                });
-                if single {
-                    cx.waker().wake_by_ref();
-                    return Poll::Pending;
-                }
-            }
-            if sleep.is_none() {
-                sleep.set(Some(tokio::time::sleep_until(deadline)));
-            }
-            let expired = sleep
-                .as_mut()
-                .as_pin_mut()
-                .is_some_and(|s| s.poll(cx).is_ready());
-            if expired {
-                Poll::Ready(Err(AskError::Timeout))
-            } else {
-                Poll::Pending
-            }
-        })
-        .await
+        wait_reply(rx, deadline).await
     }
 
     /// Stops the actor after the current message, without handling what is
@@ -252,7 +227,7 @@ impl<A: Actor> ActorRef<A> {
     /// the queued messages go to the undelivered hook. Returns at once; see
     /// [`wait`](ActorRef::wait).
     pub fn stop_now(&self) {
-        self.mb.queue.close();
+        self.mb.close_admission();
         self.mb.signal(SIG_STOP);
         self.mb.notify_supervisor();
     }
@@ -299,9 +274,16 @@ impl<A: Actor> Drain for ActorRef<A> {
 /// `ActorRef<A>` as a tower service: `call(req)` is
 /// [`ask(req)`](ActorRef::ask), with the actor's ask timeout.
 ///
-/// `poll_ready` reports a stopped actor as an error; mailbox admission itself
-/// happens in `call` under the mailbox's overflow policy (a `Block` mailbox
-/// makes the response future wait for room). Errors are [`AskError<()>`]
+/// Admission is decided in `poll_ready`: it reserves a slot in the mailbox
+/// (the same bound `tell` and `try_tell` use), and is `Pending` while the
+/// mailbox is full, whatever its overflow policy (load shedding comes from
+/// tower's `LoadShed` layer). `call` then queues the message into the
+/// reserved slot, which cannot fail for lack of room. A reference dropped
+/// (or cloned: a clone starts unreserved) after a ready `poll_ready` and
+/// before `call` gives the slot back. `call` without a ready `poll_ready`
+/// panics.
+///
+/// `poll_ready` fails once the actor is stopped. Errors are [`AskError<()>`]
 /// boxed into [`BoxError`]; find them with `downcast_ref`.
 impl<A, R> tower_service::Service<R> for ActorRef<A>
 where
@@ -312,24 +294,113 @@ where
     type Error = BoxError;
     type Future = ResponseFuture<A::Reply>;
 
-    fn poll_ready(&mut self, _cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
-        if self.mb.queue.is_closed() {
-            Poll::Ready(Err(Box::new(AskError::<()>::Send(SendError::Stopped(())))))
-        } else {
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+        if self.reserved {
+            return Poll::Ready(Ok(()));
+        }
+        let waiting = self.waiting.get_mut().unwrap_or_else(|p| p.into_inner());
+        let reserved = match waiting {
+            Some(fut) => match fut.as_mut().poll(cx) {
+                Poll::Ready(r) => {
+                    *waiting = None;
+                    r
+                }
+                Poll::Pending => return Poll::Pending,
+            },
+            None => match self.mb.try_reserve() {
+                Ok(()) => true,
+                Err(tokio::sync::TryAcquireError::Closed) => false,
+                Err(tokio::sync::TryAcquireError::NoPermits) => {
+                    let mb = self.mb.clone();
+                    let mut fut: Reserving = Box::pin(async move { mb.reserve().await });
+                    match fut.as_mut().poll(cx) {
+                        Poll::Ready(r) => r,
+                        Poll::Pending => {
+                            *waiting = Some(fut);
+                            return Poll::Pending;
+                        }
+                    }
+                }
+            },
+        };
+        if reserved {
+            self.reserved = true;
             Poll::Ready(Ok(()))
+        } else {
+            Poll::Ready(Err(Box::new(AskError::<()>::Send(SendError::Stopped(())))))
         }
     }
 
     fn call(&mut self, req: R) -> Self::Future {
-        let this = self.clone();
+        assert!(
+            std::mem::take(&mut self.reserved),
+            "ActorRef::call without a reserved mailbox slot: call poll_ready (until ready) before every call"
+        );
+        let deadline = self.mb.ask_timeout.map(|d| Instant::now() + d);
+        let (reply, rx) = Reply::pair();
+        let pushed = self.mb.push_reserved(A::wrap(req, reply));
+        let sent = self.admitted(pushed);
         ResponseFuture {
             inner: Box::pin(async move {
-                this.ask(req)
+                sent.map_err(|e| Box::new(AskError::Send(e).without_message()) as BoxError)?;
+                wait_reply::<A::Reply, A::Msg>(rx, deadline)
                     .await
                     .map_err(|e| Box::new(e.without_message()) as BoxError)
             }),
         }
     }
+}
+
+/// Waits for an ask's reply until `deadline`.
+async fn wait_reply<T: Send + 'static, M>(
+    mut rx: ReplyRx<T>,
+    deadline: Option<Instant>,
+) -> Result<T, AskError<M>> {
+    // Wait for the reply. On a current-thread runtime the timer is armed
+    // lazily: the first time the reply is not there, this task yields
+    // once (the actor answers meanwhile); only if it is still not there
+    // is a timer registered for the deadline, so a quick ask costs no
+    // timer.
+    let mut yielded = false;
+    let mut sleep = std::pin::pin!(None::<tokio::time::Sleep>);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(r) = Pin::new(&mut rx).poll(cx) {
+            return Poll::Ready(match r {
+                Ok(Ok(v)) => Ok(v),
+                Ok(Err(p)) => Err(AskError::Panicked(p)),
+                Err(_) => Err(AskError::NoReply),
+            });
+        }
+        let Some(deadline) = deadline else {
+            return Poll::Pending;
+        };
+        if !yielded {
+            yielded = true;
+            // On a current-thread runtime the actor runs before this
+            // task is polled again, so one yield usually brings the
+            // reply; on a multi-thread runtime it runs elsewhere and the
+            // yield would only add a poll.
+            let single = tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
+            if single {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+        }
+        if sleep.is_none() {
+            sleep.set(Some(tokio::time::sleep_until(deadline)));
+        }
+        let expired = sleep
+            .as_mut()
+            .as_pin_mut()
+            .is_some_and(|s| s.poll(cx).is_ready());
+        if expired {
+            Poll::Ready(Err(AskError::Timeout))
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
 }
 
 /// The future returned by the [`Service`](tower_service::Service) impl of

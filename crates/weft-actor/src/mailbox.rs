@@ -5,9 +5,10 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore, TryAcquireError};
 use tokio::task::AbortHandle;
-use weft_core::queue::Queue;
+use weft_core::Overflow;
+use weft_core::queue::{Admitted, PushError, Queue};
 
 use crate::actor::Exit;
 use crate::park::Parker;
@@ -23,8 +24,16 @@ pub(crate) const SIG_STOP: u8 = 1;
 /// The mailbox outlives every incarnation of its actor: references point at
 /// it, so they stay valid across restarts.
 pub(crate) struct Mailbox<M> {
-    /// The ordinary lane.
+    /// The ordinary lane. For a bounded mailbox its own bound is never
+    /// reached: admission is decided by `room` first.
     pub(crate) queue: Queue<M>,
+    /// The mailbox's bound, shared by every path in (`tell`, `try_tell`,
+    /// `ask`, and the tower `Service`'s reservations): one permit per queued
+    /// message or reserved slot, forgotten when taken and given back when the
+    /// actor takes the message out (or it is handed back). `None`: unbounded.
+    pub(crate) room: Option<Semaphore>,
+    /// What a sender does when `room` has no permit left.
+    pub(crate) overflow: Overflow,
     /// The control lane: signals checked before every message, so they
     /// overtake whatever is queued.
     pub(crate) signals: AtomicU8,
@@ -129,12 +138,16 @@ pub struct ActorStats {
 impl<M> Mailbox<M> {
     pub(crate) fn new(
         queue: Queue<M>,
+        room: Option<Semaphore>,
+        overflow: Overflow,
         name: Cow<'static, str>,
         ask_timeout: Option<Duration>,
         hook: Option<UndeliveredHook<M>>,
     ) -> Self {
         Mailbox {
             queue,
+            room,
+            overflow,
             signals: AtomicU8::new(0),
             parker: Parker::new(),
             name,
@@ -145,6 +158,138 @@ impl<M> Mailbox<M> {
             exit: OnceLock::new(),
             done: Notify::new(),
         }
+    }
+
+    /// Takes a slot without waiting; `Full` when there is none, `Closed`
+    /// once admission is closed.
+    #[inline]
+    pub(crate) fn try_reserve(&self) -> Result<(), TryAcquireError> {
+        match &self.room {
+            Some(room) => room.try_acquire().map(|p| p.forget()),
+            None if self.queue.is_closed() => Err(TryAcquireError::Closed),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for a slot; `false` once admission is closed.
+    pub(crate) async fn reserve(&self) -> bool {
+        match &self.room {
+            Some(room) => room.acquire().await.map(|p| p.forget()).is_ok(),
+            None => !self.queue.is_closed(),
+        }
+    }
+
+    /// Gives back `n` slots.
+    #[inline]
+    pub(crate) fn release(&self, n: usize) {
+        if let (Some(room), true) = (&self.room, n > 0) {
+            room.add_permits(n);
+        }
+    }
+
+    /// Queues a message for which a slot is held (the slot goes with it).
+    /// Only fails once admission is closed; the slot is then given back.
+    #[inline]
+    pub(crate) fn push_reserved(&self, msg: M) -> Result<Admitted<M>, PushError<M>> {
+        match self.queue.try_push(msg) {
+            Ok(a) => Ok(a),
+            Err(e) => {
+                self.release(1);
+                Err(e)
+            }
+        }
+    }
+
+    /// Admits a message without waiting, applying the overflow policy when
+    /// no slot is free (`Block` and `WaitTimeout` then act as `Reject`).
+    #[inline]
+    pub(crate) fn try_admit(&self, msg: M) -> Result<Admitted<M>, PushError<M>> {
+        match self.try_reserve() {
+            Ok(()) => self.push_reserved(msg),
+            Err(TryAcquireError::Closed) => Err(PushError::Closed(msg)),
+            Err(TryAcquireError::NoPermits) => match self.overflow {
+                Overflow::DropOldest => self.evict_and_push(msg),
+                Overflow::DropNewest => Err(PushError::Dropped(msg)),
+                _ => Err(PushError::Full(msg)),
+            },
+        }
+    }
+
+    /// Waits for a slot under `Block` (for ever) or `WaitTimeout` (up to its
+    /// timeout), then queues the message. Dropping the future drops the
+    /// message, never queues it twice.
+    pub(crate) async fn admit_waiting(&self, msg: M) -> Result<Admitted<M>, PushError<M>> {
+        let reserved = match self.overflow {
+            Overflow::WaitTimeout(d) => match tokio::time::timeout(d, self.reserve()).await {
+                Ok(r) => r,
+                Err(_) => return Err(PushError::Timeout(msg)),
+            },
+            _ => self.reserve().await,
+        };
+        if reserved {
+            self.push_reserved(msg)
+        } else {
+            Err(PushError::Closed(msg))
+        }
+    }
+
+    /// `DropOldest` with no slot free: the oldest message is evicted and its
+    /// slot goes to the new one.
+    fn evict_and_push(&self, msg: M) -> Result<Admitted<M>, PushError<M>> {
+        let mut spins = 0u32;
+        loop {
+            if self.queue.is_closed() {
+                return Err(PushError::Closed(msg));
+            }
+            if let Some(old) = self.queue.try_pop() {
+                return match self.push_reserved(msg) {
+                    Ok(_) => Ok(Admitted::Evicted(vec![old])),
+                    Err(e) => {
+                        self.give_back(vec![old]);
+                        Err(e)
+                    }
+                };
+            }
+            // The queue emptied between the two looks: the actor took the
+            // messages and is giving their slots back.
+            match self.try_reserve() {
+                Ok(()) => return self.push_reserved(msg),
+                Err(TryAcquireError::Closed) => return Err(PushError::Closed(msg)),
+                Err(TryAcquireError::NoPermits) => {
+                    spins += 1;
+                    if spins < 64 {
+                        std::hint::spin_loop();
+                    } else {
+                        std::thread::yield_now();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes the next message, giving its slot back.
+    #[inline]
+    pub(crate) fn try_pop(&self) -> Option<M> {
+        let msg = self.queue.try_pop()?;
+        self.release(1);
+        Some(msg)
+    }
+
+    /// Closes admission on both the queue and the bound (waiting senders
+    /// wake up refused). Returns `false` if already closed.
+    pub(crate) fn close_admission(&self) -> bool {
+        let first = self.queue.close();
+        if let Some(room) = &self.room {
+            room.close();
+        }
+        first
+    }
+
+    /// Takes everything queued now, giving the slots back.
+    pub(crate) fn drain_now(&self) -> Vec<M> {
+        let msgs = self.queue.drain_now();
+        self.release(msgs.len());
+        msgs
     }
 
     #[inline]
@@ -164,7 +309,7 @@ impl<M> Mailbox<M> {
 
     /// Closes admission (queued messages stay, for a graceful drain).
     pub(crate) fn close(&self) {
-        if self.queue.close() {
+        if self.close_admission() {
             tracing::debug!(actor = %self.name, "mailbox closed");
         }
         self.wake();
@@ -267,8 +412,8 @@ impl<M> Mailbox<M> {
 
     /// The final stop: close, hand back what is queued, mark terminated.
     pub(crate) fn finish(&self, exit: Exit) {
-        self.queue.close();
-        self.give_back(self.queue.drain_now());
+        self.close_admission();
+        self.give_back(self.drain_now());
         self.life().on_stop = None;
         tracing::debug!(actor = %self.name, %exit, "actor terminated");
         #[cfg(feature = "metrics")]

@@ -78,8 +78,12 @@ pub struct Pool<A: Actor> {
     next: Arc<AtomicUsize>,
     routing: Routing,
     supervisor: Supervisor,
+    /// Used only through the tower `Service`: the member `poll_ready` picked
+    /// (and reserved a mailbox slot on, once ready), for the next `call`.
+    ready: Option<ActorRef<A>>,
 }
 
+/// A clone starts unreserved.
 impl<A: Actor> Clone for Pool<A> {
     fn clone(&self) -> Self {
         Pool {
@@ -87,6 +91,7 @@ impl<A: Actor> Clone for Pool<A> {
             next: self.next.clone(),
             routing: self.routing,
             supervisor: self.supervisor.clone(),
+            ready: None,
         }
     }
 }
@@ -196,6 +201,7 @@ impl<A: Actor> PoolBuilder<A> {
             next: Arc::new(AtomicUsize::new(0)),
             routing: self.routing,
             supervisor,
+            ready: None,
         })
     }
 }
@@ -320,6 +326,12 @@ impl<A: Actor> Drain for Pool<A> {
 }
 
 /// A pool as a tower service: `call(req)` asks the member the routing picks.
+///
+/// `poll_ready` picks the member by the routing and reserves a slot in its
+/// mailbox (`Pending` while that member's mailbox is full; the pick is kept
+/// until it is ready); `call` asks that member. Dropping the pool between
+/// the two gives the slot back; a clone starts unreserved; `call` without a
+/// ready `poll_ready` panics.
 impl<A, R> tower_service::Service<R> for Pool<A>
 where
     A: AskFor<R>,
@@ -330,12 +342,22 @@ where
     type Future = ResponseFuture<A::Reply>;
 
     fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
-        let mut first = self.members[0].clone();
-        tower_service::Service::<R>::poll_ready(&mut first, cx)
+        if self.ready.is_none() {
+            self.ready = Some(self.pick().clone());
+        }
+        let member = self.ready.as_mut().expect("picked above");
+        let r = tower_service::Service::<R>::poll_ready(member, cx);
+        if let Poll::Ready(Err(_)) = r {
+            self.ready = None;
+        }
+        r
     }
 
     fn call(&mut self, req: R) -> Self::Future {
-        let mut member = self.pick().clone();
+        let mut member = self
+            .ready
+            .take()
+            .expect("Pool::call without a reserved mailbox slot: call poll_ready (until ready) before every call");
         tower_service::Service::call(&mut member, req)
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use tokio::sync::Semaphore;
 use weft_core::queue::Queue;
 use weft_core::{Overflow, OverflowError, Panicked, catch_unwind};
 
@@ -133,17 +134,29 @@ impl<M: Send + 'static> Builder<M> {
     }
 
     pub(crate) fn mailbox(&self) -> Result<Arc<Mailbox<M>>, BuildError> {
-        let queue = match self.capacity {
-            Some(cap) => Queue::bounded(cap, self.overflow)?,
+        // A bounded mailbox's bound is the semaphore, shared by every way
+        // in (including the tower `Service`'s reservations); the queue under
+        // it has the same capacity, so a message holding a slot always fits,
+        // and applies no policy of its own.
+        let (queue, room) = match self.capacity {
+            Some(cap) => {
+                OverflowError::check(cap, self.overflow)?;
+                (
+                    Queue::bounded(cap, Overflow::Reject)?,
+                    Some(Semaphore::new(cap.min(Semaphore::MAX_PERMITS))),
+                )
+            }
             None => {
                 if matches!(self.overflow, Overflow::DropOldest | Overflow::DropNewest) {
                     return Err(OverflowError::UnboundedWithDrop.into());
                 }
-                Queue::unbounded()
+                (Queue::unbounded(), None)
             }
         };
         Ok(Arc::new(Mailbox::new(
             queue,
+            room,
+            self.overflow,
             self.name.clone(),
             self.ask_timeout,
             self.hook.clone(),
@@ -253,7 +266,7 @@ async fn run<A: Actor>(mut actor: A, myself: ActorRef<A>, incarnation: u64) -> E
             mb.signals.fetch_and(!SIG_STOP, Ordering::AcqRel);
             break Exit::Stopped;
         }
-        let msg = match mb.queue.try_pop() {
+        let msg = match mb.try_pop() {
             Some(msg) => msg,
             None => {
                 // Wait: register, then look once more (a sender queues, then
@@ -261,7 +274,7 @@ async fn run<A: Actor>(mut actor: A, myself: ActorRef<A>, incarnation: u64) -> E
                 let next = mb
                     .parker
                     .wait_for(|| {
-                        if let Some(msg) = mb.queue.try_pop() {
+                        if let Some(msg) = mb.try_pop() {
                             Some(Next::Msg(msg))
                         } else if mb.signals.load(Ordering::Acquire) != 0 {
                             Some(Next::Signal)
