@@ -484,22 +484,52 @@ fn build_errors() {
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
-    /// Never more than N permits' worth running; every accepted task is
-    /// accounted for; every handle resolves.
+    /// Never more than N permits' worth running; never more than Q tasks
+    /// waiting in total (all lanes plus the dispatcher's held task), checked
+    /// after every spawn and every millisecond; every accepted task is
+    /// accounted for exactly once: the handles' outcomes match the report
+    /// and `accepted = completed + failed + cancelled + aborted + returned`,
+    /// with or without a shutdown that cuts work off.
     #[test]
-    fn never_more_than_n_and_never_loses_a_task(
+    fn never_more_than_n_running_or_q_waiting_and_never_loses_a_task(
         max in 1usize..5,
         cap in 1usize..6,
-        overflow in prop_oneof![Just(Overflow::Block), Just(Overflow::Reject), Just(Overflow::DropOldest), Just(Overflow::DropNewest)],
-        tasks in proptest::collection::vec((1u32..4, 0u8..3, 0u64..20, any::<bool>()), 1..40),
+        overflow in prop_oneof![
+            Just(Overflow::Block),
+            Just(Overflow::Reject),
+            Just(Overflow::DropOldest),
+            Just(Overflow::DropNewest),
+            Just(Overflow::WaitTimeout(Duration::from_millis(3))),
+        ],
+        queue_timeout in proptest::option::weighted(0.3, 1u64..30),
+        shutdown_after in proptest::option::weighted(0.3, 0u64..40),
+        tasks in proptest::collection::vec((1u32..4, 0u8..3, 0u64..20, any::<bool>(), prop_oneof![3 => Just(0u64), 1 => 1u64..6]), 1..40),
     ) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
         rt.block_on(async move {
-            let e = exec(max, cap, overflow);
+            let mut b = BoundedExecutor::builder().max_running(max).queue_capacity(cap).overflow(overflow);
+            if let Some(ms) = queue_timeout {
+                b = b.queue_timeout(Duration::from_millis(ms));
+            }
+            let e = b.build().unwrap();
             let g = Arc::new(Gauge::default());
+            // Samples the waiting count every millisecond while spawns run.
+            let peak_waiting = Arc::new(AtomicUsize::new(0));
+            let monitor = {
+                let (e, peak) = (e.clone(), peak_waiting.clone());
+                tokio::spawn(async move {
+                    loop {
+                        peak.fetch_max(e.stats().queued, Ordering::SeqCst);
+                        sleep(Duration::from_millis(1)).await;
+                    }
+                })
+            };
             let mut handles = Vec::new();
             let mut refused = 0u64;
-            for (w, p, ms, use_try) in tasks {
+            for (w, p, ms, use_try, gap) in tasks {
+                if gap > 0 {
+                    sleep(Duration::from_millis(gap)).await;
+                }
                 let w = w.min(max as u32);
                 let p = [Priority::High, Priority::Normal, Priority::Low][p as usize];
                 let g2 = g.clone();
@@ -510,25 +540,51 @@ proptest! {
                     Ok(h) => handles.push(h),
                     Err(_) => refused += 1,
                 }
+                let waiting = e.stats().queued;
+                prop_assert!(waiting <= cap, "{} waiting, capacity {}", waiting, cap);
             }
             let accepted = handles.len() as u64;
-            let mut ok = 0u64;
-            let mut evicted = 0u64;
+            let early = match shutdown_after {
+                Some(ms) => Some(e.shutdown(Instant::now() + Duration::from_millis(ms)).await),
+                None => None,
+            };
+            let (mut ok, mut failed, mut aborted, mut returned) = (0u64, 0u64, 0u64, 0u64);
             for h in handles {
                 match h.await {
                     Ok(()) => ok += 1,
-                    Err(TaskError::Evicted) => evicted += 1,
+                    Err(TaskError::Evicted | TaskError::NotStarted) => returned += 1,
+                    Err(TaskError::QueueTimeout(_)) => failed += 1,
+                    Err(TaskError::Aborted) => aborted += 1,
                     Err(other) => panic!("unexpected {other:?}"),
                 }
             }
+            monitor.abort();
             prop_assert!(g.peak.load(Ordering::SeqCst) <= max);
+            let peak = peak_waiting.load(Ordering::SeqCst);
+            prop_assert!(peak <= cap, "sampled {} waiting, capacity {}", peak, cap);
             let s = e.stats();
             prop_assert_eq!(s.accepted, accepted);
-            prop_assert_eq!(s.completed, ok);
-            prop_assert_eq!(s.returned, evicted);
             prop_assert_eq!(s.rejected + s.dropped, refused);
-            let report = e.shutdown(Instant::now()).await;
-            prop_assert!(report.is_clean(), "{}", report);
+            prop_assert_eq!(s.queued, 0);
+            let report = match early {
+                Some(r) => r,
+                None => e.shutdown(Instant::now()).await,
+            };
+            prop_assert_eq!(report.accepted, accepted);
+            prop_assert_eq!(report.completed, ok);
+            prop_assert_eq!(report.failed, failed);
+            prop_assert_eq!(report.aborted, aborted);
+            prop_assert_eq!(report.returned, returned);
+            prop_assert_eq!(report.cancelled, 0);
+            prop_assert_eq!(
+                report.accepted,
+                report.completed + report.failed + report.cancelled + report.aborted + report.returned
+            );
+            prop_assert!(report.is_balanced(), "{}", report);
+            if shutdown_after.is_none() {
+                prop_assert_eq!(aborted, 0);
+                prop_assert!(report.is_clean() || failed > 0, "{}", report);
+            }
             Ok(())
         })?;
     }
@@ -638,4 +694,79 @@ async fn an_expired_task_never_runs() {
     assert!(matches!(low.await, Err(TaskError::QueueTimeout(_))));
     assert_eq!(ran.load(Ordering::SeqCst), 0);
     assert_eq!(e.stats().queue_timed_out, 2);
+}
+
+/// Real threads under `DropOldest`: two producers evict each other's
+/// waiting tasks (from the lanes and from the dispatcher's hand) while
+/// tasks start and finish; every accepted task either completes or is
+/// evicted, once, and the report balances.
+#[test]
+fn multi_thread_drop_oldest_loses_and_duplicates_nothing() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let e = exec(2, 4, Overflow::DropOldest);
+        let ran = Arc::new(AtomicUsize::new(0));
+        let producers: Vec<_> = (0..2u32)
+            .map(|p| {
+                let (e, ran) = (e.clone(), ran.clone());
+                tokio::spawn(async move {
+                    let mut hs = Vec::new();
+                    for i in 0..3_000u32 {
+                        let ran = ran.clone();
+                        let opts = TaskOptions::new().weight(1 + (i + p) % 2).priority(
+                            [Priority::High, Priority::Normal, Priority::Low][(i % 3) as usize],
+                        );
+                        let fut = async move {
+                            ran.fetch_add(1, Ordering::SeqCst);
+                            tokio::task::yield_now().await;
+                        };
+                        let r = if i % 2 == 0 {
+                            e.try_spawn_with(opts, fut)
+                        } else {
+                            e.spawn_with(opts, fut).await
+                        };
+                        hs.push(
+                            r.unwrap_or_else(|_| panic!("DropOldest never refuses while open")),
+                        );
+                    }
+                    let (mut ok, mut evicted) = (0u64, 0u64);
+                    for h in hs {
+                        match h.await {
+                            Ok(()) => ok += 1,
+                            Err(TaskError::Evicted) => evicted += 1,
+                            Err(other) => panic!("unexpected {other:?}"),
+                        }
+                    }
+                    (ok, evicted)
+                })
+            })
+            .collect();
+        let (mut ok, mut evicted) = (0, 0);
+        for p in producers {
+            let (o, v) = p.await.unwrap();
+            ok += o;
+            evicted += v;
+        }
+        assert_eq!(ok + evicted, 6_000);
+        assert!(
+            evicted > 0,
+            "producers outpace two slots and four waiting places"
+        );
+        assert_eq!(
+            ran.load(Ordering::SeqCst) as u64,
+            ok,
+            "evicted tasks never ran"
+        );
+        let report = e.shutdown(Instant::now() + Duration::from_secs(5)).await;
+        assert!(report.is_balanced(), "{report}");
+        assert_eq!(
+            (report.completed, report.returned),
+            (ok, evicted),
+            "{report}"
+        );
+    });
 }
