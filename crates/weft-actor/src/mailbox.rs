@@ -24,8 +24,8 @@ pub(crate) const SIG_STOP: u8 = 1;
 /// The mailbox outlives every incarnation of its actor: references point at
 /// it, so they stay valid across restarts.
 pub(crate) struct Mailbox<M> {
-    /// The ordinary lane. For a bounded mailbox its own bound is never
-    /// reached: admission is decided by `room` first.
+    /// The ordinary lane: an unbounded queue (its slots allocated a block at
+    /// a time as messages arrive); admission is decided by `room` first.
     pub(crate) queue: Queue<M>,
     /// The mailbox's bound, shared by every path in (`tell`, `try_tell`,
     /// `ask`, and the tower `Service`'s reservations): one permit per queued

@@ -16,8 +16,8 @@ use crate::error::BuildError;
 use crate::mailbox::{Mailbox, RunStats, SIG_STOP, UndeliveredHook};
 use crate::reply;
 
-/// The default mailbox capacity: deep enough to absorb bursts, small enough
-/// that an idle actor stays cheap (the queue's slots are allocated up front).
+/// The default mailbox capacity: deep enough to absorb bursts. (The bound
+/// is a count; the queue's slots are allocated as messages arrive.)
 pub const DEFAULT_CAPACITY: usize = 64;
 
 /// The default ask timeout: 5 s, the default of Erlang's `gen_server:call`.
@@ -135,14 +135,15 @@ impl<M: Send + 'static> Builder<M> {
 
     pub(crate) fn mailbox(&self) -> Result<Arc<Mailbox<M>>, BuildError> {
         // A bounded mailbox's bound is the semaphore, shared by every way
-        // in (including the tower `Service`'s reservations); the queue under
-        // it has the same capacity, so a message holding a slot always fits,
-        // and applies no policy of its own.
+        // in (including the tower `Service`'s reservations). The queue under
+        // it needs no bound of its own, and an unbounded one allocates its
+        // slots lazily, a block at a time, instead of all `capacity` of them
+        // at spawn: cheaper to spawn, and an idle actor stays small.
         let (queue, room) = match self.capacity {
             Some(cap) => {
                 OverflowError::check(cap, self.overflow)?;
                 (
-                    Queue::bounded(cap, Overflow::Reject)?,
+                    Queue::unbounded(),
                     Some(Semaphore::new(cap.min(Semaphore::MAX_PERMITS))),
                 )
             }
