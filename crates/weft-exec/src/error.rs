@@ -102,6 +102,9 @@ pub enum BuildError {
     /// The queue capacity or overflow policy was refused.
     #[error(transparent)]
     Queue(#[from] weft_core::OverflowError),
+    /// The queue capacity is above `tokio::sync::Semaphore::MAX_PERMITS`.
+    #[error("queue capacity {0} is too large: pass at most tokio's Semaphore::MAX_PERMITS")]
+    QueueTooLarge(usize),
     /// `build` was called outside a tokio runtime.
     #[error("no tokio runtime: build the executor from inside a tokio runtime")]
     NoRuntime,

@@ -3,7 +3,7 @@
 //!
 //! | problem | tool |
 //! |---|---|
-//! | too many tasks at once, memory climbing | [`BoundedExecutor`]: at most N running, Q waiting per lane, [`weft_core::Overflow`] beyond |
+//! | too many tasks at once, memory climbing | [`BoundedExecutor`]: at most N running, Q waiting in total (all priority lanes together), [`weft_core::Overflow`] beyond |
 //! | a dependency that can take only so many calls | [`ConcurrencyLimit`] (tower), shared by every clone |
 //! | a dependency whose capacity you do not know or that changes | [`AdaptiveLimit`] with [`Vegas`] (latency) or [`Aimd`] (errors) |
 //! | a contract of N requests per second | [`RateLimit`] (governor, direct) |

@@ -479,6 +479,14 @@ fn build_errors() {
                 .build()
                 .is_err()
         );
+        let too_many = tokio::sync::Semaphore::MAX_PERMITS + 1;
+        assert_eq!(
+            BoundedExecutor::builder()
+                .queue_capacity(too_many)
+                .build()
+                .unwrap_err(),
+            BuildError::QueueTooLarge(too_many)
+        );
     });
 }
 

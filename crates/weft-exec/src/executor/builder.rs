@@ -74,18 +74,49 @@ impl Builder {
         self
     }
 
-    /// How many tasks may wait for a slot, **per priority lane** (high,
-    /// normal, low each hold up to this many), plus the one task the
-    /// dispatcher has taken off its lane as the next to start. Default 1024:
-    /// a burst of a second or so for typical request rates, not an unbounded
-    /// backlog.
+    /// How many tasks may wait for a slot **in total**: the high, normal and
+    /// low lanes together, including the task the dispatcher has taken off
+    /// its lane as the next to start (it still counts until it starts or
+    /// fails). A spawn that would make it `n + 1` gets the
+    /// [`overflow`](Self::overflow) policy, whatever its lane. Running tasks
+    /// do not count. Default 1024: a burst of a second or so for typical
+    /// request rates, not an unbounded backlog. At most
+    /// [`Semaphore::MAX_PERMITS`](tokio::sync::Semaphore::MAX_PERMITS).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use weft_core::Overflow;
+    /// use weft_exec::{BoundedExecutor, Priority, SpawnError, TaskOptions};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let exec = BoundedExecutor::builder()
+    ///     .max_running(1)
+    ///     .queue_capacity(2)
+    ///     .overflow(Overflow::Reject)
+    ///     .build()
+    ///     .unwrap();
+    /// let at = |p| TaskOptions::new().priority(p);
+    /// let _running = exec.spawn(tokio::time::sleep(Duration::from_secs(1))).await.unwrap();
+    /// let _h = exec.spawn_with(at(Priority::High), async {}).await.unwrap();
+    /// let _l = exec.spawn_with(at(Priority::Low), async {}).await.unwrap();
+    /// // Two wait (in two lanes): the bound is reached for every lane.
+    /// let refused = exec.spawn_with(at(Priority::Normal), async {}).await;
+    /// assert!(matches!(refused, Err(SpawnError::Full(_))));
+    /// # }
+    /// ```
     pub fn queue_capacity(mut self, n: usize) -> Self {
         self.queue_capacity = n;
         self
     }
 
-    /// What `spawn` does when the task's lane is full. Default
-    /// [`Overflow::Block`] (backpressure on the caller).
+    /// What `spawn` does when `queue_capacity` tasks already wait. Default
+    /// [`Overflow::Block`] (backpressure on the caller; waiting spawns are
+    /// let in first come, first served). Under [`Overflow::DropOldest`] the
+    /// victim is the oldest task of the lowest non-empty lane (low, then
+    /// normal, then high), or, when all lanes are empty, the task the
+    /// dispatcher holds as next to start. See
+    /// [`BoundedExecutor`](super::BoundedExecutor) for every policy.
     pub fn overflow(mut self, overflow: Overflow) -> Self {
         self.overflow = overflow;
         self
@@ -124,6 +155,9 @@ impl Builder {
             return Err(BuildError::ZeroRunning);
         }
         OverflowError::check(self.queue_capacity, self.overflow)?;
+        if self.queue_capacity > tokio::sync::Semaphore::MAX_PERMITS {
+            return Err(BuildError::QueueTooLarge(self.queue_capacity));
+        }
         for d in [self.queue_timeout, self.run_timeout].into_iter().flatten() {
             if d.is_zero() {
                 return Err(BuildError::Queue(OverflowError::ZeroTimeout));

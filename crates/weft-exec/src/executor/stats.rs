@@ -15,7 +15,10 @@ pub struct ExecutorStats {
     pub running: usize,
     /// Permits held right now (tasks may take more than one).
     pub permits_in_use: usize,
-    /// Tasks waiting for a slot right now.
+    /// Tasks waiting for a slot right now: in the lanes plus the one the
+    /// dispatcher holds as next to start. At most the queue capacity (a
+    /// snapshot taken while other threads spawn may be off by a task or two
+    /// in either direction).
     pub queued: usize,
     /// Tasks admitted (started or queued).
     pub accepted: u64,
