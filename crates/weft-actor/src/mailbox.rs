@@ -24,9 +24,10 @@ pub(crate) const SIG_STOP: u8 = 1;
 /// The mailbox outlives every incarnation of its actor: references point at
 /// it, so they stay valid across restarts.
 pub(crate) struct Mailbox<M> {
-    /// The ordinary lane: an unbounded queue (its slots allocated a block at
-    /// a time as messages arrive); admission is decided by `room` first.
-    pub(crate) queue: Queue<M>,
+    /// The ordinary lane, made at the first message (an actor that never
+    /// receives one allocates no slots); admission is decided by `room`
+    /// first, so its own bound is never reached.
+    pub(crate) queue: LazyQueue<M>,
     /// The mailbox's bound, shared by every path in (`tell`, `try_tell`,
     /// `ask`, and the tower `Service`'s reservations): one permit per queued
     /// message or reserved slot, forgotten when taken and given back when the
@@ -47,6 +48,61 @@ pub(crate) struct Mailbox<M> {
     /// Set once, when the actor terminates for good.
     pub(crate) exit: OnceLock<Exit>,
     pub(crate) done: Notify,
+}
+
+/// A `weft_core::queue::Queue` made on first use: `capacity` slots (or an
+/// unbounded queue), applying no overflow policy of its own.
+pub(crate) struct LazyQueue<M> {
+    cell: OnceLock<Queue<M>>,
+    capacity: Option<usize>,
+}
+
+impl<M> LazyQueue<M> {
+    pub(crate) fn new(capacity: Option<usize>) -> Self {
+        LazyQueue {
+            cell: OnceLock::new(),
+            capacity,
+        }
+    }
+
+    #[inline]
+    fn made(&self) -> &Queue<M> {
+        self.cell.get_or_init(|| match self.capacity {
+            Some(cap) => Queue::bounded(cap, Overflow::Reject)
+                .expect("the capacity was checked when the mailbox was built"),
+            None => Queue::unbounded(),
+        })
+    }
+
+    #[inline]
+    pub(crate) fn try_push(&self, msg: M) -> Result<Admitted<M>, PushError<M>> {
+        self.made().try_push(msg)
+    }
+
+    #[inline]
+    pub(crate) fn try_pop(&self) -> Option<M> {
+        self.cell.get()?.try_pop()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.cell.get().map_or(0, Queue::len)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.cell.get().is_none_or(Queue::is_empty)
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.cell.get().is_some_and(Queue::is_closed)
+    }
+
+    pub(crate) fn close(&self) -> bool {
+        self.made().close()
+    }
+
+    pub(crate) fn drain_now(&self) -> Vec<M> {
+        self.cell.get().map_or_else(Vec::new, Queue::drain_now)
+    }
 }
 
 /// Counters, split so that senders and the actor do not share a cache line.
@@ -137,7 +193,7 @@ pub struct ActorStats {
 
 impl<M> Mailbox<M> {
     pub(crate) fn new(
-        queue: Queue<M>,
+        queue: LazyQueue<M>,
         room: Option<Semaphore>,
         overflow: Overflow,
         name: Cow<'static, str>,

@@ -7,17 +7,17 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
-use weft_core::queue::Queue;
 use weft_core::{Overflow, OverflowError, Panicked, catch_unwind};
 
 use crate::actor::{Actor, Context, Exit};
 use crate::actor_ref::ActorRef;
 use crate::error::BuildError;
-use crate::mailbox::{Mailbox, RunStats, SIG_STOP, UndeliveredHook};
+use crate::mailbox::{LazyQueue, Mailbox, RunStats, SIG_STOP, UndeliveredHook};
 use crate::reply;
 
-/// The default mailbox capacity: deep enough to absorb bursts. (The bound
-/// is a count; the queue's slots are allocated as messages arrive.)
+/// The default mailbox capacity: deep enough to absorb bursts, small enough
+/// that an actor stays cheap (the queue's slots are allocated at its first
+/// message).
 pub const DEFAULT_CAPACITY: usize = 64;
 
 /// The default ask timeout: 5 s, the default of Erlang's `gen_server:call`.
@@ -135,25 +135,23 @@ impl<M: Send + 'static> Builder<M> {
 
     pub(crate) fn mailbox(&self) -> Result<Arc<Mailbox<M>>, BuildError> {
         // A bounded mailbox's bound is the semaphore, shared by every way
-        // in (including the tower `Service`'s reservations). The queue under
-        // it needs no bound of its own, and an unbounded one allocates its
-        // slots lazily, a block at a time, instead of all `capacity` of them
-        // at spawn: cheaper to spawn, and an idle actor stays small.
-        let (queue, room) = match self.capacity {
+        // in (including the tower `Service`'s reservations); the queue under
+        // it has as many slots, so a message holding a permit always fits,
+        // and is made at the first message, so that spawning allocates no
+        // slots and an actor that never receives a message stays small.
+        let room = match self.capacity {
             Some(cap) => {
                 OverflowError::check(cap, self.overflow)?;
-                (
-                    Queue::unbounded(),
-                    Some(Semaphore::new(cap.min(Semaphore::MAX_PERMITS))),
-                )
+                Some(Semaphore::new(cap.min(Semaphore::MAX_PERMITS)))
             }
             None => {
                 if matches!(self.overflow, Overflow::DropOldest | Overflow::DropNewest) {
                     return Err(OverflowError::UnboundedWithDrop.into());
                 }
-                (Queue::unbounded(), None)
+                None
             }
         };
+        let queue = LazyQueue::new(self.capacity);
         Ok(Arc::new(Mailbox::new(
             queue,
             room,
