@@ -57,10 +57,14 @@
 //!
 //! # Mailbox and control lane
 //!
-//! The ordinary lane is a [`weft_core::queue::Queue`], bounded by default
-//! ([`DEFAULT_CAPACITY`]) and governed by [`weft_core::Overflow`] like every
-//! weft queue. Stop and supervision signals travel on a separate control lane
-//! (a flag checked before every message), so they overtake queued messages.
+//! The ordinary lane is bounded by default ([`DEFAULT_CAPACITY`]) and
+//! governed by [`weft_core::Overflow`] like every weft queue. The bound is a
+//! semaphore shared by every way in (`tell`, `try_tell`, `ask`, and the tower
+//! `Service`, which reserves its slot in `poll_ready`); under it, a lock-free
+//! MPMC queue (`concurrent-queue`, the queue under weft-core's own `Queue`)
+//! made at the actor's first message. Stop and supervision signals travel on
+//! a separate control lane (a flag checked before every message), so they
+//! overtake queued messages.
 //!
 //! # Failure
 //!

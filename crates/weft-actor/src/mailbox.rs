@@ -5,10 +5,10 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
+use concurrent_queue::ConcurrentQueue;
 use tokio::sync::{Notify, Semaphore, TryAcquireError};
 use tokio::task::AbortHandle;
 use weft_core::Overflow;
-use concurrent_queue::ConcurrentQueue;
 use weft_core::queue::{Admitted, PushError};
 
 use crate::actor::Exit;
