@@ -124,7 +124,10 @@ impl Builder {
 
     /// How long a queued task may wait for a running slot before it fails
     /// with [`TaskError::QueueTimeout`](crate::TaskError::QueueTimeout)
-    /// without running. Default: no limit.
+    /// without running. Counted from when the task enters its lane (time a
+    /// `spawn` spent waiting for room under `Block` or `WaitTimeout` is not
+    /// included; that wait is bounded by the overflow policy). Default: no
+    /// limit.
     pub fn queue_timeout(mut self, d: Duration) -> Self {
         self.queue_timeout = Some(d);
         self
