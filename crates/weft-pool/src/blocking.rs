@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use weft_core::{Drain, Panicked, ShutdownReport};
 
 use crate::core::{Env, JobOutcome, Mode, Runner};
+use crate::metrics::QueuedAt;
 use crate::oneshot;
 use crate::pool::{Owner, common_pool_methods};
 use crate::task::{BatchHandle, JobHandle};
@@ -45,6 +46,18 @@ where
 struct Job<F, T> {
     f: F,
     tx: Option<oneshot::Sender<Result<T, JobError>>>,
+    // Zero-sized without `metrics`.
+    queued: QueuedAt,
+}
+
+impl<F, T> Job<F, T> {
+    fn new(f: F, tx: Option<oneshot::Sender<Result<T, JobError>>>) -> Self {
+        Job {
+            f,
+            tx,
+            queued: QueuedAt::now(),
+        }
+    }
 }
 
 impl<St: 'static, F, T> BlockingTask<St> for Job<F, T>
@@ -56,7 +69,8 @@ where
         1
     }
     fn run(self: Box<Self>, st: &mut St, env: &Env<'_>) -> bool {
-        let Job { f, tx } = *self;
+        let Job { f, tx, mut queued } = *self;
+        queued.started(env.name);
         let (r, panicked) = call(f, st, env);
         if let Some(tx) = tx {
             tx.send(r);
@@ -76,6 +90,8 @@ where
 struct Batch<F, T> {
     jobs: Vec<F>,
     tx: Option<oneshot::Sender<Vec<Result<T, JobError>>>>,
+    // Zero-sized without `metrics`; one queue-wait sample per batch.
+    queued: QueuedAt,
 }
 
 impl<St: 'static, F, T> BlockingTask<St> for Batch<F, T>
@@ -87,7 +103,12 @@ where
         self.jobs.len() as u64
     }
     fn run(self: Box<Self>, st: &mut St, env: &Env<'_>) -> bool {
-        let Batch { jobs, tx } = *self;
+        let Batch {
+            jobs,
+            tx,
+            mut queued,
+        } = *self;
+        queued.started(env.name);
         let mut out = Vec::with_capacity(if tx.is_some() { jobs.len() } else { 0 });
         let mut any = false;
         for f in jobs {
@@ -228,10 +249,7 @@ impl<St: Send + 'static> BlockingPool<St> {
         T: Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let item: Box<dyn BlockingTask<St>> = Box::new(Job {
-            f: job,
-            tx: Some(tx),
-        });
+        let item: Box<dyn BlockingTask<St>> = Box::new(Job::new(job, Some(tx)));
         match self.inner.0.push(item).await {
             Ok(()) => Ok(JobHandle::new(rx)),
             Err(e) => Err(SubmitError::from(e).map(|i| unbox::<F>(i.into_any()))),
@@ -245,10 +263,7 @@ impl<St: Send + 'static> BlockingPool<St> {
         T: Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let item: Box<dyn BlockingTask<St>> = Box::new(Job {
-            f: job,
-            tx: Some(tx),
-        });
+        let item: Box<dyn BlockingTask<St>> = Box::new(Job::new(job, Some(tx)));
         match self.inner.0.try_push(item) {
             Ok(()) => Ok(JobHandle::new(rx)),
             Err(e) => Err(SubmitError::from(e).map(|i| unbox::<F>(i.into_any()))),
@@ -261,7 +276,7 @@ impl<St: Send + 'static> BlockingPool<St> {
         F: FnOnce(&mut St) -> T + Send + 'static,
         T: Send + 'static,
     {
-        let item: Box<dyn BlockingTask<St>> = Box::new(Job::<F, T> { f: job, tx: None });
+        let item: Box<dyn BlockingTask<St>> = Box::new(Job::<F, T>::new(job, None));
         self.inner
             .0
             .push(item)
@@ -282,7 +297,11 @@ impl<St: Send + 'static> BlockingPool<St> {
         let jobs: Vec<F> = jobs.into_iter().collect();
         let len = jobs.len();
         let (tx, rx) = oneshot::channel();
-        let item: Box<dyn BlockingTask<St>> = Box::new(Batch { jobs, tx: Some(tx) });
+        let item: Box<dyn BlockingTask<St>> = Box::new(Batch {
+            jobs,
+            tx: Some(tx),
+            queued: QueuedAt::now(),
+        });
         match self.inner.0.push(item).await {
             Ok(()) => Ok(BatchHandle::new(rx, len)),
             Err(e) => Err(SubmitError::from(e).map(|i| unbox::<Vec<F>>(i.into_any()))),

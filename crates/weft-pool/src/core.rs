@@ -201,6 +201,8 @@ pub(crate) struct Shared<R: Runner> {
     returned: Counter,
     rejected_after_close: Counter,
     aborted: AtomicU64,
+    /// Panics of the worker state factory (rare: one plain atomic).
+    factory_panics: AtomicU64,
     unfinished: Mutex<Vec<String>>,
     registry: Mutex<Registry>,
     sizing: Sizing,
@@ -251,6 +253,7 @@ impl<R: Runner> Shared<R> {
             returned: Counter::new(),
             rejected_after_close: Counter::new(),
             aborted: AtomicU64::new(0),
+            factory_panics: AtomicU64::new(0),
             unfinished: Mutex::new(Vec::new()),
             registry: Mutex::new(Registry::default()),
             sizing: Sizing::new(workers),
@@ -477,6 +480,7 @@ impl<R: Runner> Shared<R> {
             dropped: self.dropped.get(),
             returned: self.returned.get(),
             aborted: self.aborted.load(Ordering::Relaxed),
+            factory_panics: self.factory_panics.load(Ordering::Relaxed),
             workers: workers as u64,
             target_workers: self.sizing.target() as u64,
         }
@@ -700,24 +704,74 @@ async fn next_item<R: Runner>(shared: &Shared<R>, guard: &mut ExitGuard<'_, R>) 
     }
 }
 
+/// First pause after the worker state factory panics; doubled after each
+/// further panic of the same worker, up to [`FACTORY_BACKOFF_MAX`].
+pub(crate) const FACTORY_BACKOFF_MIN: Duration = Duration::from_millis(10);
+/// Longest pause between two attempts to build a worker's state.
+pub(crate) const FACTORY_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Builds a worker's state. A panicking factory is counted, logged and
+/// retried after a backoff (10 ms doubling up to 1 s, on tokio time), so a
+/// failed worker is replaced in place and the pool keeps its worker count,
+/// while a factory that always panics does not spin. `None` when the worker
+/// should exit instead: shutdown is cancelling, the pool is closed with
+/// nothing queued, or the worker is surplus after a resize.
+async fn build_state<R: Runner>(
+    shared: &Shared<R>,
+    guard: &mut ExitGuard<'_, R>,
+) -> Option<R::State> {
+    let mut delay = FACTORY_BACKOFF_MIN;
+    loop {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| shared.runner.init())) {
+            Ok(s) => return Some(s),
+            Err(p) => {
+                let p = Panicked::from_payload(p.as_ref());
+                shared.factory_panics.fetch_add(1, Ordering::Relaxed);
+                metrics::factory_panicked(&shared.cfg.name);
+                tracing::error!(
+                    pool = &*shared.cfg.name,
+                    worker = guard.slot.id,
+                    panic = p.message(),
+                    retry_in = ?delay,
+                    "worker state factory panicked; retrying"
+                );
+            }
+        }
+        let until = Instant::now() + delay;
+        delay = (delay * 2).min(FACTORY_BACKOFF_MAX);
+        loop {
+            let notified = shared.wake_idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if shared.cancelling.load(Ordering::Acquire)
+                || (shared.is_closed() && shared.queue.is_empty())
+            {
+                return None;
+            }
+            if shared.surplus() && shared.sizing.retire_above(shared.sizing.target()) {
+                guard.counted = false;
+                return None;
+            }
+            // A token cancelled by a user (not by shutdown) must not wake us
+            // over and over.
+            let watch_token = !shared.token.is_cancelled();
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => break,
+                _ = &mut notified => {}
+                _ = shared.token.cancelled(), if watch_token => {}
+            }
+        }
+    }
+}
+
 async fn worker_loop<R: Runner>(shared: Arc<Shared<R>>, slot: Arc<CachePadded<Slot>>) {
     let mut guard = ExitGuard {
         shared: &shared,
         slot: &slot,
         counted: true,
     };
-    let init = || std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| shared.runner.init()));
-    let mut state = match init() {
-        Ok(s) => s,
-        Err(p) => {
-            let p = Panicked::from_payload(p.as_ref());
-            tracing::error!(
-                pool = &*shared.cfg.name,
-                panic = p.message(),
-                "worker state factory panicked; worker not started"
-            );
-            return;
-        }
+    let Some(mut state) = build_state(&shared, &mut guard).await else {
+        return;
     };
     let env = Env {
         slot: &slot,
@@ -746,17 +800,12 @@ async fn worker_loop<R: Runner>(shared: Arc<Shared<R>>, slot: Arc<CachePadded<Sl
             Slot::bump(&slot.busy_nanos, b.elapsed().as_nanos() as u64);
         }
         if panicked {
-            match init() {
-                Ok(s) => state = s,
-                Err(p) => {
-                    let p = Panicked::from_payload(p.as_ref());
-                    tracing::error!(
-                        pool = &*shared.cfg.name,
-                        panic = p.message(),
-                        "worker state factory panicked while rebuilding; worker exits"
-                    );
-                    break;
-                }
+            // Drop the old state first: it may hold what the new one needs
+            // (a connection slot, a file lock).
+            drop(state);
+            match build_state(&shared, &mut guard).await {
+                Some(s) => state = s,
+                None => break,
             }
         }
         if shared.surplus() && shared.sizing.retire_above(shared.sizing.target()) {

@@ -12,6 +12,7 @@ use weft_core::{Drain, Panicked, ShutdownReport};
 
 use crate::blocking::Factory;
 use crate::core::{Env, JobOutcome, Mode, Runner};
+use crate::metrics::QueuedAt;
 use crate::oneshot;
 use crate::pool::{Owner, common_pool_methods};
 use crate::task::JobHandle;
@@ -26,6 +27,18 @@ pub(crate) trait StatefulTask<St>: Send + 'static {
 struct Job<F, T> {
     f: F,
     tx: Option<oneshot::Sender<Result<T, JobError>>>,
+    // Zero-sized without `metrics`.
+    queued: QueuedAt,
+}
+
+impl<F, T> Job<F, T> {
+    fn new(f: F, tx: Option<oneshot::Sender<Result<T, JobError>>>) -> Self {
+        Job {
+            f,
+            tx,
+            queued: QueuedAt::now(),
+        }
+    }
 }
 
 impl<St: Send + 'static, F, T> StatefulTask<St> for Job<F, T>
@@ -34,8 +47,9 @@ where
     T: Send + 'static,
 {
     fn run<'a>(self: Box<Self>, st: &'a mut St, env: &'a Env<'a>) -> BoxFuture<'a, bool> {
-        let Job { f, tx } = *self;
+        let Job { f, tx, mut queued } = *self;
         Box::pin(async move {
+            queued.started(env.name);
             let started = env.start_clock();
             let guarded = AssertUnwindSafe(async move { f(st).await }).catch_unwind();
             let res = match env.timeout {
@@ -169,10 +183,7 @@ impl<St: Send + 'static> StatefulPool<St> {
         T: Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let item: Box<dyn StatefulTask<St>> = Box::new(Job {
-            f: job,
-            tx: Some(tx),
-        });
+        let item: Box<dyn StatefulTask<St>> = Box::new(Job::new(job, Some(tx)));
         match self.inner.0.push(item).await {
             Ok(()) => Ok(JobHandle::new(rx)),
             Err(e) => Err(SubmitError::from(e).map(|i| unbox::<F>(i.into_any()))),
@@ -186,10 +197,7 @@ impl<St: Send + 'static> StatefulPool<St> {
         T: Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let item: Box<dyn StatefulTask<St>> = Box::new(Job {
-            f: job,
-            tx: Some(tx),
-        });
+        let item: Box<dyn StatefulTask<St>> = Box::new(Job::new(job, Some(tx)));
         match self.inner.0.try_push(item) {
             Ok(()) => Ok(JobHandle::new(rx)),
             Err(e) => Err(SubmitError::from(e).map(|i| unbox::<F>(i.into_any()))),
@@ -202,7 +210,7 @@ impl<St: Send + 'static> StatefulPool<St> {
         F: for<'s> FnOnce(&'s mut St) -> BoxFuture<'s, T> + Send + 'static,
         T: Send + 'static,
     {
-        let item: Box<dyn StatefulTask<St>> = Box::new(Job::<F, T> { f: job, tx: None });
+        let item: Box<dyn StatefulTask<St>> = Box::new(Job::<F, T>::new(job, None));
         self.inner
             .0
             .push(item)

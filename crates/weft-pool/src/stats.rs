@@ -37,6 +37,11 @@ pub struct PoolStats {
     pub returned: u64,
     /// Jobs cut off at the shutdown deadline.
     pub aborted: u64,
+    /// Panics of the worker state factory (`StatefulPool`, `BlockingPool`).
+    /// A worker whose factory panics retries after a pause (10 ms, doubling
+    /// up to 1 s) and keeps its place in `workers`; jobs wait in the queue
+    /// meanwhile.
+    pub factory_panics: u64,
     /// Live workers.
     pub workers: u64,
     /// The number of workers the pool is aiming for.

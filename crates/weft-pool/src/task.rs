@@ -235,6 +235,8 @@ pin_project! {
         current: Option<F>,
         out: BatchOut<F::Output>,
         started: Option<Instant>,
+        // Zero-sized without `metrics`.
+        queued: crate::metrics::QueuedAt,
         panicked: bool,
     }
 }
@@ -291,6 +293,7 @@ where
             rest: jobs.into_iter(),
             current: None,
             started: None,
+            queued: crate::metrics::QueuedAt::now(),
             panicked: false,
         }
     }
@@ -318,6 +321,8 @@ where
         sleep: &mut Timer,
     ) -> Poll<bool> {
         let mut this = self.project();
+        // One queue-wait sample per batch (per queue item), on its first poll.
+        this.queued.started(env.name);
         loop {
             if this.current.is_none() {
                 match this.rest.next() {

@@ -107,9 +107,10 @@ fn outcomes_durations_and_gauges_are_emitted() {
         Some(&5.0),
         "{seen:?}"
     );
+    // One queue-wait sample per queue item: two single jobs and one batch.
     assert_eq!(
         seen.get("weft_pool_queue_wait_seconds{name=m}"),
-        Some(&2.0),
+        Some(&3.0),
         "{seen:?}"
     );
     assert!(
