@@ -400,6 +400,72 @@ async fn panics_are_contained_and_counted() {
     assert_eq!(e.stats().panicked, 2);
 }
 
+/// A panic on a later poll (after the task returned `Pending`) is contained
+/// too, on both paths, and the slot comes back.
+#[tokio::test(start_paused = true)]
+async fn panics_after_pending_are_contained() {
+    let e = exec(1, 4, Overflow::Block);
+    let late = |msg: &'static str| async move {
+        sleep(Duration::from_millis(5)).await;
+        panic!("{msg}");
+    };
+    let h = e.spawn(late("late boom")).await.unwrap();
+    assert!(h.started_at_once());
+    let q = e.spawn(late("late queued boom")).await.unwrap();
+    assert!(!q.started_at_once());
+    match h.await {
+        Err(TaskError::Panicked(p)) => assert_eq!(p.message(), "late boom"),
+        other => panic!("unexpected {other:?}"),
+    }
+    match q.await {
+        Err(TaskError::Panicked(p)) => assert_eq!(p.message(), "late queued boom"),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(e.stats().panicked, 2);
+    assert_eq!(e.stats().permits_in_use, 0);
+    let report = e.shutdown(Instant::now()).await;
+    assert!(report.is_balanced(), "{report}");
+    assert_eq!(report.failed, 2);
+}
+
+/// Aborting at the deadline stops a task that keeps waking itself (it is
+/// polled again after the abort and must not run on) as well as one parked
+/// on a timer.
+#[tokio::test(start_paused = true)]
+async fn abort_stops_busy_and_parked_tasks() {
+    let e = exec(2, 4, Overflow::Block);
+    let polls = Arc::new(AtomicUsize::new(0));
+    let p = polls.clone();
+    let busy = e
+        .spawn(async move {
+            loop {
+                p.fetch_add(1, Ordering::SeqCst);
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .unwrap();
+    let parked = e.spawn(sleep(Duration::from_secs(3600))).await.unwrap();
+    // A busy task keeps paused time from advancing: a deadline already
+    // passed aborts at once.
+    tokio::task::yield_now().await;
+    let report = e.shutdown(Instant::now()).await;
+    assert_eq!(busy.await, Err(TaskError::Aborted));
+    assert_eq!(parked.await, Err(TaskError::Aborted));
+    assert!(report.is_balanced(), "{report}");
+    assert_eq!(report.aborted, 2, "{report}");
+    let after = polls.load(Ordering::SeqCst);
+    assert!(after > 0);
+    tokio::task::yield_now().await;
+    tokio::task::yield_now().await;
+    assert_eq!(
+        polls.load(Ordering::SeqCst),
+        after,
+        "aborted task kept running"
+    );
+    assert_eq!(e.stats().permits_in_use, 0);
+}
+
 #[tokio::test(start_paused = true)]
 async fn shutdown_drains_then_aborts_with_a_balanced_report() {
     let e = exec(2, 10, Overflow::Block);

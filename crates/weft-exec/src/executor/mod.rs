@@ -4,6 +4,7 @@ mod abortable;
 mod builder;
 mod dispatch;
 mod handle;
+mod run;
 mod stats;
 
 use std::any::Any;
@@ -172,6 +173,9 @@ pub(crate) struct Shared {
     idle: Notify,
     closed: AtomicBool,
     abort: CancellationToken,
+    /// Set just before `abort` is cancelled: the running tasks' per-poll
+    /// check reads this instead of `abort.is_cancelled()` (which locks).
+    aborting: AtomicBool,
     /// Tasks started on the fast path; their ids are `2k`. It doubles as
     /// their accepted count, so the fast path pays one atomic for both.
     next_direct: CachePadded<AtomicU64>,
@@ -230,7 +234,11 @@ where
         let QueuedJob { id, fut, tx } = *self;
         match shared.run_timeout {
             None => tokio::spawn(async move {
-                let _ = tx.send(run_plain(shared, id, weight, fut).await);
+                let guard = RunGuard { shared, weight };
+                // The task (and its permits) are released before the
+                // result is sent, as on the fast path.
+                let r = run::Run::new(fut, guard, id).await;
+                let _ = tx.send(r);
             }),
             Some(d) => tokio::spawn(async move {
                 let _ = tx.send(run_timed(shared, id, weight, d, fut).await);
@@ -304,24 +312,9 @@ where
     F::Output: Send + 'static,
 {
     match shared.run_timeout {
-        None => tokio::spawn(run_plain(shared, id, weight, fut)),
+        None => tokio::spawn(run::Run::new(fut, RunGuard { shared, weight }, id)),
         Some(d) => tokio::spawn(run_timed(shared, id, weight, d, fut)),
     }
-}
-
-async fn run_plain<F: Future>(
-    shared: Arc<Shared>,
-    id: u64,
-    weight: u32,
-    fut: F,
-) -> Result<F::Output, TaskError> {
-    let guard = RunGuard { shared, weight };
-    let s = &*guard.shared;
-    let ended = match abortable::Abortable::new(weft_core::catch_unwind(fut), &s.abort).await {
-        Some(r) => Ended::Done(r),
-        None => Ended::Aborted,
-    };
-    finish(s, id, ended)
 }
 
 async fn run_timed<F: Future>(
@@ -334,7 +327,7 @@ async fn run_timed<F: Future>(
     let guard = RunGuard { shared, weight };
     let s = &*guard.shared;
     let timed = tokio::time::timeout(d, weft_core::catch_unwind(fut));
-    let ended = match abortable::Abortable::new(timed, &s.abort).await {
+    let ended = match abortable::Abortable::new(timed, &s.aborting, &s.abort).await {
         Some(Ok(r)) => Ended::Done(r),
         Some(Err(_)) => Ended::TimedOut,
         None => Ended::Aborted,
@@ -466,6 +459,7 @@ impl BoundedExecutor {
             idle: Notify::new(),
             closed: AtomicBool::new(false),
             abort: CancellationToken::new(),
+            aborting: AtomicBool::new(false),
             next_direct: CachePadded::new(AtomicU64::new(0)),
             next_queued: AtomicU64::new(0),
             queue_timeout: b.queue_timeout,
@@ -876,6 +870,7 @@ impl BoundedExecutor {
         s.close();
         if !self.wait_idle(Some(deadline)).await {
             tracing::warn!(executor = %s.name, "drain deadline reached: aborting running tasks");
+            s.aborting.store(true, Ordering::SeqCst);
             s.abort.cancel();
             s.wake.notify_one();
             self.wait_idle(None).await;

@@ -1,0 +1,76 @@
+//! The body of a task started without a run timeout, written by hand
+//! rather than as an `async fn` around combinators: one small state (the
+//! user's future, the permit guard, the id), so tokio's task cell is
+//! smaller and cheaper to fill and empty, and one `catch_unwind` per poll
+//! instead of a combinator chain.
+
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+
+use tokio_util::sync::WaitForCancellationFutureOwned;
+use weft_core::Panicked;
+
+use super::{Ended, RunGuard, finish};
+use crate::error::TaskError;
+
+pin_project_lite::pin_project! {
+    /// Polls the task's future, contains its panics, and stops it when the
+    /// executor aborts. Registers for the abort signal only if the task
+    /// ever returns `Pending`. Meant to be a tokio task's whole body: it is
+    /// not polled again after it returned `Ready`.
+    pub(super) struct Run<F> {
+        #[pin]
+        fut: F,
+        // Dropped with the task (after its output is stored), which gives
+        // the permits back, also when the runtime drops the task.
+        guard: RunGuard,
+        id: u64,
+        wait: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+    }
+}
+
+impl<F> Run<F> {
+    pub(super) fn new(fut: F, guard: RunGuard, id: u64) -> Self {
+        Run {
+            fut,
+            guard,
+            id,
+            wait: None,
+        }
+    }
+}
+
+impl<F: Future> Future for Run<F> {
+    type Output = Result<F::Output, TaskError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let s = &*this.guard.shared;
+        let id = *this.id;
+        // `aborting` is set before the token is cancelled; a task that
+        // misses it here registers on the token below, which sees the
+        // cancel.
+        if s.aborting.load(Ordering::Acquire) {
+            return Poll::Ready(finish(s, id, Ended::Aborted));
+        }
+        let fut = this.fut;
+        match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
+            Ok(Poll::Ready(v)) => return Poll::Ready(finish(s, id, Ended::Done(Ok(v)))),
+            Ok(Poll::Pending) => {}
+            Err(payload) => {
+                let p = Panicked::from_payload(payload.as_ref());
+                return Poll::Ready(finish(s, id, Ended::Done(Err(p))));
+            }
+        }
+        let wait = this
+            .wait
+            .get_or_insert_with(|| Box::pin(s.abort.clone().cancelled_owned()));
+        match wait.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(finish(s, id, Ended::Aborted)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
