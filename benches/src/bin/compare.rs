@@ -53,7 +53,13 @@ fn main() {
     let stdout = std::io::stdout();
     for g in &groups {
         let before = rows.len();
+        let group_started = Instant::now();
         (g.run)(&ctx, &mut rows);
+        eprintln!(
+            "# group {} took {:.1}s",
+            g.name,
+            group_started.elapsed().as_secs_f64()
+        );
         let mut out = stdout.lock();
         let _ = out.write_all(report::rows_tsv(&rows[before..]).as_bytes());
         let _ = out.flush();
