@@ -126,6 +126,25 @@ pub fn median(samples: usize, mut f: impl FnMut() -> Duration) -> Duration {
     times[times.len() / 2]
 }
 
+/// Runs each measurement `rounds` times, interleaved (a, b, c, a, b, c,
+/// ...) so that a noisy neighbour or a slow spell of the machine hits every
+/// implementation alike, and returns each one's median, in order.
+pub fn interleaved(rounds: usize, fs: &mut [&mut dyn FnMut() -> Duration]) -> Vec<Duration> {
+    let mut times = vec![Vec::with_capacity(rounds.max(1)); fs.len()];
+    for _ in 0..rounds.max(1) {
+        for (f, t) in fs.iter_mut().zip(times.iter_mut()) {
+            t.push(f());
+        }
+    }
+    times
+        .into_iter()
+        .map(|mut t| {
+            t.sort_unstable();
+            t[t.len() / 2]
+        })
+        .collect()
+}
+
 /// Times `f` once.
 pub fn time(f: impl FnOnce()) -> Duration {
     let start = Instant::now();

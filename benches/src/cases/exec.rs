@@ -20,8 +20,8 @@ use tower::{Layer, Service, ServiceExt};
 use weft_core::Overflow;
 use weft_exec::{BoundedExecutor, ConcurrencyLimitLayer, RateLimitLayer};
 
-use crate::workload::{self, JOBS, QUEUE, job};
-use crate::{Ctx, Group, Row, Target, Unit};
+use crate::workload::{self, QUEUE, job};
+use crate::{Ctx, Group, Row, Target, Unit, interleaved};
 
 /// The exec group.
 pub const GROUP: Group = Group {
@@ -126,25 +126,6 @@ pub async fn semaphore_spawn(jobs: u64, iters: u32) -> u64 {
         sum = sum.wrapping_add(h.await.expect("job"));
     }
     sum
-}
-
-/// Runs each measurement `samples` times, interleaved (a, b, c, a, b, c,
-/// ...) so that a noisy neighbour hits every implementation alike, and
-/// returns each one's median.
-fn interleaved(samples: usize, fs: &mut [&mut dyn FnMut() -> Duration]) -> Vec<Duration> {
-    let mut times = vec![Vec::with_capacity(samples); fs.len()];
-    for _ in 0..samples.max(1) {
-        for (f, t) in fs.iter_mut().zip(times.iter_mut()) {
-            t.push(f());
-        }
-    }
-    times
-        .into_iter()
-        .map(|mut t| {
-            t.sort_unstable();
-            t[t.len() / 2]
-        })
-        .collect()
 }
 
 fn row(case: &str, imp: &str, value: f64, unit: Unit) -> Row {
@@ -389,44 +370,7 @@ fn overhead(ctx: &Ctx, rows: &mut Vec<Row>) {
 }
 
 fn run(ctx: &Ctx, rows: &mut Vec<Row>) {
-    // Quick mode runs a quarter of the reference jobs (still 250,000 per
-    // sample, far past start-up effects) to stay within its time budget.
-    let jobs = if ctx.quick { JOBS / 4 } else { JOBS };
-    let samples = if ctx.quick { 3 } else { 9 };
-    for iters in workload::ITERS {
-        let case = workload::case(iters);
-        if !ctx.wants(&case) {
-            continue;
-        }
-        let expected = workload::expected_sum(jobs, iters);
-        let rt = workload::runtime();
-        let times = interleaved(
-            samples,
-            &mut [
-                &mut || {
-                    let start = Instant::now();
-                    let sum = rt.block_on(weft_spawn(jobs, iters));
-                    let elapsed = start.elapsed();
-                    assert_eq!(sum, expected, "weft-exec computed a wrong sum");
-                    elapsed
-                },
-                &mut || {
-                    let start = Instant::now();
-                    let sum = rt.block_on(semaphore_spawn(jobs, iters));
-                    let elapsed = start.elapsed();
-                    assert_eq!(sum, expected, "semaphore-spawn computed a wrong sum");
-                    elapsed
-                },
-            ],
-        );
-        for (name, d) in ["weft-exec-spawn", "semaphore-spawn"].iter().zip(times) {
-            rows.push(row(
-                &case,
-                name,
-                jobs as f64 / d.as_secs_f64(),
-                Unit::ItemsPerSec,
-            ));
-        }
-    }
+    // The spawn throughput rows (`jobs/iters=N`) are measured by
+    // `crate::cases::reference`, interleaved with every peer.
     overhead(ctx, rows);
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crossbeam_utils::CachePadded;
 use weft_pool::{BlockingPool, ShutdownMode, WorkerPool};
 
-use crate::workload::{self, JOBS, QUEUE, job};
+use crate::workload::{self, QUEUE, job};
 use crate::{Ctx, Group, Row, Target, Unit, throughput};
 
 /// The pool group.
@@ -52,26 +52,23 @@ fn pool(workers: usize) -> WorkerPool {
         .expect("pool")
 }
 
-/// `submit` with a handle per job; the caller awaits every handle in order.
+/// `submit` with a handle per job; the caller keeps a window of `QUEUE`
+/// handles (the in-flight bound the spawn-per-job peers use) and awaits
+/// them in order, the oldest once the window is full.
 pub async fn weft_submit(jobs: u64, iters: u32) -> u64 {
     let pool = pool(workload::workers());
     let mut pending = VecDeque::with_capacity(QUEUE);
     let mut sum = 0u64;
     for i in 0..jobs {
+        if pending.len() >= QUEUE {
+            let h: weft_pool::JobHandle<u64> = pending.pop_front().expect("non-empty");
+            sum = sum.wrapping_add(h.await.expect("job"));
+        }
         let h = pool
             .submit(async move { job(i, iters) })
             .await
             .expect("open");
         pending.push_back(h);
-        while pending
-            .front()
-            .is_some_and(|h: &weft_pool::JobHandle<u64>| h.is_finished())
-        {
-            sum = sum.wrapping_add(pending.pop_front().expect("front").await.expect("job"));
-        }
-        if pending.len() >= QUEUE {
-            sum = sum.wrapping_add(pending.pop_front().expect("front").await.expect("job"));
-        }
     }
     for h in pending {
         sum = sum.wrapping_add(h.await.expect("job"));
@@ -201,47 +198,8 @@ pub fn rayon_sum(rayon: &rayon::ThreadPool, jobs: u64, iters: u32) -> u64 {
 }
 
 fn run(ctx: &Ctx, rows: &mut Vec<Row>) {
-    let rayon = rayon::ThreadPoolBuilder::new()
-        .num_threads(workload::workers())
-        .build()
-        .expect("rayon pool");
-    for iters in workload::ITERS {
-        let case = workload::case(iters);
-        if !ctx.wants(&case) {
-            continue;
-        }
-        // Quick runs measure half the jobs (throughput per job is what is
-        // compared), to keep the group under 8 s; full runs the reference
-        // 1,000,000.
-        let jobs = if ctx.quick { JOBS / 2 } else { JOBS };
-        let expected = workload::expected_sum(jobs, iters);
-        type Imp = fn(u64, u32) -> std::pin::Pin<Box<dyn std::future::Future<Output = u64>>>;
-        let imps: [(&str, Imp); 4] = [
-            ("weft-pool-submit", |j, i| Box::pin(weft_submit(j, i))),
-            ("weft-pool-batch", |j, i| Box::pin(weft_batch(j, i))),
-            ("weft-pool-execute", |j, i| Box::pin(weft_execute(j, i))),
-            ("weft-pool-blocking-batch", |j, i| {
-                Box::pin(weft_blocking_batch(j, i))
-            }),
-        ];
-        for (name, imp) in imps {
-            let rt = workload::runtime();
-            rows.push(throughput(ctx, &case, name, jobs, || {
-                let start = Instant::now();
-                let sum = rt.block_on(imp(jobs, iters));
-                let elapsed = start.elapsed();
-                assert_eq!(sum, expected, "{name} computed a wrong sum");
-                elapsed
-            }));
-        }
-        rows.push(throughput(ctx, &case, "rayon", jobs, || {
-            let start = Instant::now();
-            let sum = rayon_sum(&rayon, jobs, iters);
-            let elapsed = start.elapsed();
-            assert_eq!(sum, expected, "rayon computed a wrong sum");
-            elapsed
-        }));
-    }
+    // The throughput rows on the reference workload (`jobs/iters=N`) are
+    // measured by `crate::cases::reference`, interleaved with every peer.
     if let Some(kind) = ctx.filters.iter().find_map(|f| f.strip_prefix(PROBE)) {
         memory(kind, rows);
     } else if ctx.wants("pool-memory") {

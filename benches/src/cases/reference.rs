@@ -1,17 +1,22 @@
 //! The reference points every pool and executor is judged against, on the
 //! reference workload: a tokio mpsc handoff to one consumer, the classic
 //! hand-rolled async-channel worker pool, tokio `JoinSet` + `Semaphore`
-//! spawning one task per job, and futures' `buffer_unordered`.
+//! spawning one task per job, and futures' `buffer_unordered`; and, in the
+//! same rounds, weft's pools and executor with the peers their issues name
+//! (`semaphore-spawn`, rayon), so every `jobs/iters=N` row is comparable.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use crate::cases::{exec, pool};
 use crate::workload::{self, JOBS, QUEUE, job};
-use crate::{Ctx, Group, Row, throughput};
+use crate::{Ctx, Group, Row, Unit, interleaved};
 
 /// The reference group.
 pub const GROUP: Group = Group {
@@ -28,22 +33,90 @@ pub const PEERS: [&str; 4] = [
     "buffer-unordered",
 ];
 
+/// An implementation on the reference workload: `(jobs, iters)` to the sum.
+type Imp = fn(u64, u32) -> Pin<Box<dyn Future<Output = u64>>>;
+
+/// [`PEERS`], as [`Imp`]s.
+const PEER_IMPS: [(&str, Imp); 4] = [
+    ("tokio-mpsc-handoff", |j, i| Box::pin(mpsc_handoff(j, i))),
+    ("async-channel-pool", |j, i| {
+        Box::pin(async_channel_pool(j, i, workload::workers()))
+    }),
+    ("joinset-semaphore", |j, i| {
+        Box::pin(joinset_semaphore(j, i))
+    }),
+    ("buffer-unordered", |j, i| Box::pin(buffer_unordered(j, i))),
+];
+
+/// weft's pools and executor, and the `semaphore-spawn` peer of weft-exec's
+/// issue, measured on the same case as [`PEERS`].
+const CONTENDERS: [(&str, Imp); 6] = [
+    ("weft-exec-spawn", |j, i| Box::pin(exec::weft_spawn(j, i))),
+    ("semaphore-spawn", |j, i| {
+        Box::pin(exec::semaphore_spawn(j, i))
+    }),
+    ("weft-pool-submit", |j, i| Box::pin(pool::weft_submit(j, i))),
+    ("weft-pool-batch", |j, i| Box::pin(pool::weft_batch(j, i))),
+    ("weft-pool-execute", |j, i| {
+        Box::pin(pool::weft_execute(j, i))
+    }),
+    ("weft-pool-blocking-batch", |j, i| {
+        Box::pin(pool::weft_blocking_batch(j, i))
+    }),
+];
+
+/// Every implementation of the reference workload, peers and weft's alike,
+/// measured round-robin in one runtime (see [`crate::interleaved`]): on a
+/// shared machine whose speed drifts by 2x over a minute, rows measured
+/// minutes apart cannot be compared, rows measured in the same rounds can.
 fn run(ctx: &Ctx, rows: &mut Vec<Row>) {
+    // Quick runs measure half the jobs (throughput per job is what is
+    // compared) in 5 rounds; full runs the reference 1,000,000 in 9.
+    let (jobs, rounds) = if ctx.quick { (JOBS / 2, 5) } else { (JOBS, 9) };
+    let rayon = rayon::ThreadPoolBuilder::new()
+        .num_threads(workload::workers())
+        .build()
+        .expect("rayon pool");
+    let rt = workload::runtime();
     for iters in workload::ITERS {
         let case = workload::case(iters);
         if !ctx.wants(&case) {
             continue;
         }
-        let expected = workload::expected_sum(JOBS, iters);
-        for peer in PEERS {
-            let rt = workload::runtime();
-            rows.push(throughput(ctx, &case, peer, JOBS, || {
-                let start = Instant::now();
-                let sum = rt.block_on(run_peer(peer, JOBS, iters));
-                let elapsed = start.elapsed();
-                assert_eq!(sum, expected, "{peer} computed a wrong sum");
-                elapsed
-            }));
+        let expected = workload::expected_sum(jobs, iters);
+        let timed = |name: &str, imp: Imp| {
+            let start = Instant::now();
+            let sum = rt.block_on(imp(jobs, iters));
+            let elapsed = start.elapsed();
+            assert_eq!(sum, expected, "{name} computed a wrong sum");
+            elapsed
+        };
+        let mut names: Vec<&str> = Vec::new();
+        let mut fs: Vec<Box<dyn FnMut() -> Duration + '_>> = Vec::new();
+        for (name, imp) in PEER_IMPS.into_iter().chain(CONTENDERS) {
+            names.push(name);
+            fs.push(Box::new(move || timed(name, imp)));
+        }
+        names.push("rayon");
+        fs.push(Box::new(|| {
+            let start = Instant::now();
+            let sum = pool::rayon_sum(&rayon, jobs, iters);
+            let elapsed = start.elapsed();
+            assert_eq!(sum, expected, "rayon computed a wrong sum");
+            elapsed
+        }));
+        let mut refs: Vec<&mut dyn FnMut() -> Duration> = fs
+            .iter_mut()
+            .map(|f| &mut **f as &mut dyn FnMut() -> Duration)
+            .collect();
+        let times = interleaved(rounds, &mut refs);
+        for (name, d) in names.into_iter().zip(times) {
+            rows.push(Row {
+                case: case.clone(),
+                imp: name.to_owned(),
+                value: jobs as f64 / d.as_secs_f64(),
+                unit: Unit::ItemsPerSec,
+            });
         }
     }
 }
