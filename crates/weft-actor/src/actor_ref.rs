@@ -4,7 +4,7 @@ use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
@@ -203,13 +203,13 @@ impl<A: Actor> ActorRef<A> {
         make: impl FnOnce(Reply<T>) -> A::Msg,
         timeout: Option<Duration>,
     ) -> Result<T, AskError<A::Msg>> {
-        let deadline = timeout.map(|d| Instant::now() + d);
+        let mut wait = ReplyWait::new(timeout, &self.mb.flavor);
         let (reply, rx) = Reply::pair();
         let msg = make(reply);
-        // Send: the fast path needs no timer; waiting for room is bounded
-        // by the deadline.
+        // Send: the fast path needs no timer and no clock; waiting for room
+        // is bounded by the deadline, which then also bounds the reply.
         let pushed = match self.mb.try_admit(msg) {
-            Err(PushError::Full(msg)) if self.mb.overflow.waits() => match deadline {
+            Err(PushError::Full(msg)) if self.mb.overflow.waits() => match wait.deadline() {
                 None => self.mb.admit_waiting(msg).await,
                 Some(d) => match tokio::time::timeout_at(d, self.mb.admit_waiting(msg)).await {
                     Ok(pushed) => pushed,
@@ -219,7 +219,7 @@ impl<A: Actor> ActorRef<A> {
             other => other,
         };
         self.admitted(pushed).map_err(AskError::Send)?;
-        wait_reply(rx, deadline).await
+        wait_reply(rx, wait).await
     }
 
     /// Stops the actor after the current message, without handling what is
@@ -336,14 +336,14 @@ where
             std::mem::take(&mut self.reserved),
             "ActorRef::call without a reserved mailbox slot: call poll_ready (until ready) before every call"
         );
-        let deadline = self.mb.ask_timeout.map(|d| Instant::now() + d);
+        let wait = ReplyWait::new(self.mb.ask_timeout, &self.mb.flavor);
         let (reply, rx) = Reply::pair();
         let pushed = self.mb.push_reserved(A::wrap(req, reply));
         let sent = self.admitted(pushed);
         ResponseFuture {
             inner: Box::pin(async move {
                 sent.map_err(|e| Box::new(AskError::Send(e).without_message()) as BoxError)?;
-                wait_reply::<A::Reply, A::Msg>(rx, deadline)
+                wait_reply::<A::Reply, A::Msg>(rx, wait)
                     .await
                     .map_err(|e| Box::new(e.without_message()) as BoxError)
             }),
@@ -351,17 +351,68 @@ where
     }
 }
 
-/// Waits for an ask's reply until `deadline`.
+/// How long an ask waits for its reply, and how it waits.
+struct ReplyWait {
+    timeout: Option<Duration>,
+    /// Read from the clock only when first needed.
+    deadline: Option<Instant>,
+    /// Whether the actor runs on a current-thread runtime (cached in its
+    /// mailbox after the first ask).
+    single: bool,
+}
+
+impl ReplyWait {
+    fn new(timeout: Option<Duration>, flavor: &AtomicU8) -> Self {
+        ReplyWait {
+            timeout,
+            deadline: None,
+            single: current_thread(flavor),
+        }
+    }
+
+    /// The ask's deadline, fixed on the first call.
+    fn deadline(&mut self) -> Option<Instant> {
+        if self.deadline.is_none() {
+            self.deadline = self.timeout.map(|d| Instant::now() + d);
+        }
+        self.deadline
+    }
+}
+
+/// Whether this ask runs on a current-thread runtime; looked up once per
+/// mailbox (`0`: not yet, `1`: current-thread, `2`: multi-thread or none),
+/// since looking up the runtime clones a handle. An actor is asked from
+/// its own runtime in all but odd cases, and a wrong guess only costs one
+/// extra poll.
+fn current_thread(flavor: &AtomicU8) -> bool {
+    match flavor.load(Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => {
+            let single = tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
+            flavor.store(if single { 1 } else { 2 }, Ordering::Relaxed);
+            single
+        }
+    }
+}
+
+/// Waits for an ask's reply, within its deadline.
+///
+/// A quick ask reads no clock and arms no timer: the first time the reply
+/// is not there, the asker yields once (the actor usually answers
+/// meanwhile), and only if it is still not there does it read the clock
+/// (unless sending already fixed the deadline) and register a timer.
+/// Registering and removing a timer costs more than the whole round trip
+/// when asker and actor share a worker. So the timeout of an ask that was
+/// sent at once counts from the asker's next turn on the scheduler: later
+/// by one scheduling delay, never shorter.
 async fn wait_reply<T: Send + 'static, M>(
     mut rx: ReplyRx<T>,
-    deadline: Option<Instant>,
+    mut wait: ReplyWait,
 ) -> Result<T, AskError<M>> {
-    // Wait for the reply. On a current-thread runtime the timer is armed
-    // lazily: the first time the reply is not there, this task yields
-    // once (the actor answers meanwhile); only if it is still not there
-    // is a timer registered for the deadline, so a quick ask costs no
-    // timer.
     let mut yielded = false;
+    let mut yield_mt = std::pin::pin!(tokio::task::yield_now());
     let mut sleep = std::pin::pin!(None::<tokio::time::Sleep>);
     std::future::poll_fn(|cx| {
         if let Poll::Ready(r) = Pin::new(&mut rx).poll(cx) {
@@ -371,22 +422,29 @@ async fn wait_reply<T: Send + 'static, M>(
                 Err(_) => Err(AskError::NoReply),
             });
         }
-        let Some(deadline) = deadline else {
+        if wait.timeout.is_none() {
             return Poll::Pending;
-        };
+        }
         if !yielded {
-            yielded = true;
-            // On a current-thread runtime the actor runs before this
-            // task is polled again, so one yield usually brings the
-            // reply; on a multi-thread runtime it runs elsewhere and the
-            // yield would only add a poll.
-            let single = tokio::runtime::Handle::try_current()
-                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
-            if single {
+            if wait.single {
+                // On a current-thread runtime the actor runs before this
+                // task is polled again.
+                yielded = true;
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
+            // On a multi-thread runtime, tokio's `yield_now` defers this
+            // task behind the ones just woken: an actor woken by this
+            // ask's send, on this worker, runs (and answers) first.
+            // Outside a runtime it is a plain re-poll.
+            if yield_mt.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            yielded = true;
         }
+        let Some(deadline) = wait.deadline() else {
+            return Poll::Pending;
+        };
         if sleep.is_none() {
             sleep.set(Some(tokio::time::sleep_until(deadline)));
         }

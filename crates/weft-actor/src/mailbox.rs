@@ -43,6 +43,9 @@ pub(crate) struct Mailbox<M> {
     pub(crate) parker: Parker,
     pub(crate) name: Cow<'static, str>,
     pub(crate) ask_timeout: Option<Duration>,
+    /// The flavor of the runtime the actor is asked on, once known (see
+    /// `actor_ref::current_thread`).
+    pub(crate) flavor: AtomicU8,
     pub(crate) hook: Option<UndeliveredHook<M>>,
     pub(crate) stats: Stats,
     pub(crate) life: Mutex<Life>,
@@ -233,6 +236,7 @@ impl<M> Mailbox<M> {
             parker: Parker::new(),
             name,
             ask_timeout,
+            flavor: AtomicU8::new(0),
             hook,
             stats: Stats::default(),
             life: Mutex::new(Life::default()),

@@ -119,6 +119,11 @@ impl<M: Send + 'static> Builder<M> {
     /// How long `ask` waits (for mailbox room and for the reply) before
     /// giving up with [`AskError::Timeout`](crate::AskError::Timeout).
     /// `None` waits forever. Default [`DEFAULT_ASK_TIMEOUT`].
+    ///
+    /// The clock is read only when needed: for an ask sent at once, the
+    /// timeout counts from the asker's first turn on the scheduler after
+    /// the reply was found missing (a quick ask reads no clock and arms no
+    /// timer); for an ask that waits for room, from when it starts waiting.
     pub fn ask_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.ask_timeout = timeout;
         self

@@ -429,3 +429,65 @@ async fn ask_timeout_also_bounds_the_wait_for_mailbox_room() {
     assert_eq!(start.elapsed(), Duration::from_millis(300));
     assert_eq!(a.stats().accepted, 2, "the timed-out ask was never queued");
 }
+
+/// On a multi-thread runtime an ask from a task yields once, then arms its
+/// deadline timer; a reply that comes only after that (the handler waits
+/// on a gate the test opens later) still arrives, and quick asks from a
+/// task on the runtime (the yield path) all come back.
+#[test]
+fn asks_from_tasks_on_a_multi_thread_runtime_get_their_replies() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        struct Gated(Option<tokio::sync::oneshot::Receiver<()>>);
+        enum G {
+            Wait(Reply<u32>),
+            Echo(u32, Reply<u32>),
+        }
+        impl Actor for Gated {
+            type Msg = G;
+            async fn handle(&mut self, msg: G, _: &mut Context<Self>) {
+                match msg {
+                    G::Wait(r) => {
+                        if let Some(gate) = self.0.take() {
+                            gate.await.unwrap();
+                        }
+                        let _ = r.send(7);
+                    }
+                    G::Echo(x, r) => {
+                        let _ = r.send(x);
+                    }
+                }
+            }
+        }
+        let (open, gate) = tokio::sync::oneshot::channel();
+        let a = weft_actor::spawn(Gated(Some(gate)));
+        let slow = tokio::spawn({
+            let a = a.clone();
+            async move { a.ask_with(G::Wait).await }
+        });
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!slow.is_finished(), "the handler is still gated");
+        open.send(()).unwrap();
+        assert_eq!(slow.await.unwrap().unwrap(), 7);
+
+        let quick = tokio::spawn({
+            let a = a.clone();
+            async move {
+                let mut sum = 0u64;
+                for i in 0..2_000u32 {
+                    sum += u64::from(a.ask_with(|r| G::Echo(i, r)).await.unwrap());
+                }
+                sum
+            }
+        });
+        assert_eq!(quick.await.unwrap(), (0..2_000u64).sum::<u64>());
+        let r = a.stop(Instant::now() + Duration::from_secs(10)).await;
+        assert!(r.is_clean(), "{r}");
+    });
+}
