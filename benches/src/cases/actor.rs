@@ -107,7 +107,7 @@ fn run(ctx: &Ctx, rows: &mut Vec<Row>) {
     // running all samples of one, then the next), so that load from other
     // processes on a shared machine falls on all of them alike; each row is
     // the median of its samples.
-    let rounds = ctx.samples();
+    let rounds = if ctx.quick { 5 } else { 9 };
     for (flavor, rt) in [
         ("mt", workload::runtime()),
         ("ct", workload::current_thread()),

@@ -286,7 +286,7 @@ fn huge_quota() -> Quota {
 
 fn overhead(ctx: &Ctx, rows: &mut Vec<Row>) {
     let n: u64 = if ctx.quick { 100_000 } else { 1_000_000 };
-    let samples = if ctx.quick { 7 } else { 15 };
+    let samples = if ctx.quick { 9 } else { 15 };
     for flavor in [Flavor::Current, Flavor::Multi, Flavor::TwoThreads] {
         let rt = flavor.runtime();
         let case = format!("exec-overhead/concurrency-limit/{}", flavor.label());

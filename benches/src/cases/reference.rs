@@ -71,8 +71,8 @@ const CONTENDERS: [(&str, Imp); 6] = [
 /// minutes apart cannot be compared, rows measured in the same rounds can.
 fn run(ctx: &Ctx, rows: &mut Vec<Row>) {
     // Quick runs measure half the jobs (throughput per job is what is
-    // compared) in 5 rounds; full runs the reference 1,000,000 in 9.
-    let (jobs, rounds) = if ctx.quick { (JOBS / 2, 5) } else { (JOBS, 9) };
+    // compared) in 7 rounds; full runs the reference 1,000,000 in 9.
+    let (jobs, rounds) = if ctx.quick { (JOBS / 2, 7) } else { (JOBS, 9) };
     let rayon = rayon::ThreadPoolBuilder::new()
         .num_threads(workload::workers())
         .build()
