@@ -15,13 +15,46 @@ use crate::core::{Env, JobOutcome, Mode, Runner};
 use crate::metrics::QueuedAt;
 use crate::oneshot;
 use crate::pool::{Owner, common_pool_methods};
-use crate::task::JobHandle;
+use crate::task::{BatchHandle, BatchOut, JobHandle};
 use crate::{Builder, JobError, SubmitError};
 
 pub(crate) trait StatefulTask<St>: Send + 'static {
+    fn jobs(&self) -> u64;
     fn run<'a>(self: Box<Self>, st: &'a mut St, env: &'a Env<'a>) -> BoxFuture<'a, bool>;
     fn fail(self: Box<Self>, err: JobError);
     fn into_any(self: Box<Self>) -> Box<dyn Any + Send>;
+}
+
+/// Runs one job against the worker's state inside its own panic boundary and
+/// timeout, and records its outcome. The flag says whether the state must be
+/// rebuilt: after a panic, or a timeout (which may have left it half-used).
+async fn call<St, F, T>(f: F, st: &mut St, env: &Env<'_>) -> (Result<T, JobError>, bool)
+where
+    F: for<'s> FnOnce(&'s mut St) -> BoxFuture<'s, T>,
+{
+    let started = env.start_clock();
+    let guarded = AssertUnwindSafe(async move { f(st).await }).catch_unwind();
+    let res = match env.timeout {
+        Some(d) => tokio::time::timeout(d, guarded).await.ok(),
+        None => Some(guarded.await),
+    };
+    let (r, outcome) = match res {
+        None => (
+            Err(JobError::TimedOut(env.timeout.unwrap_or_default())),
+            JobOutcome::TimedOut,
+        ),
+        Some(Ok(v)) => (Ok(v), JobOutcome::Succeeded),
+        Some(Err(p)) => {
+            let p = Panicked::from_payload(p.as_ref());
+            env.log_panic(&p);
+            (Err(JobError::Panicked(p)), JobOutcome::Panicked)
+        }
+    };
+    env.record(outcome, started);
+    (
+        r,
+        matches!(outcome, JobOutcome::Panicked | JobOutcome::TimedOut),
+    )
 }
 
 struct Job<F, T> {
@@ -46,34 +79,18 @@ where
     F: for<'s> FnOnce(&'s mut St) -> BoxFuture<'s, T> + Send + 'static,
     T: Send + 'static,
 {
+    fn jobs(&self) -> u64 {
+        1
+    }
     fn run<'a>(self: Box<Self>, st: &'a mut St, env: &'a Env<'a>) -> BoxFuture<'a, bool> {
         let Job { f, tx, mut queued } = *self;
         Box::pin(async move {
             queued.started(env.name);
-            let started = env.start_clock();
-            let guarded = AssertUnwindSafe(async move { f(st).await }).catch_unwind();
-            let res = match env.timeout {
-                Some(d) => tokio::time::timeout(d, guarded).await.ok(),
-                None => Some(guarded.await),
-            };
-            let (r, outcome) = match res {
-                None => (
-                    Err(JobError::TimedOut(env.timeout.unwrap_or_default())),
-                    JobOutcome::TimedOut,
-                ),
-                Some(Ok(v)) => (Ok(v), JobOutcome::Succeeded),
-                Some(Err(p)) => {
-                    let p = Panicked::from_payload(p.as_ref());
-                    env.log_panic(&p);
-                    (Err(JobError::Panicked(p)), JobOutcome::Panicked)
-                }
-            };
-            env.record(outcome, started);
+            let (r, rebuild) = call(f, st, env).await;
             if let Some(tx) = tx {
                 tx.send(r);
             }
-            // A timed-out job may have left the state half-used: rebuild it too.
-            matches!(outcome, JobOutcome::Panicked | JobOutcome::TimedOut)
+            rebuild
         })
     }
     fn fail(self: Box<Self>, err: JobError) {
@@ -86,6 +103,56 @@ where
     }
 }
 
+/// Many jobs in one queue item, run one after the other by one worker on
+/// its state. The results live in a [`BatchOut`] (shared with the async
+/// pool's batches): if the worker is aborted mid-batch at the shutdown
+/// deadline, the handle still gets the results of the jobs that ran and
+/// `Cancelled` for the others.
+struct Batch<F, T> {
+    jobs: Vec<F>,
+    out: BatchOut<T>,
+    // Zero-sized without `metrics`; one queue-wait sample per batch.
+    queued: QueuedAt,
+}
+
+impl<St: Send + 'static, F, T> StatefulTask<St> for Batch<F, T>
+where
+    F: for<'s> FnOnce(&'s mut St) -> BoxFuture<'s, T> + Send + 'static,
+    T: Send + 'static,
+{
+    fn jobs(&self) -> u64 {
+        self.jobs.len() as u64
+    }
+    fn run<'a>(self: Box<Self>, st: &'a mut St, env: &'a Env<'a>) -> BoxFuture<'a, bool> {
+        let Batch {
+            jobs,
+            mut out,
+            mut queued,
+        } = *self;
+        Box::pin(async move {
+            queued.started(env.name);
+            // As in `BlockingPool`'s batches, a panicked (or timed-out) job
+            // does not stop the batch: the rest run on the same state, which
+            // is rebuilt once the batch is done.
+            let mut rebuild = false;
+            for f in jobs {
+                let (r, bad) = call(f, &mut *st, env).await;
+                rebuild |= bad;
+                out.push(r);
+            }
+            out.finish(JobError::Cancelled);
+            rebuild
+        })
+    }
+    fn fail(mut self: Box<Self>, err: JobError) {
+        self.out.finish(err);
+    }
+    fn into_any(mut self: Box<Self>) -> Box<dyn Any + Send> {
+        self.out.detach();
+        Box::new(self.jobs)
+    }
+}
+
 pub(crate) struct StatefulRunner<St> {
     factory: Factory<St>,
 }
@@ -95,8 +162,8 @@ impl<St: Send + 'static> Runner for StatefulRunner<St> {
     type State = St;
     const THREADS: bool = false;
 
-    fn jobs(_: &Self::Item) -> u64 {
-        1
+    fn jobs(item: &Self::Item) -> u64 {
+        item.jobs()
     }
     fn evicted(item: Self::Item) {
         item.fail(JobError::Evicted);
@@ -216,6 +283,91 @@ impl<St: Send + 'static> StatefulPool<St> {
             .push(item)
             .await
             .map_err(|e| SubmitError::from(e).map(|i| unbox::<F>(i.into_any())))
+    }
+
+    /// Submits many jobs as **one** queue item with one admission: one
+    /// worker runs them one after the other against its state (each job
+    /// inside its own panic boundary and timeout) and the handle yields
+    /// their results in submission order. The queue's bound counts the
+    /// batch as one item; the pool's counters count its jobs.
+    ///
+    /// A job that panics or times out gets its error in its own slot and
+    /// does not stop the batch: as in [`BlockingPool`](crate::BlockingPool)'s
+    /// batches, the remaining jobs run on the same state, and the worker
+    /// rebuilds its state once the batch is done. A refused batch comes back
+    /// whole inside the error.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use futures::future::BoxFuture;
+    /// use weft_pool::{ShutdownMode, StatefulPool};
+    ///
+    /// // A job for the batch: a closure built by a function, so its
+    /// // `&mut Vec<u64>` -> `BoxFuture<'_, _>` signature is spelled once.
+    /// fn push(i: u64) -> impl for<'s> FnOnce(&'s mut Vec<u64>) -> BoxFuture<'s, usize> + Send {
+    ///     move |buf| Box::pin(async move {
+    ///         buf.push(i);
+    ///         buf.len()
+    ///     })
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// // Each worker owns a scratch buffer.
+    /// let pool = StatefulPool::builder()
+    ///     .workers(2)
+    ///     .build_stateful(Vec::<u64>::new)
+    ///     .unwrap();
+    /// let batch = pool.submit_batch((1..=4).map(push)).await.unwrap();
+    /// let lens: Vec<usize> = batch.await.into_iter().map(Result::unwrap).collect();
+    /// assert_eq!(lens, [1, 2, 3, 4]); // one worker, one buffer, in order
+    /// let report = pool.shutdown(ShutdownMode::Drain(Duration::from_secs(1))).await;
+    /// assert_eq!(report.completed, 4);
+    /// # }
+    /// ```
+    pub async fn submit_batch<I, F, T>(
+        &self,
+        jobs: I,
+    ) -> Result<BatchHandle<T>, SubmitError<Vec<F>>>
+    where
+        I: IntoIterator<Item = F>,
+        F: for<'s> FnOnce(&'s mut St) -> BoxFuture<'s, T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let jobs: Vec<F> = jobs.into_iter().collect();
+        let len = jobs.len();
+        let (tx, rx) = oneshot::channel();
+        let item: Box<dyn StatefulTask<St>> = Box::new(Batch {
+            jobs,
+            out: BatchOut::new(Some(tx), len),
+            queued: QueuedAt::now(),
+        });
+        match self.inner.0.push(item).await {
+            Ok(()) => Ok(BatchHandle::new(rx, len)),
+            Err(e) => Err(SubmitError::from(e).map(|i| unbox::<Vec<F>>(i.into_any()))),
+        }
+    }
+
+    /// Fire-and-forget form of [`submit_batch`](StatefulPool::submit_batch):
+    /// still counted, still drained, panics still caught.
+    pub async fn execute_batch<I, F, T>(&self, jobs: I) -> Result<(), SubmitError<Vec<F>>>
+    where
+        I: IntoIterator<Item = F>,
+        F: for<'s> FnOnce(&'s mut St) -> BoxFuture<'s, T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let jobs: Vec<F> = jobs.into_iter().collect();
+        let len = jobs.len();
+        let item: Box<dyn StatefulTask<St>> = Box::new(Batch::<F, T> {
+            jobs,
+            out: BatchOut::new(None, len),
+            queued: QueuedAt::now(),
+        });
+        self.inner
+            .0
+            .push(item)
+            .await
+            .map_err(|e| SubmitError::from(e).map(|i| unbox::<Vec<F>>(i.into_any())))
     }
 
     common_pool_methods!();

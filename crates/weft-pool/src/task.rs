@@ -251,13 +251,33 @@ pub(crate) struct BatchOut<T> {
 }
 
 impl<T> BatchOut<T> {
-    fn push(&mut self, r: Result<T, JobError>) {
+    /// Results of `len` jobs, sent to `tx` (nowhere for `execute_batch`).
+    pub(crate) fn new(tx: Option<BatchSender<T>>, len: usize) -> Self {
+        BatchOut {
+            results: if tx.is_some() {
+                Vec::with_capacity(len)
+            } else {
+                Vec::new()
+            },
+            tx,
+            len,
+        }
+    }
+
+    /// The batch was refused before it was queued: nobody holds a handle.
+    pub(crate) fn detach(&mut self) {
+        self.tx = None;
+    }
+
+    /// Records the next job's result.
+    pub(crate) fn push(&mut self, r: Result<T, JobError>) {
         if self.tx.is_some() {
             self.results.push(r);
         }
     }
 
-    fn finish(&mut self, rest: JobError) {
+    /// Sends the results, `rest` for every job that has none.
+    pub(crate) fn finish(&mut self, rest: JobError) {
         if let Some(tx) = self.tx.take() {
             let mut results = std::mem::take(&mut self.results);
             while results.len() < self.len {
@@ -281,15 +301,7 @@ where
 {
     pub(crate) fn new(jobs: Vec<F>, tx: Option<BatchSender<F::Output>>) -> Self {
         BatchTask {
-            out: BatchOut {
-                results: if tx.is_some() {
-                    Vec::with_capacity(jobs.len())
-                } else {
-                    Vec::new()
-                },
-                tx,
-                len: jobs.len(),
-            },
+            out: BatchOut::new(tx, jobs.len()),
             rest: jobs.into_iter(),
             current: None,
             started: None,
@@ -299,8 +311,7 @@ where
     }
 
     pub(crate) fn into_jobs(mut self) -> Vec<F> {
-        // Refused before it was queued: nobody holds a handle.
-        self.out.tx = None;
+        self.out.detach();
         std::mem::take(&mut self.rest).collect()
     }
 }
