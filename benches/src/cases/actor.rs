@@ -117,11 +117,7 @@ fn run(ctx: &Ctx, rows: &mut Vec<Row>) {
             // The sender is a task on the runtime, as a request handler is.
             let times = interleaved(rounds, &IMPLS, |imp| {
                 let imp = imp.to_owned();
-                rt.block_on(async move {
-                    tokio::spawn(async move { tell(&imp, tells).await })
-                        .await
-                        .expect("sender")
-                })
+                in_task(&rt, async move { tell(&imp, tells).await })
             });
             push_rate(rows, &case, &IMPLS, tells, times);
         }
@@ -137,11 +133,7 @@ fn run(ctx: &Ctx, rows: &mut Vec<Row>) {
             // The asker is a task on the runtime, as a request handler is.
             let times = interleaved(rounds, &imps, |imp| {
                 let imp = imp.to_owned();
-                rt.block_on(async move {
-                    tokio::spawn(async move { ask(&imp, asks).await })
-                        .await
-                        .expect("asker")
-                })
+                in_task(&rt, async move { ask(&imp, asks).await })
             });
             for (imp, d) in imps.iter().zip(times) {
                 rows.push(per_call(&case, imp, d, asks));
@@ -180,22 +172,27 @@ fn push_rate(rows: &mut Vec<Row>, case: &str, imps: &[&str], n: u64, times: Vec<
     }
 }
 
-/// Runs `f` for every implementation in turn, `rounds` times, and returns
-/// each implementation's median duration.
-fn interleaved(rounds: usize, imps: &[&str], mut f: impl FnMut(&str) -> Duration) -> Vec<Duration> {
-    let mut times = vec![Vec::with_capacity(rounds); imps.len()];
-    for _ in 0..rounds.max(1) {
-        for (i, imp) in imps.iter().enumerate() {
-            times[i].push(f(imp));
-        }
-    }
-    times
-        .into_iter()
-        .map(|mut t| {
-            t.sort_unstable();
-            t[t.len() / 2]
-        })
-        .collect()
+/// Runs `f` for every implementation in turn, `rounds` times (see
+/// [`crate::interleaved`]), and returns each implementation's median.
+fn interleaved(rounds: usize, imps: &[&str], f: impl FnMut(&str) -> Duration) -> Vec<Duration> {
+    let f = std::cell::RefCell::new(f);
+    let mut fs: Vec<Box<dyn FnMut() -> Duration + '_>> = imps
+        .iter()
+        .map(|imp| Box::new(|| (f.borrow_mut())(imp)) as Box<dyn FnMut() -> Duration + '_>)
+        .collect();
+    let mut refs: Vec<&mut dyn FnMut() -> Duration> = fs
+        .iter_mut()
+        .map(|f| &mut **f as &mut dyn FnMut() -> Duration)
+        .collect();
+    crate::interleaved(rounds, &mut refs)
+}
+
+/// Runs `f` as a task on `rt` (a request handler's place) and waits for it.
+fn in_task<T: Send + 'static>(
+    rt: &tokio::runtime::Runtime,
+    f: impl std::future::Future<Output = T> + Send + 'static,
+) -> T {
+    rt.block_on(async move { tokio::spawn(f).await.expect("benchmark task") })
 }
 
 fn per_call(case: &str, imp: &str, d: Duration, calls: u64) -> Row {
