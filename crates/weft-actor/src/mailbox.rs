@@ -103,7 +103,15 @@ impl<M> LazyQueue<M> {
 
     #[inline]
     pub(crate) fn try_pop(&self) -> Option<M> {
-        self.cell.get()?.pop().ok()
+        let q = self.cell.get()?;
+        // `is_empty` only loads the two indices, where `pop` on an empty
+        // bounded queue also pays a fence and its stamp checks; an idle
+        // actor looks at an empty queue twice per message (before and after
+        // registering to wait).
+        if q.is_empty() {
+            return None;
+        }
+        q.pop().ok()
     }
 
     pub(crate) fn len(&self) -> usize {
