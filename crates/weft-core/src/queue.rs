@@ -188,9 +188,14 @@ impl<T> Queue<T> {
     /// Waits only under `Block` and `WaitTimeout`.
     pub async fn push(&self, item: T) -> Result<Admitted<T>, PushError<T>> {
         match self.overflow {
-            Overflow::Block => match self.tx.send(item).await {
+            // The common case, room in the queue, needs no send future.
+            Overflow::Block => match self.tx.try_send(item) {
                 Ok(()) => Ok(Admitted::Queued),
-                Err(e) => Err(PushError::Closed(e.0)),
+                Err(TrySendError::Closed(item)) => Err(PushError::Closed(item)),
+                Err(TrySendError::Full(item)) => match self.tx.send(item).await {
+                    Ok(()) => Ok(Admitted::Queued),
+                    Err(e) => Err(PushError::Closed(e.0)),
+                },
             },
             Overflow::WaitTimeout(d) => self.push_timeout(item, d).await,
             _ => self.try_push(item),
