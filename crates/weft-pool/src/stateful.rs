@@ -15,7 +15,7 @@ use crate::core::{Env, JobOutcome, Mode, Runner};
 use crate::metrics::QueuedAt;
 use crate::oneshot;
 use crate::pool::{Owner, common_pool_methods};
-use crate::task::{BatchHandle, BatchOut, JobHandle};
+use crate::task::{BatchHandle, BatchOut, BatchSender, JobHandle};
 use crate::{Builder, JobError, SubmitError};
 
 pub(crate) trait StatefulTask<St>: Send + 'static {
@@ -113,6 +113,26 @@ struct Batch<F, T> {
     out: BatchOut<T>,
     // Zero-sized without `metrics`; one queue-wait sample per batch.
     queued: QueuedAt,
+}
+
+impl<F: Send + 'static, T: Send + 'static> Batch<F, T> {
+    /// The queue item for `jobs`, and how many there are.
+    fn item<St: Send + 'static>(
+        jobs: impl IntoIterator<Item = F>,
+        tx: Option<BatchSender<T>>,
+    ) -> (Box<dyn StatefulTask<St>>, usize)
+    where
+        Self: StatefulTask<St>,
+    {
+        let jobs: Vec<F> = jobs.into_iter().collect();
+        let len = jobs.len();
+        let item = Box::new(Batch {
+            jobs,
+            out: BatchOut::new(tx, len),
+            queued: QueuedAt::now(),
+        });
+        (item, len)
+    }
 }
 
 impl<St: Send + 'static, F, T> StatefulTask<St> for Batch<F, T>
@@ -334,14 +354,8 @@ impl<St: Send + 'static> StatefulPool<St> {
         F: for<'s> FnOnce(&'s mut St) -> BoxFuture<'s, T> + Send + 'static,
         T: Send + 'static,
     {
-        let jobs: Vec<F> = jobs.into_iter().collect();
-        let len = jobs.len();
         let (tx, rx) = oneshot::channel();
-        let item: Box<dyn StatefulTask<St>> = Box::new(Batch {
-            jobs,
-            out: BatchOut::new(Some(tx), len),
-            queued: QueuedAt::now(),
-        });
+        let (item, len) = Batch::<F, T>::item(jobs, Some(tx));
         match self.inner.0.push(item).await {
             Ok(()) => Ok(BatchHandle::new(rx, len)),
             Err(e) => Err(SubmitError::from(e).map(|i| unbox::<Vec<F>>(i.into_any()))),
@@ -356,13 +370,7 @@ impl<St: Send + 'static> StatefulPool<St> {
         F: for<'s> FnOnce(&'s mut St) -> BoxFuture<'s, T> + Send + 'static,
         T: Send + 'static,
     {
-        let jobs: Vec<F> = jobs.into_iter().collect();
-        let len = jobs.len();
-        let item: Box<dyn StatefulTask<St>> = Box::new(Batch::<F, T> {
-            jobs,
-            out: BatchOut::new(None, len),
-            queued: QueuedAt::now(),
-        });
+        let (item, _) = Batch::<F, T>::item(jobs, None);
         self.inner
             .0
             .push(item)
