@@ -436,6 +436,12 @@ impl SessionInner {
     }
 
     pub(crate) fn mark_lost(&self, reason: LostReason) {
+        // Once closing has begun, a loss the keep-alive task sees is the
+        // close's own lease revoke: `close` settles the counts and marks
+        // the session `Closed` itself.
+        if reason != LostReason::Closed && self.closing.is_cancelled() {
+            return;
+        }
         let changed = self.state.send_if_modified(|s| {
             if *s == SessionState::Alive {
                 *s = SessionState::Lost(reason);
@@ -560,6 +566,10 @@ impl SessionInner {
                 }
                 report.elapsed = start.elapsed();
                 self.mark_lost(LostReason::Closed);
+                // If the session was lost just before closing, the keep-alive
+                // task may still be settling it; either way every guard
+                // reads as released once `close` returns.
+                self.lost.cancel();
                 tracing::info!(%report, "session closed");
                 report
             })
