@@ -59,6 +59,18 @@ impl Unit {
         }
     }
 
+    /// The unit printed as `label` (see [`Unit::label`]).
+    pub fn from_label(label: &str) -> Option<Unit> {
+        [
+            Unit::ItemsPerSec,
+            Unit::NsPerCall,
+            Unit::Bytes,
+            Unit::Millis,
+        ]
+        .into_iter()
+        .find(|u| u.label() == label)
+    }
+
     /// Whether a larger value is better.
     pub fn higher_is_better(self) -> bool {
         matches!(self, Unit::ItemsPerSec)
