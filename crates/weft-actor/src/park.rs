@@ -35,7 +35,16 @@ impl Parker {
     /// registered, so a wake between an empty look and the registration is
     /// never lost.
     pub(crate) async fn wait_for<T>(&self, mut check: impl FnMut() -> Option<T>) -> T {
+        let mut woken = false;
         std::future::poll_fn(|cx: &mut Context<'_>| {
+            // Polled again: whatever woke us is usually there, and taking it
+            // needs no new registration (the first poll must register
+            // before it looks, so that no wake-up is lost).
+            if std::mem::replace(&mut woken, true)
+                && let Some(v) = check()
+            {
+                return Poll::Ready(v);
+            }
             #[cfg(loom)]
             self.waker.register_by_ref(cx.waker());
             #[cfg(not(loom))]

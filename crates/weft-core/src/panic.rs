@@ -1,8 +1,10 @@
 use std::any::Any;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
-use futures::FutureExt;
+use pin_project_lite::pin_project;
 
 /// The work a caller was waiting on panicked.
 ///
@@ -72,9 +74,31 @@ impl Panicked {
 /// # }
 /// ```
 pub fn catch_unwind<F: Future>(fut: F) -> impl Future<Output = Result<F::Output, Panicked>> {
-    AssertUnwindSafe(fut)
-        .catch_unwind()
-        .map(|r| r.map_err(|payload| Panicked::from_payload(payload.as_ref())))
+    CatchUnwind { fut }
+}
+
+pin_project! {
+    /// [`catch_unwind`]'s future: one `std::panic::catch_unwind` per poll,
+    /// with no adapter layers (it runs around every actor message and
+    /// executor task).
+    struct CatchUnwind<F> {
+        #[pin]
+        fut: F,
+    }
+}
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, Panicked>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let fut = self.project().fut;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(payload) => Poll::Ready(Err(Panicked::from_payload(payload.as_ref()))),
+        }
+    }
 }
 
 #[cfg(test)]
