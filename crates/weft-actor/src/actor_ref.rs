@@ -336,7 +336,11 @@ where
             std::mem::take(&mut self.reserved),
             "ActorRef::call without a reserved mailbox slot: call poll_ready (until ready) before every call"
         );
-        let wait = ReplyWait::new(self.mb.ask_timeout, &self.mb.flavor);
+        let mut wait = ReplyWait::new(self.mb.ask_timeout, &self.mb.flavor);
+        // The response may be awaited long after `call` (a tower caller is
+        // free to); the timeout counts from the send, so fix it now (a clock
+        // read, no timer).
+        let _ = wait.deadline();
         let (reply, rx) = Reply::pair();
         let pushed = self.mb.push_reserved(A::wrap(req, reply));
         let sent = self.admitted(pushed);

@@ -43,8 +43,8 @@ pub(crate) struct Mailbox<M> {
     pub(crate) parker: Parker,
     pub(crate) name: Cow<'static, str>,
     pub(crate) ask_timeout: Option<Duration>,
-    /// The flavor of the runtime the actor is asked on, once known (see
-    /// `actor_ref::current_thread`).
+    /// The flavor of the runtime this mailbox's first asker ran on, once
+    /// known (see `actor_ref::current_thread`).
     pub(crate) flavor: AtomicU8,
     pub(crate) hook: Option<UndeliveredHook<M>>,
     pub(crate) stats: Stats,

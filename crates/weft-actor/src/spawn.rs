@@ -123,7 +123,8 @@ impl<M: Send + 'static> Builder<M> {
     /// The clock is read only when needed: for an ask sent at once, the
     /// timeout counts from the asker's first turn on the scheduler after
     /// the reply was found missing (a quick ask reads no clock and arms no
-    /// timer); for an ask that waits for room, from when it starts waiting.
+    /// timer); for an ask that waits for room, from when it starts waiting;
+    /// through the tower `Service`, from `call`.
     pub fn ask_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.ask_timeout = timeout;
         self

@@ -491,3 +491,27 @@ fn asks_from_tasks_on_a_multi_thread_runtime_get_their_replies() {
         assert!(r.is_clean(), "{r}");
     });
 }
+
+/// Through the tower `Service`, the ask timeout counts from `call`: a
+/// response awaited only later times out at once if the timeout has
+/// already passed, instead of waiting a whole timeout more.
+#[tokio::test(start_paused = true)]
+async fn a_service_call_times_out_from_the_call_not_from_the_first_poll() {
+    let mut a = Builder::new()
+        .ask_timeout(Some(Duration::from_secs(1)))
+        .spawn(Acc::default())
+        .unwrap();
+    a.tell(Msg::Sleep(Duration::from_secs(60))).await.unwrap();
+    std::future::poll_fn(|cx| Service::<Get>::poll_ready(&mut a, cx))
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let response = Service::<Get>::call(&mut a, Get);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let err = response.await.unwrap_err();
+    assert!(
+        err.to_string().contains("timed out") || format!("{err:?}").contains("Timeout"),
+        "{err:?}"
+    );
+    assert_eq!(start.elapsed(), Duration::from_secs(10), "no second wait");
+}

@@ -436,12 +436,6 @@ impl SessionInner {
     }
 
     pub(crate) fn mark_lost(&self, reason: LostReason) {
-        // Once closing has begun, a loss the keep-alive task sees is the
-        // close's own lease revoke: `close` settles the counts and marks
-        // the session `Closed` itself.
-        if reason != LostReason::Closed && self.closing.is_cancelled() {
-            return;
-        }
         let changed = self.state.send_if_modified(|s| {
             if *s == SessionState::Alive {
                 *s = SessionState::Lost(reason);
