@@ -91,6 +91,18 @@ pub struct Row {
     pub unit: Unit,
 }
 
+impl Row {
+    /// A row.
+    pub fn new(case: impl Into<String>, imp: impl Into<String>, value: f64, unit: Unit) -> Row {
+        Row {
+            case: case.into(),
+            imp: imp.into(),
+            value,
+            unit,
+        }
+    }
+}
+
 /// A target an issue sets: `weft / peer >= at_least` (in "better" terms, so
 /// for ns/call the ratio is peer / weft).
 #[derive(Debug, Clone, Copy)]
@@ -173,12 +185,7 @@ pub fn throughput(
     f: impl FnMut() -> Duration,
 ) -> Row {
     let d = median(ctx.samples(), f);
-    Row {
-        case: case.to_owned(),
-        imp: imp.to_owned(),
-        value: items as f64 / d.as_secs_f64(),
-        unit: Unit::ItemsPerSec,
-    }
+    Row::new(case, imp, items as f64 / d.as_secs_f64(), Unit::ItemsPerSec)
 }
 
 /// A per-call cost row: the median duration of `ctx.samples()` runs of
@@ -191,10 +198,10 @@ pub fn ns_per_call(
     f: impl FnMut() -> Duration,
 ) -> Row {
     let d = median(ctx.samples(), f);
-    Row {
-        case: case.to_owned(),
-        imp: imp.to_owned(),
-        value: d.as_nanos() as f64 / calls as f64,
-        unit: Unit::NsPerCall,
-    }
+    Row::new(
+        case,
+        imp,
+        d.as_nanos() as f64 / calls as f64,
+        Unit::NsPerCall,
+    )
 }

@@ -61,12 +61,12 @@ pub fn parse_rows(tsv: &str) -> Vec<Row> {
             let [case, imp, value, unit] = cols[..] else {
                 return None;
             };
-            Some(Row {
-                case: case.to_owned(),
-                imp: imp.to_owned(),
-                value: value.parse().ok()?,
-                unit: Unit::from_label(unit)?,
-            })
+            Some(Row::new(
+                case,
+                imp,
+                value.parse().ok()?,
+                Unit::from_label(unit)?,
+            ))
         })
         .collect()
 }

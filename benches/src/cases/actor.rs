@@ -90,12 +90,7 @@ fn run(ctx: &Ctx, rows: &mut Vec<Row>) {
         for imp in IMPLS {
             let (bytes, refs) = rt.block_on(idle_memory(imp, n));
             keep.push(refs);
-            rows.push(Row {
-                case: case.to_owned(),
-                imp: imp.to_owned(),
-                value: bytes as f64,
-                unit: Unit::Bytes,
-            });
+            rows.push(Row::new(case, imp, bytes as f64, Unit::Bytes));
         }
         rt.block_on(async {
             for refs in keep {
@@ -163,12 +158,12 @@ fn run(ctx: &Ctx, rows: &mut Vec<Row>) {
 
 fn push_rate(rows: &mut Vec<Row>, case: &str, imps: &[&str], n: u64, times: Vec<Duration>) {
     for (imp, d) in imps.iter().zip(times) {
-        rows.push(Row {
-            case: case.to_owned(),
-            imp: (*imp).to_owned(),
-            value: n as f64 / d.as_secs_f64(),
-            unit: Unit::ItemsPerSec,
-        });
+        rows.push(Row::new(
+            case,
+            *imp,
+            n as f64 / d.as_secs_f64(),
+            Unit::ItemsPerSec,
+        ));
     }
 }
 
@@ -196,12 +191,12 @@ fn in_task<T: Send + 'static>(
 }
 
 fn per_call(case: &str, imp: &str, d: Duration, calls: u64) -> Row {
-    Row {
-        case: case.to_owned(),
-        imp: imp.to_owned(),
-        value: d.as_nanos() as f64 / calls as f64,
-        unit: Unit::NsPerCall,
-    }
+    Row::new(
+        case,
+        imp,
+        d.as_nanos() as f64 / calls as f64,
+        Unit::NsPerCall,
+    )
 }
 
 // ---------------------------------------------------------------- weft

@@ -189,12 +189,7 @@ fn run(ctx: &Ctx, rows: &mut Vec<Row>) {
 }
 
 fn millis(case: &str, imp: &str, d: Duration) -> Row {
-    Row {
-        case: case.to_owned(),
-        imp: imp.to_owned(),
-        value: d.as_secs_f64() * 1e3,
-        unit: Unit::Millis,
-    }
+    Row::new(case, imp, d.as_secs_f64() * 1e3, Unit::Millis)
 }
 
 /// The two sides of the lock case: a weft mutex on its session, and a raw

@@ -128,20 +128,11 @@ pub async fn semaphore_spawn(jobs: u64, iters: u32) -> u64 {
     sum
 }
 
-fn row(case: &str, imp: &str, value: f64, unit: Unit) -> Row {
-    Row {
-        case: case.to_owned(),
-        imp: imp.to_owned(),
-        value,
-        unit,
-    }
-}
-
 fn ns_rows(rows: &mut Vec<Row>, case: &str, names: &[&str], n: u64, times: Vec<Duration>) {
     for (name, d) in names.iter().zip(times) {
-        rows.push(row(
+        rows.push(Row::new(
             case,
-            name,
+            *name,
             d.as_nanos() as f64 / n as f64,
             Unit::NsPerCall,
         ));

@@ -139,12 +139,12 @@ fn paired(
         .zip(times)
         .map(|(imp, mut t)| {
             t.sort_unstable();
-            Row {
-                case: case.to_owned(),
-                imp: (*imp).to_owned(),
-                value: items as f64 / t[t.len() / 2].as_secs_f64(),
-                unit: Unit::ItemsPerSec,
-            }
+            Row::new(
+                case,
+                *imp,
+                items as f64 / t[t.len() / 2].as_secs_f64(),
+                Unit::ItemsPerSec,
+            )
         })
         .collect()
 }

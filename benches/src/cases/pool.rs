@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
-use weft_pool::{BlockingPool, ShutdownMode, WorkerPool};
+use weft_pool::{BatchHandle, BlockingPool, ShutdownMode, WorkerPool};
 
 use crate::workload::{self, QUEUE, job};
 use crate::{Ctx, Group, Row, Target, Unit, throughput};
@@ -87,16 +87,35 @@ pub async fn weft_batch(jobs: u64, iters: u32) -> u64 {
 /// [`weft_batch`] with `batch` jobs per queue item.
 pub async fn weft_batch_of(jobs: u64, iters: u32, batch: u64) -> u64 {
     let pool = pool(workload::workers());
-    let (tx, mut rx) = tokio::sync::mpsc::channel(QUEUE);
     let p = pool.clone();
+    let sum = batched_sum(jobs, batch, move |range| {
+        let p = p.clone();
+        async move {
+            p.submit_batch(range.map(|k| async move { job(k, iters) }))
+                .await
+        }
+    })
+    .await;
+    pool.shutdown(ShutdownMode::Drain(Duration::from_secs(60)))
+        .await;
+    sum
+}
+
+/// A producer task submits `jobs` in batches of `batch` through `submit`
+/// and hands each batch's handle to the caller, who sums the results in
+/// order.
+async fn batched_sum<S, Fut, E>(jobs: u64, batch: u64, submit: S) -> u64
+where
+    S: Fn(std::ops::Range<u64>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<BatchHandle<u64>, E>> + Send,
+    E: std::fmt::Debug,
+{
+    let (tx, mut rx) = tokio::sync::mpsc::channel(QUEUE);
     tokio::spawn(async move {
         let mut i = 0;
         while i < jobs {
             let end = (i + batch).min(jobs);
-            let h = p
-                .submit_batch((i..end).map(|k| async move { job(k, iters) }))
-                .await
-                .expect("open");
+            let h = submit(i..end).await.expect("open");
             if tx.send(h).await.is_err() {
                 break;
             }
@@ -109,8 +128,6 @@ pub async fn weft_batch_of(jobs: u64, iters: u32, batch: u64) -> u64 {
             sum = sum.wrapping_add(r.expect("job"));
         }
     }
-    pool.shutdown(ShutdownMode::Drain(Duration::from_secs(60)))
-        .await;
     sum
 }
 
@@ -159,28 +176,15 @@ pub async fn weft_blocking_batch(jobs: u64, iters: u32) -> u64 {
         .queue_capacity(QUEUE)
         .build_blocking()
         .expect("pool");
-    let (tx, mut rx) = tokio::sync::mpsc::channel(QUEUE);
     let p = pool.clone();
-    tokio::spawn(async move {
-        let mut i = 0;
-        while i < jobs {
-            let end = (i + BATCH).min(jobs);
-            let h = p
-                .submit_batch((i..end).map(|k| move |_: &mut ()| job(k, iters)))
+    let sum = batched_sum(jobs, BATCH, move |range| {
+        let p = p.clone();
+        async move {
+            p.submit_batch(range.map(|k| move |_: &mut ()| job(k, iters)))
                 .await
-                .expect("open");
-            if tx.send(h).await.is_err() {
-                break;
-            }
-            i = end;
         }
-    });
-    let mut sum = 0u64;
-    while let Some(h) = rx.recv().await {
-        for r in h.await {
-            sum = sum.wrapping_add(r.expect("job"));
-        }
-    }
+    })
+    .await;
     pool.shutdown(ShutdownMode::Drain(Duration::from_secs(60)))
         .await;
     sum
@@ -237,12 +241,7 @@ fn child_rows(stdout: &[u8], rows: &mut Vec<Row>) {
             && case.starts_with("pool-memory/")
             && let Ok(value) = value.parse()
         {
-            rows.push(Row {
-                case: case.into(),
-                imp: imp.into(),
-                value,
-                unit: Unit::Bytes,
-            });
+            rows.push(Row::new(case, imp, value, Unit::Bytes));
         }
     }
 }
@@ -274,12 +273,12 @@ fn memory(kind: &str, rows: &mut Vec<Row>) {
                 .expect("pool");
             tokio::time::sleep(Duration::from_millis(20)).await; // every worker parks
             let after = rss().unwrap_or(before);
-            rows.push(Row {
-                case: "pool-memory/per-idle-worker".into(),
-                imp: "weft-pool".into(),
-                value: after.saturating_sub(before) as f64 / W as f64,
-                unit: Unit::Bytes,
-            });
+            rows.push(Row::new(
+                "pool-memory/per-idle-worker",
+                "weft-pool",
+                after.saturating_sub(before) as f64 / W as f64,
+                Unit::Bytes,
+            ));
             idle.shutdown(ShutdownMode::Drain(Duration::from_secs(10)))
                 .await;
         }

@@ -111,12 +111,12 @@ fn run(ctx: &Ctx, rows: &mut Vec<Row>) {
             .collect();
         let times = interleaved(rounds, &mut refs);
         for (name, d) in names.into_iter().zip(times) {
-            rows.push(Row {
-                case: case.clone(),
-                imp: name.to_owned(),
-                value: jobs as f64 / d.as_secs_f64(),
-                unit: Unit::ItemsPerSec,
-            });
+            rows.push(Row::new(
+                case.clone(),
+                name,
+                jobs as f64 / d.as_secs_f64(),
+                Unit::ItemsPerSec,
+            ));
         }
     }
 }

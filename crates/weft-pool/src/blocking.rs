@@ -6,14 +6,12 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use futures::future::BoxFuture;
-use tokio::time::Instant;
-use weft_core::{Drain, Panicked, ShutdownReport};
+use weft_core::Panicked;
 
-use crate::core::{Env, JobOutcome, Mode, Runner};
+use crate::core::{Env, JobOutcome, Runner};
 use crate::metrics::QueuedAt;
 use crate::oneshot;
-use crate::pool::{Owner, common_pool_methods};
+use crate::pool::{Owner, common_pool_methods, state_pool_impls, unbox};
 use crate::task::{BatchHandle, JobHandle};
 use crate::{Builder, JobError, SubmitError};
 
@@ -204,19 +202,7 @@ pub struct BlockingPool<St: Send + 'static = ()> {
     inner: Arc<Owner<BlockingRunner<St>>>,
 }
 
-impl<St: Send + 'static> Clone for BlockingPool<St> {
-    fn clone(&self) -> Self {
-        BlockingPool {
-            inner: self.inner.clone(),
-        }
-    }
-}
-
-impl<St: Send + 'static> std::fmt::Debug for BlockingPool<St> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("BlockingPool").field(&self.inner).finish()
-    }
-}
+state_pool_impls!(BlockingPool);
 
 impl BlockingPool<()> {
     /// A builder with documented defaults; finish with
@@ -224,11 +210,6 @@ impl BlockingPool<()> {
     pub fn builder() -> Builder {
         Builder::new()
     }
-}
-
-fn unbox<T: 'static>(b: Box<dyn Any + Send>) -> T {
-    *b.downcast::<T>()
-        .unwrap_or_else(|_| unreachable!("a refused item is the job that was pushed"))
 }
 
 impl<St: Send + 'static> BlockingPool<St> {
@@ -309,16 +290,6 @@ impl<St: Send + 'static> BlockingPool<St> {
     }
 
     common_pool_methods!();
-}
-
-impl<St: Send + 'static> Drain for BlockingPool<St> {
-    fn drain(&self, deadline: Instant) -> BoxFuture<'_, ShutdownReport> {
-        Box::pin(async move {
-            let r = self.inner.0.shutdown(Mode::Drain, deadline).await;
-            drop(self.inner.0.take_returned());
-            r
-        })
-    }
 }
 
 impl Builder {

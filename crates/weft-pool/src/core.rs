@@ -727,8 +727,8 @@ const IDLE_SPINS: u32 = 12;
 /// list's lock and wake a thread (a futex call), a few hundred nanoseconds
 /// that a producer of tiny jobs pays on every push. A worker that waits a
 /// little first usually finds the next job without parking at all (on the
-/// reference workload this took `submit` from 1.9x to 2.7x JoinSet's
-/// throughput). The loop only reads the queue's indices until they show a
+/// reference workload this took `submit` from about 2.0x to 2.8x JoinSet's
+/// throughput; docs/pool.md has the runs). The loop only reads the queue's indices until they show a
 /// job, so it does not contend with the producer, and it is bounded: a
 /// pool that goes idle parks within [`IDLE_SPINS`]' pauses, and costs at
 /// most that much CPU per job when jobs arrive slowly. Skipped on a

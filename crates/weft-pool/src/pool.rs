@@ -104,6 +104,50 @@ macro_rules! common_pool_methods {
 #[allow(unused_imports)]
 pub(crate) use common_pool_methods;
 
+/// `Clone`, `Debug` and `Drain` for a pool that is generic over its workers'
+/// state (`BlockingPool<St>`, `StatefulPool<St>`), written once.
+macro_rules! state_pool_impls {
+    ($pool:ident) => {
+        impl<St: Send + 'static> Clone for $pool<St> {
+            fn clone(&self) -> Self {
+                $pool {
+                    inner: self.inner.clone(),
+                }
+            }
+        }
+
+        impl<St: Send + 'static> std::fmt::Debug for $pool<St> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_tuple(stringify!($pool)).field(&self.inner).finish()
+            }
+        }
+
+        impl<St: Send + 'static> weft_core::Drain for $pool<St> {
+            fn drain(
+                &self,
+                deadline: tokio::time::Instant,
+            ) -> futures::future::BoxFuture<'_, weft_core::ShutdownReport> {
+                Box::pin(async move {
+                    let r = self
+                        .inner
+                        .0
+                        .shutdown($crate::core::Mode::Drain, deadline)
+                        .await;
+                    drop(self.inner.0.take_returned());
+                    r
+                })
+            }
+        }
+    };
+}
+pub(crate) use state_pool_impls;
+
+/// The job inside a refused queue item of a state-generic pool.
+pub(crate) fn unbox<T: 'static>(b: Box<dyn std::any::Any + Send>) -> T {
+    *b.downcast::<T>()
+        .unwrap_or_else(|_| unreachable!("a refused item is the job that was pushed"))
+}
+
 /// A pool of async workers draining one bounded queue.
 ///
 /// Jobs are futures; each runs on one of the pool's workers (tokio tasks),

@@ -7,14 +7,13 @@ use std::sync::Arc;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use tokio::time::Instant;
-use weft_core::{Drain, Panicked, ShutdownReport};
+use weft_core::Panicked;
 
 use crate::blocking::Factory;
-use crate::core::{Env, JobOutcome, Mode, Runner};
+use crate::core::{Env, JobOutcome, Runner};
 use crate::metrics::QueuedAt;
 use crate::oneshot;
-use crate::pool::{Owner, common_pool_methods};
+use crate::pool::{Owner, common_pool_methods, state_pool_impls, unbox};
 use crate::task::{BatchHandle, BatchOut, BatchSender, JobHandle};
 use crate::{Builder, JobError, SubmitError};
 
@@ -235,19 +234,7 @@ pub struct StatefulPool<St: Send + 'static> {
     inner: Arc<Owner<StatefulRunner<St>>>,
 }
 
-impl<St: Send + 'static> Clone for StatefulPool<St> {
-    fn clone(&self) -> Self {
-        StatefulPool {
-            inner: self.inner.clone(),
-        }
-    }
-}
-
-impl<St: Send + 'static> std::fmt::Debug for StatefulPool<St> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("StatefulPool").field(&self.inner).finish()
-    }
-}
+state_pool_impls!(StatefulPool);
 
 impl StatefulPool<()> {
     /// A builder with documented defaults; finish with
@@ -255,11 +242,6 @@ impl StatefulPool<()> {
     pub fn builder() -> Builder {
         Builder::new()
     }
-}
-
-fn unbox<T: 'static>(b: Box<dyn Any + Send>) -> T {
-    *b.downcast::<T>()
-        .unwrap_or_else(|_| unreachable!("a refused item is the job that was pushed"))
 }
 
 impl<St: Send + 'static> StatefulPool<St> {
@@ -379,16 +361,6 @@ impl<St: Send + 'static> StatefulPool<St> {
     }
 
     common_pool_methods!();
-}
-
-impl<St: Send + 'static> Drain for StatefulPool<St> {
-    fn drain(&self, deadline: Instant) -> BoxFuture<'_, ShutdownReport> {
-        Box::pin(async move {
-            let r = self.inner.0.shutdown(Mode::Drain, deadline).await;
-            drop(self.inner.0.take_returned());
-            r
-        })
-    }
 }
 
 impl Builder {
