@@ -117,6 +117,20 @@ pub struct Target {
     pub at_least: f64,
 }
 
+/// A target on an absolute cost: `weft` may add at most `at_most_ns`
+/// nanoseconds per call over `peer` (both rows in ns/call, same run).
+#[derive(Debug, Clone, Copy)]
+pub struct Overhead {
+    /// The case.
+    pub case: &'static str,
+    /// The weft implementation.
+    pub weft: &'static str,
+    /// The peer implementation.
+    pub peer: &'static str,
+    /// The most weft may add, in ns per call.
+    pub at_most_ns: f64,
+}
+
 /// The cases of one pattern.
 #[derive(Debug, Clone, Copy)]
 pub struct Group {
@@ -126,6 +140,8 @@ pub struct Group {
     pub run: fn(&Ctx, &mut Vec<Row>),
     /// The targets the pattern's issue sets.
     pub targets: &'static [Target],
+    /// The targets on added cost (ns per call) the pattern's issue sets.
+    pub overheads: &'static [Overhead],
 }
 
 /// Every group, in the order `compare` runs them.

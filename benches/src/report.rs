@@ -150,6 +150,21 @@ pub fn target_table(groups: &[Group], rows: &[Row]) -> String {
                 );
             }
         }
+        for t in g.overheads {
+            if let (Some(w), Some(p)) = (find(t.case, t.weft), find(t.case, t.peer)) {
+                let added = w.value - p.value;
+                let verdict = if added <= t.at_most_ns {
+                    "met"
+                } else {
+                    "MISSED"
+                };
+                let _ = writeln!(
+                    s,
+                    "{:<10} {:<28} {} vs {}: {:+.1} ns/call (target <= {:+.1} ns) {}",
+                    g.name, t.case, t.weft, t.peer, added, t.at_most_ns, verdict
+                );
+            }
+        }
     }
     s
 }

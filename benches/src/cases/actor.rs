@@ -34,6 +34,7 @@ use crate::{Ctx, Group, Row, Target, Unit};
 pub const GROUP: Group = Group {
     name: "actor",
     run,
+    overheads: &[],
     targets: &[
         t("actor-tell/mt", "kameo", 1.2),
         t("actor-tell/mt", "ractor", 1.2),

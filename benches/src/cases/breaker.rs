@@ -32,6 +32,7 @@ use crate::{Ctx, Group, Row, Target, ns_per_call};
 pub const GROUP: Group = Group {
     name: "breaker",
     run,
+    overheads: &[],
     targets: &[
         Target {
             case: CLOSED_1,

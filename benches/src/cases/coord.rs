@@ -24,6 +24,7 @@ pub const FAILOVER_CASE: &str = "coord/failover-after-lease-end";
 pub const GROUP: Group = Group {
     name: "coord",
     run,
+    overheads: &[],
     targets: &[Target {
         case: LOCK_CASE,
         weft: "weft-coord-mutex",

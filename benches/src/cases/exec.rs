@@ -21,12 +21,34 @@ use weft_core::Overflow;
 use weft_exec::{BoundedExecutor, ConcurrencyLimitLayer, RateLimitLayer};
 
 use crate::workload::{self, QUEUE, job};
-use crate::{Ctx, Group, Row, Target, Unit, interleaved};
+use crate::{Ctx, Group, Overhead, Row, Target, Unit, interleaved};
 
 /// The exec group.
 pub const GROUP: Group = Group {
     name: "exec",
     run,
+    // The rate-limit layer on its default clock (tokio time) against a bare
+    // governor `check()` on governor's default clock: at most 20 ns added.
+    overheads: &[
+        Overhead {
+            case: "exec-overhead/rate-limit/current-thread",
+            weft: "weft-rate-limit",
+            peer: "governor-check",
+            at_most_ns: 20.0,
+        },
+        Overhead {
+            case: "exec-overhead/rate-limit/multi-thread",
+            weft: "weft-rate-limit",
+            peer: "governor-check",
+            at_most_ns: 20.0,
+        },
+        Overhead {
+            case: "exec-overhead/rate-limit/2-threads",
+            weft: "weft-rate-limit",
+            peer: "governor-check",
+            at_most_ns: 20.0,
+        },
+    ],
     targets: &[
         Target {
             case: "jobs/iters=0",

@@ -32,6 +32,7 @@ use crate::{Ctx, Group, Row, Target, Unit};
 pub const GROUP: Group = Group {
     name: "fanout",
     run,
+    overheads: &[],
     targets: &[
         Target {
             case: "fanout/scatter-timer",

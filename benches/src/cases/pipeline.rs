@@ -24,6 +24,7 @@ use crate::{Ctx, Group, Row, Target, throughput};
 pub const GROUP: Group = Group {
     name: "pipeline",
     run,
+    overheads: &[],
     targets: &[
         Target {
             case: "pipeline/3-maps",

@@ -18,6 +18,7 @@ use crate::{Ctx, Group, Row, Target, Unit, throughput};
 pub const GROUP: Group = Group {
     name: "pool",
     run,
+    overheads: &[],
     targets: &[
         Target {
             case: "jobs/iters=0",

@@ -22,6 +22,7 @@ use crate::{Ctx, Group, Row, Unit, interleaved};
 pub const GROUP: Group = Group {
     name: "reference",
     run,
+    overheads: &[],
     targets: &[],
 };
 

@@ -844,3 +844,96 @@ fn multi_thread_drop_oldest_loses_and_duplicates_nothing() {
         );
     });
 }
+
+/// Tasks start on the executor's own runtime, so a thread outside any
+/// runtime (a sync callback, a blocking worker) can `try_spawn` too.
+#[test]
+fn try_spawn_from_a_thread_outside_the_runtime() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let e = rt.block_on(async {
+        BoundedExecutor::builder()
+            .max_running(2)
+            .queue_capacity(64)
+            .build()
+            .unwrap()
+    });
+    let handles: Vec<_> = std::thread::spawn({
+        let e = e.clone();
+        move || {
+            (0..50u64)
+                .map(|i| {
+                    e.try_spawn(async move {
+                        tokio::task::yield_now().await;
+                        i
+                    })
+                    .unwrap_or_else(|_| panic!("room for all 50"))
+                })
+                .collect()
+        }
+    })
+    .join()
+    .unwrap();
+    let sum = rt.block_on(async {
+        let mut sum = 0;
+        for h in handles {
+            sum += h.await.unwrap();
+        }
+        sum
+    });
+    assert_eq!(sum, (0..50).sum::<u64>());
+    let report = rt.block_on(e.shutdown(Instant::now() + Duration::from_secs(5)));
+    assert_eq!(report.completed, 50, "{report}");
+    assert!(report.is_balanced(), "{report}");
+}
+
+/// The dispatcher waits for three permits while tasks on two worker
+/// threads give them back one at a time: every heavy task still starts (a
+/// lost wake-up would hang here), and the permits all come back.
+#[test]
+fn dispatcher_wakes_when_permits_return_one_at_a_time() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let e = BoundedExecutor::builder()
+            .max_running(3)
+            .queue_capacity(4_000)
+            .build()
+            .unwrap();
+        let g = Arc::new(Gauge::default());
+        let mut hs = Vec::new();
+        for i in 0..3_000u32 {
+            let w = if i % 4 == 0 { 3 } else { 1 };
+            let g = g.clone();
+            let h = e
+                .spawn_with(TaskOptions::new().weight(w), async move {
+                    let n = g.now.fetch_add(w as usize, Ordering::SeqCst) + w as usize;
+                    g.peak.fetch_max(n, Ordering::SeqCst);
+                    tokio::task::yield_now().await;
+                    g.now.fetch_sub(w as usize, Ordering::SeqCst);
+                    u64::from(w)
+                })
+                .await
+                .unwrap_or_else(|_| panic!("room for all"));
+            hs.push(h);
+        }
+        let mut total = 0;
+        for h in hs {
+            total += tokio::time::timeout(Duration::from_secs(30), h)
+                .await
+                .expect("a task never started: lost wake-up")
+                .unwrap();
+        }
+        assert_eq!(total, 750 * 3 + 2_250);
+        assert!(g.peak.load(Ordering::SeqCst) <= 3);
+        let st = e.stats();
+        assert_eq!(st.permits_in_use, 0, "{st:?}");
+        assert_eq!(st.completed, 3_000);
+    });
+}

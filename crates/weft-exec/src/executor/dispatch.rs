@@ -73,8 +73,7 @@ async fn dispatch_one(shared: &Arc<Shared>, q: Queued) {
     if q.deadline.is_some_and(|d| d <= Instant::now()) {
         return queue_timed_out(shared, q);
     }
-    if let Ok(p) = shared.sem.try_acquire_many(q.weight) {
-        p.forget();
+    if shared.sem.try_acquire(q.weight) {
         return start(shared, q);
     }
     // Slow path: park the task where a `DropOldest` spawn can evict it
@@ -89,10 +88,7 @@ async fn dispatch_one(shared: &Arc<Shared>, q: Queued) {
         let woke = tokio::select! {
             biased;
             _ = shared.abort.cancelled() => Woke::Abort,
-            p = shared.sem.acquire_many(weight) => {
-                p.expect("the executor's semaphore is never closed").forget();
-                Woke::Permits
-            }
+            _ = shared.sem.acquire(weight) => Woke::Permits,
             _ = sleep_until_opt(deadline) => Woke::Expired,
             _ = &mut stolen => Woke::Stolen,
         };
@@ -101,7 +97,7 @@ async fn dispatch_one(shared: &Arc<Shared>, q: Queued) {
             (None, woke) => {
                 // Evicted: the evicting spawn took over its room permit.
                 if matches!(woke, Woke::Permits) {
-                    shared.sem.add_permits(weight as usize);
+                    shared.sem.release(weight);
                 }
                 tracing::trace!(executor = %shared.name, "held task evicted while waiting for permits");
                 return;
@@ -118,7 +114,7 @@ async fn dispatch_one(shared: &Arc<Shared>, q: Queued) {
 
 fn start(shared: &Arc<Shared>, q: Queued) {
     tracing::trace!(executor = %shared.name, task = q.id, "queued task started");
-    q.job.start(shared.clone(), q.weight);
+    q.job.start(shared, q.weight);
     shared.release_room();
 }
 

@@ -4,6 +4,7 @@ mod abortable;
 mod builder;
 mod dispatch;
 mod handle;
+mod permits;
 mod run;
 mod stats;
 
@@ -17,6 +18,8 @@ use std::time::Duration;
 use crossbeam_utils::CachePadded;
 use futures::future::BoxFuture;
 use tokio::sync::{Notify, Semaphore, TryAcquireError, oneshot};
+
+use permits::Permits;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -147,10 +150,14 @@ impl Drop for Owner {
 
 pub(crate) struct Shared {
     name: String,
+    /// The runtime the executor was built on: every task starts there
+    /// (spawning through the handle skips tokio's thread-local lookup).
+    runtime: tokio::runtime::Handle,
     max_running: usize,
-    /// Written by every start and finish: on its own cache line, so that
-    /// the fields spawners read stay quiet.
-    sem: CachePadded<Semaphore>,
+    /// The running permits. Written by every start and finish: on its own
+    /// cache line, so that the fields spawners read stay quiet. Lock-free
+    /// both ways (see `permits.rs`): only the dispatcher ever waits.
+    sem: CachePadded<Permits>,
     /// The waiting room: `capacity` permits, one per waiting task, shared
     /// by all lanes. A spawn takes one before it enters a lane; the
     /// dispatcher gives it back once the task has started or failed (or an
@@ -214,7 +221,7 @@ pub(crate) struct Queued {
 
 /// The type-erased future of a queued task and the sender of its result.
 trait Job: Send + 'static {
-    fn start(self: Box<Self>, shared: Arc<Shared>, weight: u32);
+    fn start(self: Box<Self>, shared: &Arc<Shared>, weight: u32);
     fn fail(self: Box<Self>, err: TaskError);
     fn into_any(self: Box<Self>) -> Box<dyn Any>;
 }
@@ -230,17 +237,19 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    fn start(self: Box<Self>, shared: Arc<Shared>, weight: u32) {
+    fn start(self: Box<Self>, shared: &Arc<Shared>, weight: u32) {
         let QueuedJob { id, fut, tx } = *self;
+        let rt = &shared.runtime;
+        let shared = shared.clone();
         match shared.run_timeout {
-            None => tokio::spawn(async move {
+            None => rt.spawn(async move {
                 let guard = RunGuard { shared, weight };
                 // The task (and its permits) are released before the
                 // result is sent, as on the fast path.
                 let r = run::Run::new(fut, guard, id).await;
                 let _ = tx.send(r);
             }),
-            Some(d) => tokio::spawn(async move {
+            Some(d) => rt.spawn(async move {
                 let _ = tx.send(run_timed(shared, id, weight, d, fut).await);
             }),
         };
@@ -278,7 +287,7 @@ struct RunGuard {
 
 impl Drop for RunGuard {
     fn drop(&mut self) {
-        self.shared.sem.add_permits(self.weight as usize);
+        self.shared.sem.release(self.weight);
         if self.shared.closed.load(Ordering::SeqCst) {
             self.shared.idle.notify_waiters();
         }
@@ -302,6 +311,7 @@ fn unbox<F: 'static>(q: Queued) -> F {
 /// Starts a task on tokio. Tasks without a run timeout get a future without
 /// a timer in it (smaller task, faster spawn).
 fn spawn_task<F>(
+    rt: &tokio::runtime::Handle,
     shared: Arc<Shared>,
     id: u64,
     weight: u32,
@@ -312,8 +322,8 @@ where
     F::Output: Send + 'static,
 {
     match shared.run_timeout {
-        None => tokio::spawn(run::Run::new(fut, RunGuard { shared, weight }, id)),
-        Some(d) => tokio::spawn(run_timed(shared, id, weight, d, fut)),
+        None => rt.spawn(run::Run::new(fut, RunGuard { shared, weight }, id)),
+        Some(d) => rt.spawn(run_timed(shared, id, weight, d, fut)),
     }
 }
 
@@ -408,7 +418,7 @@ impl Shared {
     }
 
     fn is_idle(&self) -> bool {
-        self.nothing_waits() && self.sem.available_permits() == self.max_running
+        self.nothing_waits() && self.sem.available() == self.max_running
     }
 
     /// Tasks waiting right now: the held task, then the lanes (read in
@@ -447,8 +457,9 @@ impl BoundedExecutor {
         let lane = || Queue::bounded(b.queue_capacity, Overflow::Reject).expect("checked by build");
         let shared = Arc::new(Shared {
             name: b.name,
+            runtime: handle.clone(),
             max_running: b.max_running,
-            sem: CachePadded::new(Semaphore::new(b.max_running)),
+            sem: CachePadded::new(Permits::new(b.max_running)),
             room: CachePadded::new(Semaphore::new(b.queue_capacity)),
             capacity: b.queue_capacity,
             overflow: b.overflow,
@@ -521,7 +532,10 @@ impl BoundedExecutor {
         match self.start_now(opts, fut) {
             Ok(h) => Ok(h),
             Err(Refused::Err(e)) => Err(e),
-            Err(Refused::Queue(fut)) => self.enqueue(opts, fut).await,
+            // Boxed: the queue path's state (a room acquire, a timeout) is
+            // large, and keeping it out of this future keeps the fast
+            // path's future small (it is built and moved on every spawn).
+            Err(Refused::Queue(fut)) => Box::pin(self.enqueue(opts, fut)).await,
         }
     }
 
@@ -570,10 +584,9 @@ impl BoundedExecutor {
             return Err(Refused::Err(SpawnError::TooHeavy(fut)));
         }
         if s.nothing_waits() {
-            if let Ok(p) = s.sem.try_acquire_many(opts.weight) {
-                p.forget();
+            if s.sem.try_acquire(opts.weight) {
                 let id = s.next_direct.fetch_add(1, Ordering::Relaxed) * 2;
-                let h = spawn_task(s.clone(), id, opts.weight, fut);
+                let h = spawn_task(&s.runtime, s.clone(), id, opts.weight, fut);
                 return Ok(TaskHandle::direct(id, h));
             }
         }
@@ -827,7 +840,7 @@ impl BoundedExecutor {
             + c.queue_timed_out.get()
             + c.aborted.get()
             + c.returned.get();
-        let permits_in_use = s.max_running.saturating_sub(s.sem.available_permits());
+        let permits_in_use = s.max_running.saturating_sub(s.sem.available());
         ExecutorStats {
             max_running: s.max_running,
             running: (accepted.saturating_sub(ended) as usize)

@@ -58,7 +58,12 @@ impl<F: Future> Future for Run<F> {
         }
         let fut = this.fut;
         match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
-            Ok(Poll::Ready(v)) => return Poll::Ready(finish(s, id, Ended::Done(Ok(v)))),
+            Ok(Poll::Ready(v)) => {
+                // The common end, inline (`finish` handles the rest).
+                s.c.completed.incr();
+                crate::metrics::task_ended(&s.name, "completed");
+                return Poll::Ready(Ok(v));
+            }
             Ok(Poll::Pending) => {}
             Err(payload) => {
                 let p = Panicked::from_payload(payload.as_ref());
