@@ -5,49 +5,54 @@
 //! tokio's `Semaphore` locks its waiter list on every release, even when
 //! nobody waits, because any acquirer may queue. Here only the dispatcher
 //! waits (spawners never do: a spawn that finds no permit queues its task),
-//! so a release is one `fetch_add` and one load of the `parked` flag, and
-//! the lock-free protocol is small enough to model with loom
-//! (`loom_release_never_misses_the_parked_dispatcher` below).
+//! so a release is one `fetch_add`, and the protocol is small enough to
+//! model with loom (`loom_release_never_misses_the_parked_dispatcher`).
 //!
-//! The protocol (Dekker's, on `SeqCst`): the dispatcher sets `parked`, then
-//! looks at the count; a release adds to the count, then looks at `parked`.
-//! At least one of them sees the other's write, so either the dispatcher
-//! finds the permits or the release wakes it.
+//! The protocol: the count and the dispatcher's "parked" flag share one
+//! atomic word, so every operation on them is ordered by that word's
+//! modification order (no fences, no reasoning across two locations). The
+//! dispatcher sets the flag with an RMW, then looks at the count; a release
+//! adds to the count with an RMW and reads the flag from the value it
+//! replaced. A release ordered before the flag is seen by the dispatcher's
+//! look; one ordered after it sees the flag and wakes the dispatcher.
 
 use std::future::Future;
 
 use tokio::sync::Notify;
 
-use crate::sync::{AtomicBool, AtomicUsize, Ordering};
+use crate::sync::{AtomicUsize, Ordering};
+
+/// The flag bit: the dispatcher is about to park, or parked, waiting for
+/// permits. The count lives in the bits below it (`max_running` is far
+/// below 2^(usize::BITS - 1), so an add never carries into it).
+const PARKED: usize = 1 << (usize::BITS - 1);
 
 /// The count and the flag, without the wake-up (what the loom model checks).
 pub(crate) struct Count {
-    available: AtomicUsize,
-    /// The dispatcher is about to park, or parked, waiting for permits.
-    parked: AtomicBool,
+    state: AtomicUsize,
 }
 
 impl Count {
     pub(crate) fn new(n: usize) -> Self {
+        debug_assert!(n < PARKED);
         Count {
-            available: AtomicUsize::new(n),
-            parked: AtomicBool::new(false),
+            state: AtomicUsize::new(n),
         }
     }
 
     /// Takes `n` permits if that many are free.
     #[inline]
     pub(crate) fn try_acquire(&self, n: usize) -> bool {
-        let mut cur = self.available.load(Ordering::SeqCst);
+        let mut cur = self.state.load(Ordering::Acquire);
         loop {
-            if cur < n {
+            if cur & !PARKED < n {
                 return false;
             }
-            match self.available.compare_exchange_weak(
+            match self.state.compare_exchange_weak(
                 cur,
                 cur - n,
-                Ordering::SeqCst,
-                Ordering::SeqCst,
+                Ordering::AcqRel,
+                Ordering::Acquire,
             ) {
                 Ok(_) => return true,
                 Err(actual) => cur = actual,
@@ -59,23 +64,23 @@ impl Count {
     /// dispatcher (only one release per parking is told to).
     #[inline]
     pub(crate) fn release(&self, n: usize) -> bool {
-        self.available.fetch_add(n, Ordering::SeqCst);
-        self.parked.load(Ordering::SeqCst) && self.parked.swap(false, Ordering::SeqCst)
+        let prev = self.state.fetch_add(n, Ordering::AcqRel);
+        prev & PARKED != 0 && self.state.fetch_and(!PARKED, Ordering::AcqRel) & PARKED != 0
     }
 
     /// The dispatcher is about to park: call before its last look at the
     /// count.
     pub(crate) fn park(&self) {
-        self.parked.store(true, Ordering::SeqCst);
+        self.state.fetch_or(PARKED, Ordering::AcqRel);
     }
 
     /// The dispatcher stopped waiting without being woken.
     pub(crate) fn unpark(&self) {
-        self.parked.store(false, Ordering::SeqCst);
+        self.state.fetch_and(!PARKED, Ordering::AcqRel);
     }
 
     pub(crate) fn available(&self) -> usize {
-        self.available.load(Ordering::Acquire)
+        self.state.load(Ordering::Acquire) & !PARKED
     }
 }
 
