@@ -166,14 +166,19 @@ pub fn median(samples: usize, mut f: impl FnMut() -> Duration) -> Duration {
     times[times.len() / 2]
 }
 
-/// Runs each measurement `rounds` times, interleaved (a, b, c, a, b, c,
-/// ...) so that a noisy neighbour or a slow spell of the machine hits every
-/// implementation alike, and returns each one's median, in order.
+/// Runs each measurement `rounds` times, interleaved (a, b, c, then b, c,
+/// a, then c, a, b, ...) so that a noisy neighbour or a slow spell of the
+/// machine hits every implementation alike, and returns each one's median,
+/// in order. Each round starts one implementation later than the one
+/// before, so that no implementation always follows the same one (and
+/// inherits, say, the allocator state it leaves behind).
 pub fn interleaved(rounds: usize, fs: &mut [&mut dyn FnMut() -> Duration]) -> Vec<Duration> {
-    let mut times = vec![Vec::with_capacity(rounds.max(1)); fs.len()];
-    for _ in 0..rounds.max(1) {
-        for (f, t) in fs.iter_mut().zip(times.iter_mut()) {
-            t.push(f());
+    let n = fs.len();
+    let mut times = vec![Vec::with_capacity(rounds.max(1)); n];
+    for round in 0..rounds.max(1) {
+        for k in 0..n {
+            let i = (round + k) % n;
+            times[i].push(fs[i]());
         }
     }
     times

@@ -126,7 +126,7 @@ fn in_processes(n: usize, ctx: &Ctx) -> Vec<weft_benches::Row> {
             std::process::exit(1);
         }
         let text = String::from_utf8_lossy(&out.stdout);
-        for line in text.lines().filter(|l| l.contains("(target >=")) {
+        for line in text.lines().filter(|l| l.contains("(target ")) {
             eprintln!("# process {i}/{n}: {}", line.trim());
         }
         runs.push(report::parse_rows(&text));

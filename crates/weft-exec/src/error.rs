@@ -105,6 +105,9 @@ pub enum BuildError {
     /// The queue capacity is above `tokio::sync::Semaphore::MAX_PERMITS`.
     #[error("queue capacity {0} is too large: pass at most tokio's Semaphore::MAX_PERMITS")]
     QueueTooLarge(usize),
+    /// `max_running` is above `tokio::sync::Semaphore::MAX_PERMITS`.
+    #[error("max_running {0} is too large: pass at most tokio's Semaphore::MAX_PERMITS")]
+    RunningTooLarge(usize),
     /// `build` was called outside a tokio runtime.
     #[error("no tokio runtime: build the executor from inside a tokio runtime")]
     NoRuntime,

@@ -553,6 +553,13 @@ fn build_errors() {
                 .unwrap_err(),
             BuildError::QueueTooLarge(too_many)
         );
+        assert_eq!(
+            BoundedExecutor::builder()
+                .max_running(too_many)
+                .build()
+                .unwrap_err(),
+            BuildError::RunningTooLarge(too_many)
+        );
     });
 }
 

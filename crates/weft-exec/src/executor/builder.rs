@@ -68,7 +68,8 @@ impl Builder {
 
     /// How many permits exist: at most this many unit-weight tasks run at
     /// once. Default 64: enough to keep I/O-bound work busy while bounding the
-    /// memory and downstream connections a burst can take.
+    /// memory and downstream connections a burst can take. At most
+    /// [`Semaphore::MAX_PERMITS`](tokio::sync::Semaphore::MAX_PERMITS).
     pub fn max_running(mut self, n: usize) -> Self {
         self.max_running = n;
         self
@@ -152,10 +153,15 @@ impl Builder {
     }
 
     /// Builds the executor and spawns its dispatcher on the current tokio
-    /// runtime.
+    /// runtime. Every task of the executor runs on that runtime, wherever
+    /// `spawn` is called from (another runtime, or a thread outside any:
+    /// `try_spawn` works there too).
     pub fn build(self) -> Result<BoundedExecutor, BuildError> {
         if self.max_running == 0 {
             return Err(BuildError::ZeroRunning);
+        }
+        if self.max_running > tokio::sync::Semaphore::MAX_PERMITS {
+            return Err(BuildError::RunningTooLarge(self.max_running));
         }
         OverflowError::check(self.queue_capacity, self.overflow)?;
         if self.queue_capacity > tokio::sync::Semaphore::MAX_PERMITS {
