@@ -35,7 +35,7 @@ pub const PEERS: [&str; 4] = [
 ];
 
 /// An implementation on the reference workload: `(jobs, iters)` to the sum.
-type Imp = fn(u64, u32) -> Pin<Box<dyn Future<Output = u64>>>;
+pub type Imp = fn(u64, u32) -> Pin<Box<dyn Future<Output = u64>>>;
 
 /// [`PEERS`], as [`Imp`]s.
 const PEER_IMPS: [(&str, Imp); 4] = [
@@ -120,6 +120,25 @@ fn run(ctx: &Ctx, rows: &mut Vec<Row>) {
             ));
         }
     }
+}
+
+/// The implementation of the reference workload named `name` (a peer or a
+/// weft contender, as named in the rows; not rayon, which is not async).
+pub fn implementation(name: &str) -> Option<Imp> {
+    PEER_IMPS
+        .into_iter()
+        .chain(CONTENDERS)
+        .find(|(n, _)| *n == name)
+        .map(|(_, imp)| imp)
+}
+
+/// The names [`implementation`] knows.
+pub fn implementation_names() -> Vec<&'static str> {
+    PEER_IMPS
+        .into_iter()
+        .chain(CONTENDERS)
+        .map(|(n, _)| n)
+        .collect()
 }
 
 /// Runs one named peer on `jobs` jobs and returns the sum of the results.

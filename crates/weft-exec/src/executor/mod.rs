@@ -583,12 +583,10 @@ impl BoundedExecutor {
             s.c.rejected.incr();
             return Err(Refused::Err(SpawnError::TooHeavy(fut)));
         }
-        if s.nothing_waits() {
-            if s.sem.try_acquire(opts.weight) {
-                let id = s.next_direct.fetch_add(1, Ordering::Relaxed) * 2;
-                let h = spawn_task(&s.runtime, s.clone(), id, opts.weight, fut);
-                return Ok(TaskHandle::direct(id, h));
-            }
+        if s.nothing_waits() && s.sem.try_acquire(opts.weight) {
+            let id = s.next_direct.fetch_add(1, Ordering::Relaxed) * 2;
+            let h = spawn_task(&s.runtime, s.clone(), id, opts.weight, fut);
+            return Ok(TaskHandle::direct(id, h));
         }
         Err(Refused::Queue(fut))
     }

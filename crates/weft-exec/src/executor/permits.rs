@@ -16,8 +16,6 @@
 //! replaced. A release ordered before the flag is seen by the dispatcher's
 //! look; one ordered after it sees the flag and wakes the dispatcher.
 
-use std::future::Future;
-
 use tokio::sync::Notify;
 
 use crate::sync::{AtomicUsize, Ordering};
@@ -121,22 +119,20 @@ impl Permits {
     /// calls this (one waiter at a time). Cancel-safe: dropped while
     /// waiting, it holds nothing (a wake-up meant for it is stored in the
     /// `Notify` and makes the next wait look again, which is harmless).
-    pub(super) fn acquire(&self, n: u32) -> impl Future<Output = ()> + '_ {
-        async move {
-            loop {
-                if self.try_acquire(n) {
-                    return;
-                }
-                let notified = self.wake.notified();
-                tokio::pin!(notified);
-                notified.as_mut().enable();
-                self.count.park();
-                if self.try_acquire(n) {
-                    self.count.unpark();
-                    return;
-                }
-                notified.await;
+    pub(super) async fn acquire(&self, n: u32) {
+        loop {
+            if self.try_acquire(n) {
+                return;
             }
+            let notified = self.wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            self.count.park();
+            if self.try_acquire(n) {
+                self.count.unpark();
+                return;
+            }
+            notified.await;
         }
     }
 }
