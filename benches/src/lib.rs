@@ -166,18 +166,26 @@ pub fn median(samples: usize, mut f: impl FnMut() -> Duration) -> Duration {
     times[times.len() / 2]
 }
 
-/// Runs each measurement `rounds` times, interleaved (a, b, c, then b, c,
-/// a, then c, a, b, ...) so that a noisy neighbour or a slow spell of the
-/// machine hits every implementation alike, and returns each one's median,
-/// in order. Each round starts one implementation later than the one
-/// before, so that no implementation always follows the same one (and
-/// inherits, say, the allocator state it leaves behind).
+/// Runs each measurement `rounds` times, interleaved (every implementation
+/// once per round) so that a noisy neighbour or a slow spell of the machine
+/// hits every implementation alike, and returns each one's median, in
+/// order. Each round takes the implementations in a new order (a shuffle
+/// with a fixed seed, so runs are repeatable), so that none always runs
+/// first, or always right after the same other one (and inherits, say, the
+/// allocator state that one leaves behind).
 pub fn interleaved(rounds: usize, fs: &mut [&mut dyn FnMut() -> Duration]) -> Vec<Duration> {
     let n = fs.len();
     let mut times = vec![Vec::with_capacity(rounds.max(1)); n];
-    for round in 0..rounds.max(1) {
-        for k in 0..n {
-            let i = (round + k) % n;
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut seed = 0x9E37_79B9_7F4A_7C15_u64;
+    for _ in 0..rounds.max(1) {
+        for i in (1..n).rev() {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            order.swap(i, (seed % (i as u64 + 1)) as usize);
+        }
+        for &i in &order {
             times[i].push(fs[i]());
         }
     }

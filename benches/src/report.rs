@@ -152,6 +152,9 @@ pub fn target_table(groups: &[Group], rows: &[Row]) -> String {
         }
         for t in g.overheads {
             if let (Some(w), Some(p)) = (find(t.case, t.weft), find(t.case, t.peer)) {
+                if w.unit != Unit::NsPerCall || p.unit != Unit::NsPerCall {
+                    continue;
+                }
                 let added = w.value - p.value;
                 let verdict = if added <= t.at_most_ns {
                     "met"

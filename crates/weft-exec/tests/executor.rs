@@ -944,3 +944,56 @@ fn dispatcher_wakes_when_permits_return_one_at_a_time() {
         assert_eq!(st.completed, 3_000);
     });
 }
+
+/// A runtime that shuts down drops the tasks still on it; each one gives its
+/// permits back and is counted as aborted, so the counts still add up. On a
+/// current-thread runtime the tasks are dropped before their first poll (the
+/// spawning future never yields); on a multi-thread runtime, mostly after
+/// it. Both with and without a run timeout, whose tasks are built
+/// differently.
+#[test]
+fn tasks_dropped_by_a_dying_runtime_are_counted_and_give_permits_back() {
+    for multi_thread in [false, true] {
+        for run_timeout in [None, Some(Duration::from_secs(60))] {
+            let rt = if multi_thread {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .unwrap()
+            } else {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap()
+            };
+            let e = rt.block_on(async {
+                let mut b = BoundedExecutor::builder().max_running(4).queue_capacity(8);
+                if let Some(d) = run_timeout {
+                    b = b.run_timeout(d);
+                }
+                b.build().unwrap()
+            });
+            let handles = rt.block_on(async {
+                let mut hs = Vec::new();
+                for _ in 0..3 {
+                    let h = e
+                        .spawn(std::future::pending::<()>())
+                        .await
+                        .unwrap_or_else(|_| panic!("room"));
+                    hs.push(h);
+                }
+                hs
+            });
+            assert_eq!(e.stats().permits_in_use, 3);
+            drop(rt);
+            let st = e.stats();
+            let case = format!("multi_thread={multi_thread} run_timeout={run_timeout:?}");
+            assert_eq!(st.accepted, 3, "{case}: {st:?}");
+            assert_eq!(st.aborted, 3, "{case}: {st:?}");
+            assert_eq!(st.permits_in_use, 0, "{case}: {st:?}");
+            assert_eq!(st.running, 0, "{case}: {st:?}");
+            drop(handles);
+        }
+    }
+}

@@ -241,16 +241,18 @@ where
         let QueuedJob { id, fut, tx } = *self;
         let rt = &shared.runtime;
         let shared = shared.clone();
-        match shared.run_timeout {
+        // The guard exists before the task does: a task the runtime drops
+        // before its first poll still gives its permits back and is counted.
+        let guard = RunGuard::new(shared, weight, id);
+        match guard.shared.run_timeout {
             None => rt.spawn(async move {
-                let guard = RunGuard { shared, weight };
                 // The task (and its permits) are released before the
                 // result is sent, as on the fast path.
-                let r = run::Run::new(fut, guard, id).await;
+                let r = run::Run::new(fut, guard).await;
                 let _ = tx.send(r);
             }),
             Some(d) => rt.spawn(async move {
-                let _ = tx.send(run_timed(shared, id, weight, d, fut).await);
+                let _ = tx.send(run_timed(guard, d, fut).await);
             }),
         };
     }
@@ -279,14 +281,35 @@ enum Refusal {
 }
 
 /// Holds `weight` permits while a task runs; gives them back on drop
-/// (including when the task is aborted or the runtime drops it).
+/// (including when the task is aborted or the runtime drops it). Made before
+/// the task is spawned, so a task the runtime drops unpolled (the runtime
+/// shutting down) gives its permits back too, and is counted as aborted
+/// (a task whose end went through `finish` is marked `finished`).
 struct RunGuard {
     shared: Arc<Shared>,
     weight: u32,
+    id: u64,
+    finished: bool,
+}
+
+impl RunGuard {
+    fn new(shared: Arc<Shared>, weight: u32, id: u64) -> Self {
+        RunGuard {
+            shared,
+            weight,
+            id,
+            finished: false,
+        }
+    }
 }
 
 impl Drop for RunGuard {
     fn drop(&mut self) {
+        if !self.finished {
+            // Dropped by the runtime before it ended (tokio cancels every
+            // task when the runtime shuts down): counted, never lost.
+            let _ = finish::<()>(&self.shared, self.id, Ended::Aborted);
+        }
         self.shared.sem.release(self.weight);
         if self.shared.closed.load(Ordering::SeqCst) {
             self.shared.idle.notify_waiters();
@@ -322,27 +345,27 @@ where
     F::Output: Send + 'static,
 {
     match shared.run_timeout {
-        None => rt.spawn(run::Run::new(fut, RunGuard { shared, weight }, id)),
-        Some(d) => rt.spawn(run_timed(shared, id, weight, d, fut)),
+        None => rt.spawn(run::Run::new(fut, RunGuard::new(shared, weight, id))),
+        Some(d) => rt.spawn(run_timed(RunGuard::new(shared, weight, id), d, fut)),
     }
 }
 
 async fn run_timed<F: Future>(
-    shared: Arc<Shared>,
-    id: u64,
-    weight: u32,
+    mut guard: RunGuard,
     d: Duration,
     fut: F,
 ) -> Result<F::Output, TaskError> {
-    let guard = RunGuard { shared, weight };
-    let s = &*guard.shared;
-    let timed = tokio::time::timeout(d, weft_core::catch_unwind(fut));
-    let ended = match abortable::Abortable::new(timed, &s.aborting, &s.abort).await {
-        Some(Ok(r)) => Ended::Done(r),
-        Some(Err(_)) => Ended::TimedOut,
-        None => Ended::Aborted,
+    let ended = {
+        let s = &*guard.shared;
+        let timed = tokio::time::timeout(d, weft_core::catch_unwind(fut));
+        match abortable::Abortable::new(timed, &s.aborting, &s.abort).await {
+            Some(Ok(r)) => Ended::Done(r),
+            Some(Err(_)) => Ended::TimedOut,
+            None => Ended::Aborted,
+        }
     };
-    finish(s, id, ended)
+    guard.finished = true;
+    finish(&guard.shared, guard.id, ended)
 }
 
 fn finish<T>(s: &Shared, id: u64, ended: Ended<T>) -> Result<T, TaskError> {
@@ -532,10 +555,7 @@ impl BoundedExecutor {
         match self.start_now(opts, fut) {
             Ok(h) => Ok(h),
             Err(Refused::Err(e)) => Err(e),
-            // Boxed: the queue path's state (a room acquire, a timeout) is
-            // large, and keeping it out of this future keeps the fast
-            // path's future small (it is built and moved on every spawn).
-            Err(Refused::Queue(fut)) => Box::pin(self.enqueue(opts, fut)).await,
+            Err(Refused::Queue(fut)) => self.enqueue(opts, fut).await,
         }
     }
 
@@ -583,10 +603,17 @@ impl BoundedExecutor {
             s.c.rejected.incr();
             return Err(Refused::Err(SpawnError::TooHeavy(fut)));
         }
-        if s.nothing_waits() && s.sem.try_acquire(opts.weight) {
-            let id = s.next_direct.fetch_add(1, Ordering::Relaxed) * 2;
-            let h = spawn_task(&s.runtime, s.clone(), id, opts.weight, fut);
-            return Ok(TaskHandle::direct(id, h));
+        if s.nothing_waits() {
+            if s.sem.try_acquire_fast(opts.weight) {
+                let id = s.next_direct.fetch_add(1, Ordering::Relaxed) * 2;
+                let h = spawn_task(&s.runtime, s.clone(), id, opts.weight, fut);
+                return Ok(TaskHandle::direct(id, h));
+            }
+            // The failed attempt gave its permits back: if that made the
+            // executor idle, a shutdown waiting for idleness must hear it.
+            if s.closed.load(Ordering::SeqCst) {
+                s.idle.notify_waiters();
+            }
         }
         Err(Refused::Queue(fut))
     }
@@ -610,7 +637,10 @@ impl BoundedExecutor {
     }
 
     /// The queue path of `spawn`: take a room permit (waiting under `Block`
-    /// and `WaitTimeout`), then enter the lane.
+    /// and `WaitTimeout`), then enter the lane. Only the wait is boxed: its
+    /// state (a room acquire, a timeout) is large, and keeping it out of
+    /// `spawn`'s future keeps that small (it is built and moved on every
+    /// spawn), while a spawn that finds room allocates nothing more.
     async fn enqueue<F>(
         &self,
         opts: TaskOptions,
@@ -636,13 +666,16 @@ impl BoundedExecutor {
         }
         tracing::trace!(executor = %s.name, "queue full: spawn waits for room");
         // Dropping this future while it waits takes no permit: nothing leaks.
-        let got = match wait {
-            None => s.room.acquire().await.map_err(|_| Refusal::Closed),
-            Some(d) => match tokio::time::timeout(d, s.room.acquire()).await {
-                Ok(r) => r.map_err(|_| Refusal::Closed),
-                Err(_) => Err(Refusal::Timeout),
-            },
-        };
+        let got = Box::pin(async move {
+            match wait {
+                None => s.room.acquire().await.map_err(|_| Refusal::Closed),
+                Some(d) => match tokio::time::timeout(d, s.room.acquire()).await {
+                    Ok(r) => r.map_err(|_| Refusal::Closed),
+                    Err(_) => Err(Refusal::Timeout),
+                },
+            }
+        })
+        .await;
         match got {
             Ok(p) => {
                 p.forget();

@@ -27,17 +27,15 @@ pin_project_lite::pin_project! {
         // Dropped with the task (after its output is stored), which gives
         // the permits back, also when the runtime drops the task.
         guard: RunGuard,
-        id: u64,
         wait: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
     }
 }
 
 impl<F> Run<F> {
-    pub(super) fn new(fut: F, guard: RunGuard, id: u64) -> Self {
+    pub(super) fn new(fut: F, guard: RunGuard) -> Self {
         Run {
             fut,
             guard,
-            id,
             wait: None,
         }
     }
@@ -48,33 +46,38 @@ impl<F: Future> Future for Run<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let s = &*this.guard.shared;
-        let id = *this.id;
+        let guard = this.guard;
         // `aborting` is set before the token is cancelled; a task that
         // misses it here registers on the token below, which sees the
         // cancel.
-        if s.aborting.load(Ordering::Acquire) {
-            return Poll::Ready(finish(s, id, Ended::Aborted));
+        if guard.shared.aborting.load(Ordering::Acquire) {
+            guard.finished = true;
+            return Poll::Ready(finish(&guard.shared, guard.id, Ended::Aborted));
         }
         let fut = this.fut;
         match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
             Ok(Poll::Ready(v)) => {
                 // The common end, inline (`finish` handles the rest).
-                s.c.completed.incr();
-                crate::metrics::task_ended(&s.name, "completed");
+                guard.finished = true;
+                guard.shared.c.completed.incr();
+                crate::metrics::task_ended(&guard.shared.name, "completed");
                 return Poll::Ready(Ok(v));
             }
             Ok(Poll::Pending) => {}
             Err(payload) => {
                 let p = Panicked::from_payload(payload.as_ref());
-                return Poll::Ready(finish(s, id, Ended::Done(Err(p))));
+                guard.finished = true;
+                return Poll::Ready(finish(&guard.shared, guard.id, Ended::Done(Err(p))));
             }
         }
         let wait = this
             .wait
-            .get_or_insert_with(|| Box::pin(s.abort.clone().cancelled_owned()));
+            .get_or_insert_with(|| Box::pin(guard.shared.abort.clone().cancelled_owned()));
         match wait.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(finish(s, id, Ended::Aborted)),
+            Poll::Ready(()) => {
+                guard.finished = true;
+                Poll::Ready(finish(&guard.shared, guard.id, Ended::Aborted))
+            }
             Poll::Pending => Poll::Pending,
         }
     }
