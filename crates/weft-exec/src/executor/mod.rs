@@ -552,10 +552,17 @@ impl BoundedExecutor {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        match self.start_now(opts, fut) {
-            Ok(h) => Ok(h),
-            Err(Refused::Err(e)) => Err(e),
-            Err(Refused::Queue(fut)) => self.enqueue(opts, fut).await,
+        let fut = match self.start_now(opts, fut) {
+            Ok(h) => return Ok(h),
+            Err(Refused::Err(e)) => return Err(e),
+            Err(Refused::Queue(fut)) => fut,
+        };
+        match self.enqueue_now(opts, fut) {
+            Ok(admitted) => admitted,
+            // Boxed: the wait's state (a room acquire, a timeout) is large,
+            // and keeping it out of this future keeps `spawn`'s future small
+            // (it is built and moved on every spawn).
+            Err(fut) => Box::pin(self.wait_for_room(opts, fut)).await,
         }
     }
 
@@ -563,6 +570,12 @@ impl BoundedExecutor {
     /// `queue_capacity` tasks already wait, the future is handed back
     /// (`Block` and `WaitTimeout` act as `Reject`; `DropOldest` still evicts
     /// and queues, `DropNewest` still sheds).
+    ///
+    /// Spawns that race for the last free permits may, for an instant, see
+    /// each other's attempt as taken: the loser queues its task (it starts
+    /// as soon as the dispatcher takes it) rather than starting it at once.
+    /// So a task may queue while a slot is free, and with the queue full at
+    /// that instant the policy applies to it.
     pub fn try_spawn<F>(&self, fut: F) -> Result<TaskHandle<F::Output>, SpawnError<F>>
     where
         F: Future + Send + 'static,
@@ -636,12 +649,38 @@ impl BoundedExecutor {
         (q, TaskHandle::queued(id, rx))
     }
 
-    /// The queue path of `spawn`: take a room permit (waiting under `Block`
-    /// and `WaitTimeout`), then enter the lane. Only the wait is boxed: its
-    /// state (a room acquire, a timeout) is large, and keeping it out of
-    /// `spawn`'s future keeps that small (it is built and moved on every
-    /// spawn), while a spawn that finds room allocates nothing more.
-    async fn enqueue<F>(
+    /// The queue path of `spawn`, as far as it goes without waiting: under
+    /// `Block` and `WaitTimeout` take a free room permit and enter the lane
+    /// (or hand the future back, `Err`, to wait for room); under the other
+    /// policies, what `try_spawn` does.
+    #[allow(clippy::type_complexity)]
+    fn enqueue_now<F>(
+        &self,
+        opts: TaskOptions,
+        fut: F,
+    ) -> Result<Result<TaskHandle<F::Output>, SpawnError<F>>, F>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let s = self.shared();
+        if !matches!(s.overflow, Overflow::Block | Overflow::WaitTimeout(_)) {
+            return Ok(self.try_enqueue(opts, fut));
+        }
+        match s.room.try_acquire() {
+            Ok(p) => {
+                p.forget();
+                Ok(self.push_reserved(opts, fut))
+            }
+            Err(TryAcquireError::Closed) => Ok(Err(self.refuse(Refusal::Closed, fut))),
+            Err(TryAcquireError::NoPermits) => Err(fut),
+        }
+    }
+
+    /// `spawn` under `Block` or `WaitTimeout` with the room full: wait for a
+    /// room permit (up to the timeout), then enter the lane. Dropping this
+    /// future while it waits takes no permit: nothing leaks.
+    async fn wait_for_room<F>(
         &self,
         opts: TaskOptions,
         fut: F,
@@ -651,31 +690,14 @@ impl BoundedExecutor {
         F::Output: Send + 'static,
     {
         let s = self.shared();
-        let wait = match s.overflow {
-            Overflow::Block => None,
-            Overflow::WaitTimeout(d) => Some(d),
-            _ => return self.try_enqueue(opts, fut),
-        };
-        match s.room.try_acquire() {
-            Ok(p) => {
-                p.forget();
-                return self.push_reserved(opts, fut);
-            }
-            Err(TryAcquireError::Closed) => return Err(self.refuse(Refusal::Closed, fut)),
-            Err(TryAcquireError::NoPermits) => {}
-        }
         tracing::trace!(executor = %s.name, "queue full: spawn waits for room");
-        // Dropping this future while it waits takes no permit: nothing leaks.
-        let got = Box::pin(async move {
-            match wait {
-                None => s.room.acquire().await.map_err(|_| Refusal::Closed),
-                Some(d) => match tokio::time::timeout(d, s.room.acquire()).await {
-                    Ok(r) => r.map_err(|_| Refusal::Closed),
-                    Err(_) => Err(Refusal::Timeout),
-                },
-            }
-        })
-        .await;
+        let got = match s.overflow {
+            Overflow::WaitTimeout(d) => match tokio::time::timeout(d, s.room.acquire()).await {
+                Ok(r) => r.map_err(|_| Refusal::Closed),
+                Err(_) => Err(Refusal::Timeout),
+            },
+            _ => s.room.acquire().await.map_err(|_| Refusal::Closed),
+        };
         match got {
             Ok(p) => {
                 p.forget();

@@ -25,12 +25,18 @@ use crate::sync::{AtomicUsize, Ordering};
 const PARKED: usize = 1 << (usize::BITS - 1);
 
 /// The count is stored as `BIAS + count` in the bits below [`PARKED`], so
-/// that it can dip below zero while a [`Count::try_acquire`] that found too
-/// few permits takes its subtraction back. `max_running` is at most tokio's
+/// that it can dip below zero while a [`Count::try_acquire_fast`] that found
+/// too few permits takes its subtraction back. `max_running` is at most tokio's
 /// `Semaphore::MAX_PERMITS` (2^61 - 1 on 64-bit targets), so
-/// `BIAS + max_running` stays below the flag, and the dip (at most the
-/// weights of the acquirers racing at that moment) stays far above zero.
+/// `BIAS + max_running` stays below the flag, and the dip (at most
+/// [`FAST_MAX`] for each acquirer racing at that moment) stays far above
+/// zero.
 const BIAS: usize = 1 << (usize::BITS - 3);
+
+/// The heaviest weight [`Count::try_acquire_fast`] subtracts optimistically;
+/// a dip is then at most this times the number of threads racing at once,
+/// far below [`BIAS`] even with 32-bit words.
+const FAST_MAX: usize = u16::MAX as usize;
 
 /// The count and the flag, without the wake-up (what the loom model checks).
 pub(crate) struct Count {
@@ -81,6 +87,15 @@ impl Count {
     /// take the parked flag it just set, and it would spin.
     #[inline]
     pub(crate) fn try_acquire_fast(&self, n: usize) -> Result<(), bool> {
+        if n > FAST_MAX {
+            // Heavy weights take the compare-and-swap, which never dips, so
+            // the dips stay small against `BIAS` (on 32-bit targets too).
+            return if self.try_acquire(n) {
+                Ok(())
+            } else {
+                Err(false)
+            };
+        }
         let prev = self.state.fetch_sub(n, Ordering::AcqRel);
         if prev & !PARKED >= BIAS + n {
             Ok(())
@@ -111,7 +126,8 @@ impl Count {
         self.state.fetch_and(!PARKED, Ordering::AcqRel);
     }
 
-    /// Permits free right now (0 while failed attempts dip below zero).
+    /// Permits free right now (reads low while a failed fast attempt has not
+    /// given its subtraction back; 0 if that dips below zero).
     pub(crate) fn available(&self) -> usize {
         (self.state.load(Ordering::SeqCst) & !PARKED).saturating_sub(BIAS)
     }
@@ -318,6 +334,34 @@ mod loom_tests {
             spawner.join().unwrap();
             releaser.join().unwrap();
             assert_eq!(count.available(), 0, "the one permit was taken once");
+        });
+    }
+
+    /// Two spawners' fast attempts and the dispatcher's compare-and-swap
+    /// race for the one permit there is: one attempt's dip may make another
+    /// fail spuriously, but at most one wins, and every dip is given back.
+    #[test]
+    fn loom_racing_fast_attempts_take_at_most_what_exists() {
+        let mut model = loom::model::Builder::new();
+        model.preemption_bound = Some(3);
+        model.check(|| {
+            let count = Arc::new(Count::new(1));
+            let wake = Arc::new(Notify::new());
+            let spawners: Vec<_> = (0..2)
+                .map(|_| {
+                    let count = count.clone();
+                    let wake = wake.clone();
+                    thread::spawn(move || try_take_fast(&count, &wake, 1))
+                })
+                .collect();
+            let dispatcher = usize::from(count.try_acquire(1));
+            let taken = dispatcher
+                + spawners
+                    .into_iter()
+                    .map(|s| usize::from(s.join().unwrap()))
+                    .sum::<usize>();
+            assert!(taken <= 1, "{taken} took the only permit");
+            assert_eq!(count.available(), 1 - taken, "every dip was given back");
         });
     }
 }
