@@ -675,11 +675,7 @@ proptest! {
 /// finishing tasks; the bound holds and every task is accounted for.
 #[test]
 fn multi_thread_producers_never_exceed_the_bound() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = support::two_workers();
     rt.block_on(async {
         let e = BoundedExecutor::builder()
             .max_running(8)
@@ -783,11 +779,7 @@ async fn an_expired_task_never_runs() {
 /// evicted, once, and the report balances.
 #[test]
 fn multi_thread_drop_oldest_loses_and_duplicates_nothing() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = support::two_workers();
     rt.block_on(async {
         let e = exec(2, 4, Overflow::DropOldest);
         let ran = Arc::new(AtomicUsize::new(0));
@@ -856,11 +848,7 @@ fn multi_thread_drop_oldest_loses_and_duplicates_nothing() {
 /// runtime (a sync callback, a blocking worker) can `try_spawn` too.
 #[test]
 fn try_spawn_from_a_thread_outside_the_runtime() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = support::two_workers();
     let e = rt.block_on(async {
         BoundedExecutor::builder()
             .max_running(2)
@@ -902,11 +890,7 @@ fn try_spawn_from_a_thread_outside_the_runtime() {
 /// lost wake-up would hang here), and the permits all come back.
 #[test]
 fn dispatcher_wakes_when_permits_return_one_at_a_time() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = support::two_workers();
     rt.block_on(async {
         let e = BoundedExecutor::builder()
             .max_running(3)
@@ -956,11 +940,7 @@ fn tasks_dropped_by_a_dying_runtime_are_counted_and_give_permits_back() {
     for multi_thread in [false, true] {
         for run_timeout in [None, Some(Duration::from_secs(60))] {
             let rt = if multi_thread {
-                tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()
-                    .unwrap()
+                support::two_workers()
             } else {
                 tokio::runtime::Builder::new_current_thread()
                     .enable_all()

@@ -663,11 +663,29 @@ impl BoundedExecutor {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        let s = self.shared();
-        if !matches!(s.overflow, Overflow::Block | Overflow::WaitTimeout(_)) {
-            return Ok(self.try_enqueue(opts, fut));
+        if matches!(
+            self.shared().overflow,
+            Overflow::Block | Overflow::WaitTimeout(_)
+        ) {
+            self.enter_if_room(opts, fut)
+        } else {
+            Ok(self.try_enqueue(opts, fut))
         }
-        match s.room.try_acquire() {
+    }
+
+    /// Takes a free room permit and enters the lane (or is refused because
+    /// the executor closed); hands the future back if the room is full.
+    #[allow(clippy::type_complexity)]
+    fn enter_if_room<F>(
+        &self,
+        opts: TaskOptions,
+        fut: F,
+    ) -> Result<Result<TaskHandle<F::Output>, SpawnError<F>>, F>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match self.shared().room.try_acquire() {
             Ok(p) => {
                 p.forget();
                 Ok(self.push_reserved(opts, fut))
@@ -718,16 +736,11 @@ impl BoundedExecutor {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        let s = self.shared();
-        match s.room.try_acquire() {
-            Ok(p) => {
-                p.forget();
-                return self.push_reserved(opts, fut);
-            }
-            Err(TryAcquireError::Closed) => return Err(self.refuse(Refusal::Closed, fut)),
-            Err(TryAcquireError::NoPermits) => {}
-        }
-        match s.overflow {
+        let fut = match self.enter_if_room(opts, fut) {
+            Ok(admitted) => return admitted,
+            Err(fut) => fut,
+        };
+        match self.shared().overflow {
             Overflow::DropOldest => self.evict_and_push(opts, fut),
             Overflow::DropNewest => Err(self.refuse(Refusal::Dropped, fut)),
             _ => Err(self.refuse(Refusal::Full, fut)),

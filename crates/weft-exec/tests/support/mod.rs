@@ -10,3 +10,13 @@ pub(crate) fn init() {
         .with_test_writer()
         .try_init();
 }
+
+/// A multi-thread runtime with two workers (time and I/O enabled), for the
+/// tests that need real threads.
+pub(crate) fn two_workers() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("build a multi-thread runtime")
+}
