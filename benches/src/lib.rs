@@ -234,3 +234,101 @@ pub fn ns_per_call(
         Unit::NsPerCall,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::time::Duration;
+
+    use super::{Group, Overhead, Row, Unit, interleaved, report};
+
+    /// Every implementation runs once per round, the order changes between
+    /// rounds, and each gets the median of its own samples.
+    #[test]
+    fn interleaved_runs_each_once_per_round_in_shuffled_orders() {
+        let log = RefCell::new(Vec::new());
+        let mut calls = [0u64; 4];
+        let mut fs: Vec<Box<dyn FnMut() -> Duration + '_>> = Vec::new();
+        for (i, c) in calls.iter_mut().enumerate() {
+            let log = &log;
+            fs.push(Box::new(move || {
+                *c += 1;
+                log.borrow_mut().push(i);
+                // Samples 1, 2, ..., so the median of 9 is 5 (+ i * 100).
+                Duration::from_nanos(*c + i as u64 * 100)
+            }));
+        }
+        let mut refs: Vec<&mut dyn FnMut() -> Duration> = fs
+            .iter_mut()
+            .map(|f| &mut **f as &mut dyn FnMut() -> Duration)
+            .collect();
+        let medians = interleaved(9, &mut refs);
+        drop(refs);
+        drop(fs);
+        assert_eq!(calls, [9; 4]);
+        let log = log.into_inner();
+        let rounds: Vec<&[usize]> = log.chunks(4).collect();
+        for r in &rounds {
+            let mut sorted = r.to_vec();
+            sorted.sort_unstable();
+            assert_eq!(sorted, [0, 1, 2, 3], "each once per round: {r:?}");
+        }
+        assert!(
+            rounds.windows(2).any(|w| w[0] != w[1]),
+            "the order changes between rounds"
+        );
+        let expected: Vec<Duration> = (0..4).map(|i| Duration::from_nanos(5 + i * 100)).collect();
+        assert_eq!(medians, expected);
+    }
+
+    /// Overhead targets: met at or under the bound, missed over it, and
+    /// left out when the rows are not ns per call.
+    #[test]
+    fn overhead_targets_compare_added_nanoseconds() {
+        fn run(_: &super::Ctx, _: &mut Vec<Row>) {}
+        const GROUP: Group = Group {
+            name: "g",
+            run,
+            overheads: &[
+                Overhead {
+                    case: "a",
+                    weft: "weft",
+                    peer: "peer",
+                    at_most_ns: 20.0,
+                },
+                Overhead {
+                    case: "b",
+                    weft: "weft",
+                    peer: "peer",
+                    at_most_ns: 20.0,
+                },
+                Overhead {
+                    case: "c",
+                    weft: "weft",
+                    peer: "peer",
+                    at_most_ns: 20.0,
+                },
+            ],
+            targets: &[],
+        };
+        let rows = [
+            Row::new("a", "weft", 30.0, Unit::NsPerCall),
+            Row::new("a", "peer", 10.0, Unit::NsPerCall),
+            Row::new("b", "weft", 31.0, Unit::NsPerCall),
+            Row::new("b", "peer", 10.0, Unit::NsPerCall),
+            Row::new("c", "weft", 99.0, Unit::ItemsPerSec),
+            Row::new("c", "peer", 1.0, Unit::ItemsPerSec),
+        ];
+        let table = report::target_table(&[GROUP], &rows);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 2, "{table}");
+        assert!(
+            lines[0].contains("+20.0 ns/call") && lines[0].ends_with("met"),
+            "{table}"
+        );
+        assert!(
+            lines[1].contains("+21.0 ns/call") && lines[1].ends_with("MISSED"),
+            "{table}"
+        );
+    }
+}
