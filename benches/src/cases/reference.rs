@@ -143,13 +143,8 @@ pub fn implementation_names() -> Vec<&'static str> {
 
 /// Runs one named peer on `jobs` jobs and returns the sum of the results.
 pub async fn run_peer(peer: &str, jobs: u64, iters: u32) -> u64 {
-    match peer {
-        "tokio-mpsc-handoff" => mpsc_handoff(jobs, iters).await,
-        "async-channel-pool" => async_channel_pool(jobs, iters, workload::workers()).await,
-        "joinset-semaphore" => joinset_semaphore(jobs, iters).await,
-        "buffer-unordered" => buffer_unordered(jobs, iters).await,
-        other => panic!("unknown reference peer {other}"),
-    }
+    let imp = implementation(peer).unwrap_or_else(|| panic!("unknown reference peer {peer}"));
+    imp(jobs, iters).await
 }
 
 /// A producer task hands each job through a bounded tokio mpsc channel to one

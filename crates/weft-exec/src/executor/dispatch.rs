@@ -73,7 +73,7 @@ async fn dispatch_one(shared: &Arc<Shared>, q: Queued) {
     if q.deadline.is_some_and(|d| d <= Instant::now()) {
         return queue_timed_out(shared, q);
     }
-    if shared.sem.try_acquire(q.weight) {
+    if shared.running.try_acquire(q.weight) {
         return start(shared, q);
     }
     // Slow path: park the task where a `DropOldest` spawn can evict it
@@ -88,7 +88,7 @@ async fn dispatch_one(shared: &Arc<Shared>, q: Queued) {
         let woke = tokio::select! {
             biased;
             _ = shared.abort.cancelled() => Woke::Abort,
-            _ = shared.sem.acquire(weight) => Woke::Permits,
+            _ = shared.running.acquire(weight) => Woke::Permits,
             _ = sleep_until_opt(deadline) => Woke::Expired,
             _ = &mut stolen => Woke::Stolen,
         };
@@ -97,7 +97,7 @@ async fn dispatch_one(shared: &Arc<Shared>, q: Queued) {
             (None, woke) => {
                 // Evicted: the evicting spawn took over its room permit.
                 if matches!(woke, Woke::Permits) {
-                    shared.sem.release(weight);
+                    shared.running.release(weight);
                 }
                 tracing::trace!(executor = %shared.name, "held task evicted while waiting for permits");
                 return;

@@ -18,8 +18,6 @@ use std::time::Duration;
 use crossbeam_utils::CachePadded;
 use futures::future::BoxFuture;
 use tokio::sync::{Notify, Semaphore, TryAcquireError, oneshot};
-
-use permits::Permits;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -32,6 +30,7 @@ pub use handle::TaskHandle;
 pub use stats::ExecutorStats;
 
 use crate::error::{SpawnError, TaskError};
+use permits::Permits;
 
 /// The lane a task waits in when no slot is free.
 ///
@@ -157,7 +156,7 @@ pub(crate) struct Shared {
     /// The running permits. Written by every start and finish: on its own
     /// cache line, so that the fields spawners read stay quiet. Lock-free
     /// both ways (see `permits.rs`): only the dispatcher ever waits.
-    sem: CachePadded<Permits>,
+    running: CachePadded<Permits>,
     /// The waiting room: `capacity` permits, one per waiting task, shared
     /// by all lanes. A spawn takes one before it enters a lane; the
     /// dispatcher gives it back once the task has started or failed (or an
@@ -301,6 +300,21 @@ impl RunGuard {
             finished: false,
         }
     }
+
+    /// The task ended: counted and reported through [`finish`].
+    fn end<T>(&mut self, ended: Ended<T>) -> Result<T, TaskError> {
+        self.finished = true;
+        finish(&self.shared, self.id, ended)
+    }
+
+    /// The task returned its output: the common end, counted inline (what
+    /// `finish` does for `Done(Ok)`, without its other branches).
+    #[inline]
+    fn completed(&mut self) {
+        self.finished = true;
+        self.shared.c.completed.incr();
+        crate::metrics::task_ended(&self.shared.name, "completed");
+    }
 }
 
 impl Drop for RunGuard {
@@ -310,7 +324,7 @@ impl Drop for RunGuard {
             // task when the runtime shuts down): counted, never lost.
             let _ = finish::<()>(&self.shared, self.id, Ended::Aborted);
         }
-        self.shared.sem.release(self.weight);
+        self.shared.running.release(self.weight);
         if self.shared.closed.load(Ordering::SeqCst) {
             self.shared.idle.notify_waiters();
         }
@@ -364,8 +378,7 @@ async fn run_timed<F: Future>(
             None => Ended::Aborted,
         }
     };
-    guard.finished = true;
-    finish(&guard.shared, guard.id, ended)
+    guard.end(ended)
 }
 
 fn finish<T>(s: &Shared, id: u64, ended: Ended<T>) -> Result<T, TaskError> {
@@ -441,7 +454,7 @@ impl Shared {
     }
 
     fn is_idle(&self) -> bool {
-        self.nothing_waits() && self.sem.available() == self.max_running
+        self.nothing_waits() && self.running.available() == self.max_running
     }
 
     /// Tasks waiting right now: the held task, then the lanes (read in
@@ -482,7 +495,7 @@ impl BoundedExecutor {
             name: b.name,
             runtime: handle.clone(),
             max_running: b.max_running,
-            sem: CachePadded::new(Permits::new(b.max_running)),
+            running: CachePadded::new(Permits::new(b.max_running)),
             room: CachePadded::new(Semaphore::new(b.queue_capacity)),
             capacity: b.queue_capacity,
             overflow: b.overflow,
@@ -617,7 +630,7 @@ impl BoundedExecutor {
             return Err(Refused::Err(SpawnError::TooHeavy(fut)));
         }
         if s.nothing_waits() {
-            if s.sem.try_acquire_fast(opts.weight) {
+            if s.running.try_acquire_fast(opts.weight) {
                 let id = s.next_direct.fetch_add(1, Ordering::Relaxed) * 2;
                 let h = spawn_task(&s.runtime, s.clone(), id, opts.weight, fut);
                 return Ok(TaskHandle::direct(id, h));
@@ -906,7 +919,7 @@ impl BoundedExecutor {
             + c.queue_timed_out.get()
             + c.aborted.get()
             + c.returned.get();
-        let permits_in_use = s.max_running.saturating_sub(s.sem.available());
+        let permits_in_use = s.max_running.saturating_sub(s.running.available());
         ExecutorStats {
             max_running: s.max_running,
             running: (accepted.saturating_sub(ended) as usize)

@@ -6,7 +6,7 @@
 //! nobody waits, because any acquirer may queue. Here only the dispatcher
 //! waits (spawners never do: a spawn that finds no permit queues its task),
 //! so a release is one `fetch_add`, and the protocol is small enough to
-//! model with loom (`loom_release_never_misses_the_parked_dispatcher`).
+//! model with loom (the `loom_tests` below).
 //!
 //! The protocol: the count and the dispatcher's "parked" flag share one
 //! atomic word, so every operation on them is ordered by that word's
@@ -212,6 +212,13 @@ mod loom_tests {
     use loom::sync::{Arc, Notify};
     use loom::thread;
 
+    /// `Permits::release` with loom's `Notify`.
+    fn give_back(count: &Count, wake: &Notify, n: usize) {
+        if count.release(n) {
+            wake.notify();
+        }
+    }
+
     /// `Permits::try_acquire_fast` with loom's `Notify`.
     fn try_take_fast(count: &Count, wake: &Notify, n: usize) -> bool {
         match count.try_acquire_fast(n) {
@@ -225,9 +232,24 @@ mod loom_tests {
         }
     }
 
+    /// The dispatcher's loop in `Permits::acquire`, with loom's `Notify`.
+    fn dispatcher_acquire(count: &Count, wake: &Notify, n: usize) {
+        loop {
+            if count.try_acquire(n) {
+                return;
+            }
+            count.park();
+            if count.try_acquire(n) {
+                count.unpark();
+                return;
+            }
+            wake.wait();
+        }
+    }
+
     /// The dispatcher waits for 2 permits while two tasks give one back
     /// each: it always gets them (a lost wake-up would be a loom deadlock),
-    /// and the count ends where it started.
+    /// and takes them once.
     #[test]
     fn loom_release_never_misses_the_parked_dispatcher() {
         let mut model = loom::model::Builder::new();
@@ -237,56 +259,15 @@ mod loom_tests {
             let wake = Arc::new(Notify::new());
             let releasers: Vec<_> = (0..2)
                 .map(|_| {
-                    let count = count.clone();
-                    let wake = wake.clone();
-                    thread::spawn(move || {
-                        if count.release(1) {
-                            wake.notify();
-                        }
-                    })
+                    let (count, wake) = (count.clone(), wake.clone());
+                    thread::spawn(move || give_back(&count, &wake, 1))
                 })
                 .collect();
-            // The dispatcher's loop in `Permits::acquire`.
-            loop {
-                if count.try_acquire(2) {
-                    break;
-                }
-                count.park();
-                if count.try_acquire(2) {
-                    count.unpark();
-                    break;
-                }
-                wake.wait();
-            }
+            dispatcher_acquire(&count, &wake, 2);
             for r in releasers {
                 r.join().unwrap();
             }
             assert_eq!(count.available(), 0, "both permits were taken once");
-            count.release(2);
-            assert_eq!(count.available(), 2);
-        });
-    }
-
-    /// Spawners on the fast path race the dispatcher for the last permit:
-    /// never more taken than there are.
-    #[test]
-    fn loom_try_acquire_never_oversubscribes() {
-        loom::model(|| {
-            let count = Arc::new(Count::new(1));
-            let other = {
-                let count = count.clone();
-                thread::spawn(move || count.try_acquire_fast(1).is_ok())
-            };
-            let mine = count.try_acquire(1);
-            let theirs = other.join().unwrap();
-            // The fast path may fail spuriously while the other attempt
-            // dips, but never lets both through.
-            assert!(!(mine && theirs), "both took the only permit");
-            if !mine && !theirs {
-                assert_eq!(count.available(), 1);
-                return;
-            }
-            assert_eq!(count.available(), 0);
         });
     }
 
@@ -303,34 +284,18 @@ mod loom_tests {
             let count = Arc::new(Count::new(0));
             let wake = Arc::new(Notify::new());
             let spawner = {
-                let count = count.clone();
-                let wake = wake.clone();
+                let (count, wake) = (count.clone(), wake.clone());
                 thread::spawn(move || {
-                    if try_take_fast(&count, &wake, 1) && count.release(1) {
-                        wake.notify();
+                    if try_take_fast(&count, &wake, 1) {
+                        give_back(&count, &wake, 1);
                     }
                 })
             };
             let releaser = {
-                let count = count.clone();
-                let wake = wake.clone();
-                thread::spawn(move || {
-                    if count.release(1) {
-                        wake.notify();
-                    }
-                })
+                let (count, wake) = (count.clone(), wake.clone());
+                thread::spawn(move || give_back(&count, &wake, 1))
             };
-            loop {
-                if count.try_acquire(1) {
-                    break;
-                }
-                count.park();
-                if count.try_acquire(1) {
-                    count.unpark();
-                    break;
-                }
-                wake.wait();
-            }
+            dispatcher_acquire(&count, &wake, 1);
             spawner.join().unwrap();
             releaser.join().unwrap();
             assert_eq!(count.available(), 0, "the one permit was taken once");
@@ -349,8 +314,7 @@ mod loom_tests {
             let wake = Arc::new(Notify::new());
             let spawners: Vec<_> = (0..2)
                 .map(|_| {
-                    let count = count.clone();
-                    let wake = wake.clone();
+                    let (count, wake) = (count.clone(), wake.clone());
                     thread::spawn(move || try_take_fast(&count, &wake, 1))
                 })
                 .collect();

@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 use weft_core::Panicked;
 
-use super::{Ended, RunGuard, finish};
+use super::{Ended, RunGuard};
 use crate::error::TaskError;
 
 pin_project_lite::pin_project! {
@@ -51,33 +51,25 @@ impl<F: Future> Future for Run<F> {
         // misses it here registers on the token below, which sees the
         // cancel.
         if guard.shared.aborting.load(Ordering::Acquire) {
-            guard.finished = true;
-            return Poll::Ready(finish(&guard.shared, guard.id, Ended::Aborted));
+            return Poll::Ready(guard.end(Ended::Aborted));
         }
         let fut = this.fut;
         match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
             Ok(Poll::Ready(v)) => {
-                // The common end, inline (`finish` handles the rest).
-                guard.finished = true;
-                guard.shared.c.completed.incr();
-                crate::metrics::task_ended(&guard.shared.name, "completed");
+                guard.completed();
                 return Poll::Ready(Ok(v));
             }
             Ok(Poll::Pending) => {}
             Err(payload) => {
                 let p = Panicked::from_payload(payload.as_ref());
-                guard.finished = true;
-                return Poll::Ready(finish(&guard.shared, guard.id, Ended::Done(Err(p))));
+                return Poll::Ready(guard.end(Ended::Done(Err(p))));
             }
         }
         let wait = this
             .wait
             .get_or_insert_with(|| Box::pin(guard.shared.abort.clone().cancelled_owned()));
         match wait.as_mut().poll(cx) {
-            Poll::Ready(()) => {
-                guard.finished = true;
-                Poll::Ready(finish(&guard.shared, guard.id, Ended::Aborted))
-            }
+            Poll::Ready(()) => Poll::Ready(guard.end(Ended::Aborted)),
             Poll::Pending => Poll::Pending,
         }
     }
