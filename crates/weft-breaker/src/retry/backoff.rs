@@ -8,7 +8,9 @@ pub enum Jitter {
     /// "Full jitter": uniform in `[0, base * multiplier^(n-1)]`, capped. Spreads
     /// retries the most; the default.
     Full,
-    /// "Decorrelated jitter": uniform in `[base, 3 * previous delay]`, capped.
+    /// "Decorrelated jitter": uniform in `[base, 3 * previous delay]`, capped,
+    /// where a previous delay shorter than `base` (none, before the first
+    /// retry) counts as `base`.
     /// Grows like exponential backoff without synchronising clients.
     Decorrelated,
 }
