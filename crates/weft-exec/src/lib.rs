@@ -55,10 +55,13 @@
 //! # Shutdown
 //!
 //! [`BoundedExecutor::shutdown`] (and its [`weft_core::Drain`] impl) closes
-//! admission, lets queued and running tasks finish until the deadline, then
-//! aborts what still runs and fails what never started, and returns a
-//! [`weft_core::ShutdownReport`] with
-//! `accepted = completed + failed + aborted + returned`. The tower layers hold
+//! admission, lets queued and running tasks finish until
+//! [`cancel_grace`](Builder::cancel_grace) before the deadline,
+//! then cancels [`BoundedExecutor::cancellation_token`] (tasks that watch it
+//! stop and are counted as cancelled; queued tasks no longer start), at the
+//! deadline aborts what still runs and fails what never started, and returns
+//! a [`weft_core::ShutdownReport`] with
+//! `accepted = completed + failed + cancelled + aborted + returned`. The tower layers hold
 //! no background task: dropping them is their shutdown.
 //!
 //! # Failure
@@ -68,6 +71,14 @@
 //! on. Refused work is never lost: [`SpawnError`] hands the future back, and
 //! tower layers fail with small typed errors ([`Overloaded`], [`RateLimited`],
 //! [`TooManyKeys`]) boxed into a `BoxError`, found with `downcast_ref`.
+//!
+//! # Tracing
+//!
+//! Each executor runs its dispatcher in an info span `weft_exec{executor}`,
+//! and each task in a debug span `task{executor, task}` whose parent is the
+//! span `spawn` was called in (a request's span reaches the work it
+//! spawned). Refusals, evictions and queue timeouts are `warn!`, panics
+//! `error!`, start, close and shutdown `info!`.
 #![forbid(unsafe_code)]
 
 mod adaptive;

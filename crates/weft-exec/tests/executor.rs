@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use tokio::time::{Instant, sleep};
+use tokio_util::sync::CancellationToken;
 use weft_core::{Drain, Overflow};
 use weft_exec::{BoundedExecutor, BuildError, Priority, SpawnError, TaskError, TaskOptions};
 
@@ -32,8 +33,15 @@ impl Gauge {
     async fn hold(&self, weight: usize, d: Duration) {
         let n = self.now.fetch_add(weight, Ordering::SeqCst) + weight;
         self.peak.fetch_max(n, Ordering::SeqCst);
+        // Counted down also when the task is cut short (cancel, abort).
+        struct Down<'a>(&'a AtomicUsize, usize);
+        impl Drop for Down<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(self.1, Ordering::SeqCst);
+            }
+        }
+        let _down = Down(&self.now, weight);
         sleep(d).await;
-        self.now.fetch_sub(weight, Ordering::SeqCst);
     }
 }
 
@@ -506,6 +514,180 @@ async fn shutdown_drains_then_aborts_with_a_balanced_report() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn shutdown_cancels_cooperative_tasks_then_aborts_the_rest() {
+    let e = BoundedExecutor::builder()
+        .max_running(3)
+        .queue_capacity(4)
+        .cancel_grace(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let t = Instant::now();
+    // Returns how long after `t` it was asked to stop.
+    let cooperative = |token: CancellationToken| async move {
+        tokio::select! {
+            _ = token.cancelled() => Some(t.elapsed()),
+            _ = sleep(Duration::from_secs(3600)) => None,
+        }
+    };
+    let a = e.spawn(cooperative(e.cancellation_token())).await.unwrap();
+    let b = e.spawn(cooperative(e.cancellation_token())).await.unwrap();
+    let stubborn = e
+        .spawn(async {
+            sleep(Duration::from_secs(3600)).await;
+            Some(Duration::ZERO)
+        })
+        .await
+        .unwrap();
+    // All three slots are taken: this one waits, and must never start.
+    let queued = e.spawn(async { Some(Duration::ZERO) }).await.unwrap();
+    assert!(!queued.started_at_once());
+    let report = e.shutdown(t + Duration::from_secs(1)).await;
+    assert_eq!(t.elapsed(), Duration::from_secs(1));
+    let asked = Some(Duration::from_millis(800));
+    assert_eq!(a.await, Ok(asked));
+    assert_eq!(b.await, Ok(asked));
+    assert_eq!(queued.await, Err(TaskError::NotStarted));
+    assert_eq!(stubborn.await, Err(TaskError::Aborted));
+    assert!(report.is_balanced(), "{report}");
+    assert_eq!(
+        (
+            report.accepted,
+            report.completed,
+            report.cancelled,
+            report.aborted,
+            report.returned
+        ),
+        (4, 0, 2, 1, 1),
+        "{report}"
+    );
+    // Fast-path ids are even, in spawn order: the stubborn one is #4.
+    assert_eq!(report.unfinished, vec!["task #4".to_owned()]);
+    let s = e.stats();
+    assert_eq!((s.cancelled, s.aborted, s.permits_in_use), (2, 1, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancel_grace_is_at_most_half_the_time_left() {
+    let e = BoundedExecutor::builder()
+        .cancel_grace(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let token = e.cancellation_token();
+    let t = Instant::now();
+    let h = e
+        .spawn(async move {
+            token.cancelled().await;
+            t.elapsed()
+        })
+        .await
+        .unwrap();
+    let report = e.shutdown(t + Duration::from_secs(2)).await;
+    assert_eq!(h.await, Ok(Duration::from_secs(1)));
+    assert_eq!((report.cancelled, report.aborted), (1, 0), "{report}");
+    assert_eq!(t.elapsed(), Duration::from_secs(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_user_cancelling_its_token_does_not_start_the_cancel_phase() {
+    let e = exec(1, 4, Overflow::Block);
+    let mine = e.cancellation_token();
+    let m = mine.clone();
+    let waits = e
+        .spawn(async move {
+            m.cancelled().await;
+            1
+        })
+        .await
+        .unwrap();
+    let queued = e.spawn(async { 2 }).await.unwrap();
+    mine.cancel();
+    assert_eq!(waits.await, Ok(1));
+    // Queued work still starts, and nothing is counted as cancelled.
+    assert_eq!(queued.await, Ok(2));
+    assert!(!e.cancellation_token().is_cancelled());
+    let s = e.stats();
+    assert_eq!((s.completed, s.cancelled), (2, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn run_timeout_bounds_queued_tasks_and_timed_tasks_contain_panics() {
+    let e = BoundedExecutor::builder()
+        .max_running(1)
+        .run_timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let first = e.spawn(sleep(Duration::from_secs(10))).await.unwrap();
+    // Both wait for the one slot; the timeout counts from each start.
+    let queued = e.spawn(sleep(Duration::from_secs(10))).await.unwrap();
+    let panics = e
+        .spawn(async {
+            sleep(Duration::from_millis(1)).await;
+            panic!("boom in a timed task")
+        })
+        .await
+        .unwrap();
+    assert!(!queued.started_at_once() && !panics.started_at_once());
+    let t = Instant::now();
+    let cut = Err(TaskError::TimedOut(Duration::from_millis(500)));
+    assert_eq!(first.await, cut);
+    assert_eq!(queued.await, cut);
+    assert_eq!(t.elapsed(), Duration::from_secs(1));
+    match panics.await {
+        Err(TaskError::Panicked(p)) => assert!(p.message().contains("boom"), "{p:?}"),
+        other => panic!("expected a contained panic, got {other:?}"),
+    }
+    let s = e.stats();
+    assert_eq!((s.timed_out, s.panicked, s.permits_in_use), (2, 1, 0));
+    // The slot is free again.
+    assert_eq!(e.spawn(async { 3 }).await.unwrap().await, Ok(3));
+}
+
+/// Each task runs in a `task` span whose parent is the span the spawn was
+/// called in, on the fast path and through the queue.
+#[test]
+fn tasks_run_in_their_own_span_under_the_callers() {
+    use tracing::Instrument;
+    use tracing_subscriber::registry::{LookupSpan, Registry};
+
+    fn scope() -> Vec<String> {
+        tracing::Span::current()
+            .with_subscriber(|(id, dispatch)| {
+                let registry = dispatch.downcast_ref::<Registry>()?;
+                let span = registry.span(id)?;
+                Some(span.scope().map(|s| s.name().to_owned()).collect())
+            })
+            .flatten()
+            .unwrap_or_default()
+    }
+    tracing::subscriber::with_default(Registry::default(), || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let e = exec(1, 4, Overflow::Block);
+            let (direct, queued) = async {
+                let a = e
+                    .spawn(async {
+                        sleep(Duration::from_millis(1)).await;
+                        scope()
+                    })
+                    .await
+                    .unwrap();
+                let b = e.spawn(async { scope() }).await.unwrap();
+                (a, b)
+            }
+            .instrument(tracing::info_span!("request"))
+            .await;
+            assert!(direct.started_at_once() && !queued.started_at_once());
+            assert_eq!(direct.await.unwrap(), ["task", "request"]);
+            assert_eq!(queued.await.unwrap(), ["task", "request"]);
+        });
+    });
+}
+
+#[tokio::test(start_paused = true)]
 async fn clean_shutdown_runs_queued_work() {
     let e = exec(1, 10, Overflow::Block);
     let hs: Vec<_> =
@@ -584,7 +766,7 @@ proptest! {
         ],
         queue_timeout in proptest::option::weighted(0.3, 1u64..30),
         shutdown_after in proptest::option::weighted(0.3, 0u64..40),
-        tasks in proptest::collection::vec((1u32..4, 0u8..3, 0u64..20, any::<bool>(), prop_oneof![3 => Just(0u64), 1 => 1u64..6]), 1..40),
+        tasks in proptest::collection::vec((1u32..4, 0u8..3, 0u64..20, any::<bool>(), prop_oneof![3 => Just(0u64), 1 => 1u64..6], any::<bool>()), 1..40),
     ) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
         rt.block_on(async move {
@@ -607,14 +789,22 @@ proptest! {
             };
             let mut handles = Vec::new();
             let mut refused = 0u64;
-            for (w, p, ms, use_try, gap) in tasks {
+            for (w, p, ms, use_try, gap, cooperative) in tasks {
                 if gap > 0 {
                     sleep(Duration::from_millis(gap)).await;
                 }
                 let w = w.min(max as u32);
                 let p = [Priority::High, Priority::Normal, Priority::Low][p as usize];
                 let g2 = g.clone();
-                let fut = async move { g2.hold(w as usize, Duration::from_millis(ms)).await };
+                // Cooperative tasks stop when the shutdown's cancel phase
+                // begins; the others run on until done or aborted.
+                let token = if cooperative { e.cancellation_token() } else { CancellationToken::new() };
+                let fut = async move {
+                    tokio::select! {
+                        _ = token.cancelled() => {}
+                        _ = g2.hold(w as usize, Duration::from_millis(ms)) => {}
+                    }
+                };
                 let opts = TaskOptions::new().weight(w).priority(p);
                 let r = if use_try { e.try_spawn_with(opts, fut) } else { e.spawn_with(opts, fut).await };
                 match r {
@@ -652,11 +842,15 @@ proptest! {
                 None => e.shutdown(Instant::now()).await,
             };
             prop_assert_eq!(report.accepted, accepted);
-            prop_assert_eq!(report.completed, ok);
+            // A task that returned during the cancel phase is counted
+            // cancelled; its handle still has its output.
+            prop_assert_eq!(report.completed + report.cancelled, ok);
             prop_assert_eq!(report.failed, failed);
             prop_assert_eq!(report.aborted, aborted);
             prop_assert_eq!(report.returned, returned);
-            prop_assert_eq!(report.cancelled, 0);
+            if shutdown_after.is_none() {
+                prop_assert_eq!(report.cancelled, 0);
+            }
             prop_assert_eq!(
                 report.accepted,
                 report.completed + report.failed + report.cancelled + report.aborted + report.returned

@@ -37,6 +37,7 @@ pub struct Builder {
     pub(super) queue_timeout: Option<Duration>,
     pub(super) run_timeout: Option<Duration>,
     pub(super) fairness: u32,
+    pub(super) cancel_grace: Duration,
 }
 
 impl Default for Builder {
@@ -49,6 +50,7 @@ impl Default for Builder {
             queue_timeout: None,
             run_timeout: None,
             fairness: 8,
+            cancel_grace: Duration::from_millis(250),
         }
     }
 }
@@ -149,6 +151,16 @@ impl Builder {
     /// `0` turns it off (strict priority).
     pub fn fairness(mut self, n: u32) -> Self {
         self.fairness = n;
+        self
+    }
+
+    /// How long before the shutdown deadline running tasks are asked to
+    /// stop through the executor's
+    /// [`cancellation_token`](BoundedExecutor::cancellation_token), before
+    /// what is left is aborted at the deadline. At most half the time the
+    /// shutdown has left. Default 250 ms (as weft-pool's).
+    pub fn cancel_grace(mut self, d: Duration) -> Self {
+        self.cancel_grace = d;
         self
     }
 

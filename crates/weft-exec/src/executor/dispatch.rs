@@ -66,7 +66,8 @@ enum Woke {
 }
 
 async fn dispatch_one(shared: &Arc<Shared>, q: Queued) {
-    if shared.abort.is_cancelled() {
+    // From the cancel phase of a shutdown on, queued tasks never start.
+    if shared.cancelling.load(Ordering::Acquire) || shared.abort.is_cancelled() {
         return not_started(shared, q);
     }
     // A task taken after its deadline never runs, even if slots are free.
@@ -88,6 +89,7 @@ async fn dispatch_one(shared: &Arc<Shared>, q: Queued) {
         let woke = tokio::select! {
             biased;
             _ = shared.abort.cancelled() => Woke::Abort,
+            _ = shared.cancel.cancelled() => Woke::Abort,
             _ = shared.running.acquire(weight) => Woke::Permits,
             _ = sleep_until_opt(deadline) => Woke::Expired,
             _ = &mut stolen => Woke::Stolen,
@@ -122,7 +124,7 @@ fn queue_timed_out(shared: &Shared, q: Queued) {
     let d = shared.queue_timeout.unwrap_or_default();
     shared.c.queue_timed_out.incr();
     crate::metrics::task_ended(&shared.name, "queue_timed_out");
-    tracing::debug!(executor = %shared.name, task = q.id, "task timed out waiting for a slot");
+    tracing::warn!(executor = %shared.name, task = q.id, "task timed out waiting for a slot");
     q.job.fail(TaskError::QueueTimeout(d));
     shared.release_room();
 }

@@ -182,6 +182,14 @@ pub(crate) struct Shared {
     /// Set just before `abort` is cancelled: the running tasks' per-poll
     /// check reads this instead of `abort.is_cancelled()` (which locks).
     aborting: AtomicBool,
+    /// Cancelled by a shutdown `cancel_grace` before its deadline: tasks
+    /// watch child tokens of it (`cancellation_token`), so a user who
+    /// cancels theirs does not start the executor's cancel phase.
+    cancel: CancellationToken,
+    /// Set just before `cancel` is cancelled: a task that ends after it is
+    /// counted as cancelled, and queued tasks no longer start.
+    cancelling: AtomicBool,
+    cancel_grace: Duration,
     /// Tasks started on the fast path; their ids are `2k`. It doubles as
     /// their accepted count, so the fast path pays one atomic for both.
     next_direct: CachePadded<AtomicU64>,
@@ -203,6 +211,7 @@ struct Counters {
     timed_out: Counter,
     queue_timed_out: Counter,
     aborted: Counter,
+    cancelled: Counter,
     returned: Counter,
     rejected: Counter,
     dropped: Counter,
@@ -229,6 +238,8 @@ struct QueuedJob<F: Future> {
     id: u64,
     fut: F,
     tx: oneshot::Sender<Result<F::Output, TaskError>>,
+    /// Made at spawn time, so its parent is the caller's span.
+    span: tracing::Span,
 }
 
 impl<F> Job for QueuedJob<F>
@@ -237,7 +248,7 @@ where
     F::Output: Send + 'static,
 {
     fn start(self: Box<Self>, shared: &Arc<Shared>, weight: u32) {
-        let QueuedJob { id, fut, tx } = *self;
+        let QueuedJob { id, fut, tx, span } = *self;
         let rt = &shared.runtime;
         let shared = shared.clone();
         // The guard exists before the task does: a task the runtime drops
@@ -247,11 +258,11 @@ where
             None => rt.spawn(async move {
                 // The task (and its permits) are released before the
                 // result is sent, as on the fast path.
-                let r = run::Run::new(fut, guard).await;
+                let r = run::Run::new(fut, guard, span).await;
                 let _ = tx.send(r);
             }),
             Some(d) => rt.spawn(async move {
-                let _ = tx.send(run_timed(guard, d, fut).await);
+                let _ = tx.send(run_timed(guard, d, fut).instrument(span).await);
             }),
         };
     }
@@ -312,6 +323,9 @@ impl RunGuard {
     #[inline]
     fn completed(&mut self) {
         self.finished = true;
+        if self.shared.cancelling.load(Ordering::Relaxed) {
+            return self.shared.count_cancelled(self.id);
+        }
         self.shared.c.completed.incr();
         crate::metrics::task_ended(&self.shared.name, "completed");
     }
@@ -358,10 +372,18 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
+    let span = task_span(&shared, id);
     match shared.run_timeout {
-        None => rt.spawn(run::Run::new(fut, RunGuard::new(shared, weight, id))),
-        Some(d) => rt.spawn(run_timed(RunGuard::new(shared, weight, id), d, fut)),
+        None => rt.spawn(run::Run::new(fut, RunGuard::new(shared, weight, id), span)),
+        Some(d) => rt.spawn(run_timed(RunGuard::new(shared, weight, id), d, fut).instrument(span)),
     }
+}
+
+/// A task's span: `task{executor, task}` at debug level, a child of the
+/// span the spawn was called in. Disabled (nothing recorded, nothing
+/// formatted) unless a subscriber wants debug spans of `weft_exec`.
+fn task_span(shared: &Shared, id: u64) -> tracing::Span {
+    tracing::debug_span!("task", executor = %shared.name, task = id)
 }
 
 async fn run_timed<F: Future>(
@@ -383,6 +405,16 @@ async fn run_timed<F: Future>(
 
 fn finish<T>(s: &Shared, id: u64, ended: Ended<T>) -> Result<T, TaskError> {
     match ended {
+        // The shutdown asked it to stop: whatever it returned, it ended
+        // because it was asked (as in weft-pool). A panic stays a panic.
+        Ended::Done(Ok(v)) if s.cancelling.load(Ordering::Relaxed) => {
+            s.count_cancelled(id);
+            Ok(v)
+        }
+        Ended::TimedOut if s.cancelling.load(Ordering::Relaxed) => {
+            s.count_cancelled(id);
+            Err(TaskError::TimedOut(s.run_timeout.unwrap_or_default()))
+        }
         Ended::Done(Ok(v)) => {
             s.c.completed.incr();
             crate::metrics::task_ended(&s.name, "completed");
@@ -415,6 +447,12 @@ fn finish<T>(s: &Shared, id: u64, ended: Ended<T>) -> Result<T, TaskError> {
 }
 
 impl Shared {
+    fn count_cancelled(&self, id: u64) {
+        self.c.cancelled.incr();
+        crate::metrics::task_ended(&self.name, "cancelled");
+        tracing::debug!(executor = %self.name, task = id, "task ended after the shutdown asked it to stop");
+    }
+
     fn close(&self) -> bool {
         if self.closed.swap(true, Ordering::SeqCst) {
             return false;
@@ -507,6 +545,9 @@ impl BoundedExecutor {
             closed: AtomicBool::new(false),
             abort: CancellationToken::new(),
             aborting: AtomicBool::new(false),
+            cancel: CancellationToken::new(),
+            cancelling: AtomicBool::new(false),
+            cancel_grace: b.cancel_grace,
             next_direct: CachePadded::new(AtomicU64::new(0)),
             next_queued: AtomicU64::new(0),
             queue_timeout: b.queue_timeout,
@@ -657,7 +698,12 @@ impl BoundedExecutor {
             id,
             weight: opts.weight,
             deadline: s.queue_timeout.map(|d| Instant::now() + d),
-            job: Box::new(QueuedJob { id, fut, tx }),
+            job: Box::new(QueuedJob {
+                id,
+                fut,
+                tx,
+                span: task_span(s, id),
+            }),
         };
         (q, TaskHandle::queued(id, rx))
     }
@@ -865,7 +911,7 @@ impl BoundedExecutor {
                 }
                 s.c.returned.incr();
                 crate::metrics::task_ended(&s.name, "evicted");
-                tracing::debug!(executor = %s.name, task = old.id, "queued task evicted (DropOldest)");
+                tracing::warn!(executor = %s.name, task = old.id, "queued task evicted (DropOldest)");
                 old.job.fail(TaskError::Evicted);
                 self.queued_ok();
                 return Ok(h);
@@ -885,6 +931,12 @@ impl BoundedExecutor {
 
     fn refuse<F>(&self, why: Refusal, fut: F) -> SpawnError<F> {
         let s = self.shared();
+        let reason = match why {
+            Refusal::Full => "queue full",
+            Refusal::Dropped => "queue full, newest dropped",
+            Refusal::Timeout => "no room within the wait timeout",
+            Refusal::Closed => "executor closed",
+        };
         let err = match why {
             Refusal::Full => {
                 s.c.rejected.incr();
@@ -904,7 +956,7 @@ impl BoundedExecutor {
             }
         };
         crate::metrics::spawn_refused(&s.name);
-        tracing::debug!(executor = %s.name, "spawn refused");
+        tracing::warn!(executor = %s.name, reason, "spawn refused: the future is handed back");
         err
     }
     /// A snapshot of the executor's state and counters.
@@ -917,6 +969,7 @@ impl BoundedExecutor {
             + c.panicked.get()
             + c.timed_out.get()
             + c.queue_timed_out.get()
+            + c.cancelled.get()
             + c.aborted.get()
             + c.returned.get();
         let permits_in_use = s.max_running.saturating_sub(s.running.available());
@@ -932,12 +985,49 @@ impl BoundedExecutor {
             panicked: c.panicked.get(),
             timed_out: c.timed_out.get(),
             queue_timed_out: c.queue_timed_out.get(),
+            cancelled: c.cancelled.get(),
             aborted: c.aborted.get(),
             returned: c.returned.get(),
             rejected: c.rejected.get(),
             dropped: c.dropped.get(),
             rejected_after_close: c.rejected_after_close.get(),
         }
+    }
+
+    /// A token the executor cancels when a [`shutdown`](Self::shutdown)
+    /// reaches its [`cancel_grace`](Builder::cancel_grace): tasks that can
+    /// stop early watch it and are counted as cancelled rather than aborted
+    /// at the deadline. Each call returns a child token: cancelling it
+    /// yourself stops only the tasks that watch it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tokio::time::{Instant, sleep};
+    /// use weft_exec::BoundedExecutor;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let exec = BoundedExecutor::builder()
+    ///     .cancel_grace(Duration::from_millis(100))
+    ///     .build()
+    ///     .unwrap();
+    /// let token = exec.cancellation_token();
+    /// let h = exec
+    ///     .spawn(async move {
+    ///         tokio::select! {
+    ///             _ = token.cancelled() => "stopped early",
+    ///             _ = sleep(Duration::from_secs(60)) => "done",
+    ///         }
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    /// let report = exec.shutdown(Instant::now() + Duration::from_secs(1)).await;
+    /// assert_eq!(h.await.unwrap(), "stopped early");
+    /// assert_eq!((report.cancelled, report.aborted), (1, 0));
+    /// # }
+    /// ```
+    pub fn cancellation_token(&self) -> CancellationToken {
+        self.shared().cancel.child_token()
     }
 
     /// Closes admission: later spawns fail with [`SpawnError::Closed`];
@@ -951,27 +1041,46 @@ impl BoundedExecutor {
         self.shared().closed.load(Ordering::Acquire)
     }
 
-    /// Shuts down in phases: close admission; let queued and running tasks
-    /// finish until `deadline`; then abort what still runs (handles resolve
-    /// to [`TaskError::Aborted`]) and fail what never started
-    /// ([`TaskError::NotStarted`], counted as returned). Returns the report;
-    /// calling it again returns the same totals.
+    /// Shuts down in phases:
+    ///
+    /// 1. close admission (later spawns get [`SpawnError::Closed`]);
+    /// 2. let queued and running tasks finish, until
+    ///    [`cancel_grace`](Builder::cancel_grace) before `deadline`;
+    /// 3. cancel the [`cancellation_token`](Self::cancellation_token): tasks
+    ///    that watch it stop, and every task that ends from here on is
+    ///    counted as `cancelled`; queued tasks no longer start (they fail
+    ///    with [`TaskError::NotStarted`] and are counted as returned);
+    /// 4. at `deadline`, abort what still runs (handles resolve to
+    ///    [`TaskError::Aborted`], the report names each as `task #ID`).
+    ///
+    /// Returns the report, where
+    /// `accepted = completed + failed + cancelled + aborted + returned`.
+    /// Calling it again returns the same totals.
     pub async fn shutdown(&self, deadline: Instant) -> ShutdownReport {
         let started = Instant::now();
         let s = self.shared();
         s.close();
-        if !self.wait_idle(Some(deadline)).await {
-            tracing::warn!(executor = %s.name, "drain deadline reached: aborting running tasks");
-            s.aborting.store(true, Ordering::SeqCst);
-            s.abort.cancel();
+        let left = deadline.saturating_duration_since(started);
+        let cancel_at = deadline - s.cancel_grace.min(left / 2);
+        if !self.wait_idle(Some(cancel_at)).await {
+            tracing::warn!(executor = %s.name, "drain deadline near: cancelling running tasks");
+            s.cancelling.store(true, Ordering::SeqCst);
+            s.cancel.cancel();
             s.wake.notify_one();
-            self.wait_idle(None).await;
+            if !self.wait_idle(Some(deadline)).await {
+                tracing::warn!(executor = %s.name, "shutdown deadline reached: aborting running tasks");
+                s.aborting.store(true, Ordering::SeqCst);
+                s.abort.cancel();
+                s.wake.notify_one();
+                self.wait_idle(None).await;
+            }
         }
         let st = self.stats();
         let mut r = ShutdownReport::new(s.name.clone());
         r.accepted = st.accepted;
         r.completed = st.completed;
         r.failed = st.panicked + st.timed_out + st.queue_timed_out;
+        r.cancelled = st.cancelled;
         r.aborted = st.aborted;
         r.returned = st.returned;
         r.rejected_after_close = st.rejected_after_close;

@@ -1,6 +1,6 @@
 //! The body of a task started without a run timeout, written by hand
 //! rather than as an `async fn` around combinators: one small state (the
-//! user's future, the permit guard, the id), so tokio's task cell is
+//! user's future, the permit guard, the span), so tokio's task cell is
 //! smaller and cheaper to fill and empty, and one `catch_unwind` per poll
 //! instead of a combinator chain.
 
@@ -28,15 +28,19 @@ pin_project_lite::pin_project! {
         // the permits back, also when the runtime drops the task.
         guard: RunGuard,
         wait: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+        // The task's span (`task{executor, task}`, a child of the span the
+        // spawn was called in), entered on every poll.
+        span: tracing::Span,
     }
 }
 
 impl<F> Run<F> {
-    pub(super) fn new(fut: F, guard: RunGuard) -> Self {
+    pub(super) fn new(fut: F, guard: RunGuard, span: tracing::Span) -> Self {
         Run {
             fut,
             guard,
             wait: None,
+            span,
         }
     }
 }
@@ -46,6 +50,7 @@ impl<F: Future> Future for Run<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
+        let _entered = this.span.enter();
         let guard = this.guard;
         // `aborting` is set before the token is cancelled; a task that
         // misses it here registers on the token below, which sees the

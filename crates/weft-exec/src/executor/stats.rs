@@ -4,7 +4,7 @@
 /// and counters (from [`stats`](crate::BoundedExecutor::stats)).
 ///
 /// Over the executor's life,
-/// `accepted = completed + panicked + timed_out + queue_timed_out + aborted + returned + running + queued`
+/// `accepted = completed + panicked + timed_out + queue_timed_out + cancelled + aborted + returned + running + queued`
 /// once writers are quiet.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -30,6 +30,10 @@ pub struct ExecutorStats {
     pub timed_out: u64,
     /// Tasks that waited longer than the queue timeout and never ran.
     pub queue_timed_out: u64,
+    /// Tasks that ended after a shutdown cancelled the executor's
+    /// [`cancellation_token`](crate::BoundedExecutor::cancellation_token)
+    /// (whatever they returned; panics are counted as panics).
+    pub cancelled: u64,
     /// Tasks aborted at the shutdown deadline.
     pub aborted: u64,
     /// Tasks that never ran: evicted (`DropOldest`) or still queued at shutdown.
