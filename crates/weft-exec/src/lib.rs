@@ -77,8 +77,11 @@
 //! Each executor runs its dispatcher in an info span `weft_exec{executor}`,
 //! and each task in a debug span `task{executor, task}` whose parent is the
 //! span `spawn` was called in (a request's span reaches the work it
-//! spawned). Refusals, evictions and queue timeouts are `warn!`, panics
-//! `error!`, start, close and shutdown `info!`.
+//! spawned). Refusals, evictions and queue timeouts are `warn!` (at most
+//! one line a second per executor or layer, saying how many refusals it
+//! stands for: under overload a line per refusal would add to the load;
+//! every refusal is counted in `stats()` and the metrics), panics `error!`,
+//! start, close and shutdown `info!`.
 #![forbid(unsafe_code)]
 
 mod adaptive;
@@ -90,6 +93,7 @@ mod load_shed;
 pub(crate) mod metrics;
 mod rate;
 mod sync;
+mod throttle;
 
 pub use adaptive::{
     AdaptiveLimit, AdaptiveLimitLayer, AdaptiveStats, Aimd, Algorithm, Sample, Vegas,

@@ -190,6 +190,11 @@ pub(crate) struct Shared {
     /// counted as cancelled, and queued tasks no longer start.
     cancelling: AtomicBool,
     cancel_grace: Duration,
+    /// Throttle the `warn!`s for refused spawns, evicted tasks and queue
+    /// timeouts (one line a second each).
+    refusals: crate::throttle::Throttle,
+    evictions: crate::throttle::Throttle,
+    queue_timeouts: crate::throttle::Throttle,
     /// Tasks started on the fast path; their ids are `2k`. It doubles as
     /// their accepted count, so the fast path pays one atomic for both.
     next_direct: CachePadded<AtomicU64>,
@@ -548,6 +553,9 @@ impl BoundedExecutor {
             cancel: CancellationToken::new(),
             cancelling: AtomicBool::new(false),
             cancel_grace: b.cancel_grace,
+            refusals: crate::throttle::Throttle::new(),
+            evictions: crate::throttle::Throttle::new(),
+            queue_timeouts: crate::throttle::Throttle::new(),
             next_direct: CachePadded::new(AtomicU64::new(0)),
             next_queued: AtomicU64::new(0),
             queue_timeout: b.queue_timeout,
@@ -911,7 +919,14 @@ impl BoundedExecutor {
                 }
                 s.c.returned.incr();
                 crate::metrics::task_ended(&s.name, "evicted");
-                tracing::warn!(executor = %s.name, task = old.id, "queued task evicted (DropOldest)");
+                match s.evictions.admit() {
+                    Some(more) => {
+                        tracing::warn!(executor = %s.name, task = old.id, more_since_last_line = more, "queued task evicted (DropOldest)")
+                    }
+                    None => {
+                        tracing::debug!(executor = %s.name, task = old.id, "queued task evicted (DropOldest)")
+                    }
+                }
                 old.job.fail(TaskError::Evicted);
                 self.queued_ok();
                 return Ok(h);
@@ -956,7 +971,15 @@ impl BoundedExecutor {
             }
         };
         crate::metrics::spawn_refused(&s.name);
-        tracing::warn!(executor = %s.name, reason, "spawn refused: the future is handed back");
+        match s.refusals.admit() {
+            Some(more) => tracing::warn!(
+                executor = %s.name,
+                reason,
+                more_since_last_line = more,
+                "spawn refused: the future is handed back"
+            ),
+            None => tracing::debug!(executor = %s.name, reason, "spawn refused"),
+        }
         err
     }
     /// A snapshot of the executor's state and counters.
