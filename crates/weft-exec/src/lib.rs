@@ -77,7 +77,7 @@
 //! Each executor runs its dispatcher in an info span `weft_exec{executor}`,
 //! and each task in a debug span `task{executor, task}` whose parent is the
 //! span `spawn` was called in (a request's span reaches the work it
-//! spawned). Refusals, evictions and queue timeouts are `warn!` (at most
+//! spawned). Refusals, evictions and timeouts are `warn!` (at most
 //! one line a second per executor or layer, saying how many refusals it
 //! stands for: under overload a line per refusal would add to the load;
 //! every refusal is counted in `stats()` and the metrics), panics `error!`,

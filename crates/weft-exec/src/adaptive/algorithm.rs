@@ -50,9 +50,39 @@ impl Sample {
 /// assert_eq!(h.update(10, s), 5);
 /// ```
 pub trait Algorithm: Send + 'static {
-    /// The limit to start with.
+    /// The limit to start with. Called once, when the
+    /// [`AdaptiveLimitLayer`](crate::AdaptiveLimitLayer) or
+    /// [`AdaptiveLimit`](crate::AdaptiveLimit) is built, which panics if it
+    /// is 0 (a limit that would never admit anything). weft's algorithms
+    /// also panic here if their settings contradict each other (`min` above
+    /// `max`, an initial limit outside `[min, max]`), since their setters
+    /// may come in any order.
     fn initial_limit(&self) -> usize;
 
     /// The new limit after `sample`, given the current `limit`.
     fn update(&mut self, limit: usize, sample: Sample) -> usize;
+}
+
+/// Refuses bounds that contradict each other, when the limit is built: `min`
+/// above `max`, or an initial limit the user set outside `[min, max]`. The
+/// default initial limit (`None`: 20) is brought within the bounds instead,
+/// so that lowering only `max` (or raising only `min`) just works.
+pub(crate) fn check_bounds(
+    algorithm: &str,
+    initial: Option<usize>,
+    min: usize,
+    max: usize,
+) -> usize {
+    assert!(
+        min <= max,
+        "{algorithm} min ({min}) is above max ({max}): pass a min no higher than the max"
+    );
+    let Some(initial) = initial else {
+        return 20.clamp(min, max);
+    };
+    assert!(
+        (min..=max).contains(&initial),
+        "{algorithm} initial limit {initial} is outside [min, max] = [{min}, {max}]: pass an initial limit between them"
+    );
+    initial
 }

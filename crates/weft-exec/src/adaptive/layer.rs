@@ -13,11 +13,20 @@ pub struct AdaptiveLimitLayer<A> {
 
 impl<A: Algorithm> AdaptiveLimitLayer<A> {
     /// An adaptive limit driven by `algorithm`.
+    ///
+    /// # Panics
+    ///
+    /// If the algorithm's initial limit is 0, or its settings contradict
+    /// each other (see [`Algorithm::initial_limit`]).
     pub fn new(algorithm: A) -> Self {
         Self::named("adaptive_limit", algorithm)
     }
 
     /// An adaptive limit with a name for tracing and metrics.
+    ///
+    /// # Panics
+    ///
+    /// As [`new`](Self::new).
     pub fn named(name: impl Into<String>, algorithm: A) -> Self {
         AdaptiveLimitLayer {
             shared: Arc::new(Limiter::new(name.into(), algorithm)),

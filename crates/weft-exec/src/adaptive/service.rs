@@ -35,7 +35,11 @@ impl<A> fmt::Debug for Limiter<A> {
 
 impl<A: Algorithm> Limiter<A> {
     pub(crate) fn new(name: String, algorithm: A) -> Self {
-        let limit = algorithm.initial_limit().max(1);
+        let limit = algorithm.initial_limit();
+        assert!(
+            limit > 0,
+            "Algorithm::initial_limit returned 0: an adaptive limit must start at 1 or more"
+        );
         crate::metrics::limit(&name, limit);
         Limiter {
             name,
@@ -186,6 +190,11 @@ async fn wait_for<A: Algorithm>(shared: Arc<Limiter<A>>) {
 
 impl<S, A: Algorithm> AdaptiveLimit<S, A> {
     /// Wraps `inner` with its own limit driven by `algorithm`.
+    ///
+    /// # Panics
+    ///
+    /// If the algorithm's initial limit is 0, or its settings contradict
+    /// each other (see [`Algorithm::initial_limit`]).
     pub fn new(inner: S, algorithm: A) -> Self {
         Self::with_shared(
             inner,

@@ -4,6 +4,7 @@ use tokio::sync::Semaphore;
 use tower_layer::Layer;
 
 use super::ConcurrencyLimit;
+use super::service::check_max;
 
 /// Applies a [`ConcurrencyLimit`]; every service this layer builds shares
 /// **one** limit (unlike tower's `ConcurrencyLimitLayer`, which gives each
@@ -17,10 +18,17 @@ pub struct ConcurrencyLimitLayer {
 impl ConcurrencyLimitLayer {
     /// At most `max` requests in flight across every service built from this
     /// layer and all their clones.
+    ///
+    /// # Panics
+    ///
+    /// If `max` is 0 (a limit that would never be ready), as tokio's
+    /// `mpsc::channel(0)` does; pass how many requests may be in flight at
+    /// once. Also if `max` is above tokio's `Semaphore::MAX_PERMITS`.
+    #[track_caller]
     pub fn new(max: usize) -> Self {
         ConcurrencyLimitLayer {
             max,
-            sem: Arc::new(Semaphore::new(max)),
+            sem: Arc::new(Semaphore::new(check_max(max))),
         }
     }
 }

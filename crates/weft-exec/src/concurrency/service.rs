@@ -47,10 +47,27 @@ pub struct ConcurrencyStats {
     pub in_flight: usize,
 }
 
+/// Refuses a limit of 0, which would never be ready.
+#[track_caller]
+pub(super) fn check_max(max: usize) -> usize {
+    assert!(
+        max > 0,
+        "ConcurrencyLimit max must be at least 1 (got 0): pass how many requests may be in flight at once"
+    );
+    max
+}
+
 impl<S> ConcurrencyLimit<S> {
     /// A limit of `max` in flight, shared by this service's clones.
+    ///
+    /// # Panics
+    ///
+    /// If `max` is 0 (a limit that would never be ready), as tokio's
+    /// `mpsc::channel(0)` does; pass how many requests may be in flight at
+    /// once. Also if `max` is above tokio's `Semaphore::MAX_PERMITS`.
+    #[track_caller]
     pub fn new(inner: S, max: usize) -> Self {
-        Self::with_semaphore(inner, max, Arc::new(Semaphore::new(max)))
+        Self::with_semaphore(inner, max, Arc::new(Semaphore::new(check_max(max))))
     }
 
     pub(crate) fn with_semaphore(inner: S, max: usize, sem: Arc<Semaphore>) -> Self {

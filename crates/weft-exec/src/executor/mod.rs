@@ -190,11 +190,12 @@ pub(crate) struct Shared {
     /// counted as cancelled, and queued tasks no longer start.
     cancelling: AtomicBool,
     cancel_grace: Duration,
-    /// Throttle the `warn!`s for refused spawns, evicted tasks and queue
-    /// timeouts (one line a second each).
+    /// Throttle the `warn!`s for refused spawns, evicted tasks, queue and
+    /// run timeouts (one line a second each).
     refusals: crate::throttle::Throttle,
     evictions: crate::throttle::Throttle,
     queue_timeouts: crate::throttle::Throttle,
+    run_timeouts: crate::throttle::Throttle,
     /// Tasks started on the fast path; their ids are `2k`. It doubles as
     /// their accepted count, so the fast path pays one atomic for both.
     next_direct: CachePadded<AtomicU64>,
@@ -435,7 +436,14 @@ fn finish<T>(s: &Shared, id: u64, ended: Ended<T>) -> Result<T, TaskError> {
             let d = s.run_timeout.unwrap_or_default();
             s.c.timed_out.incr();
             crate::metrics::task_ended(&s.name, "timed_out");
-            tracing::warn!(executor = %s.name, task = id, timeout = ?d, "task exceeded its run timeout");
+            match s.run_timeouts.admit() {
+                Some(more) => {
+                    tracing::warn!(executor = %s.name, task = id, timeout = ?d, more_since_last_line = more, "task exceeded its run timeout")
+                }
+                None => {
+                    tracing::debug!(executor = %s.name, task = id, timeout = ?d, "task exceeded its run timeout")
+                }
+            }
             Err(TaskError::TimedOut(d))
         }
         Ended::Aborted => {
@@ -556,6 +564,7 @@ impl BoundedExecutor {
             refusals: crate::throttle::Throttle::new(),
             evictions: crate::throttle::Throttle::new(),
             queue_timeouts: crate::throttle::Throttle::new(),
+            run_timeouts: crate::throttle::Throttle::new(),
             next_direct: CachePadded::new(AtomicU64::new(0)),
             next_queued: AtomicU64::new(0),
             queue_timeout: b.queue_timeout,

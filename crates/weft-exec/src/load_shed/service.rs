@@ -11,7 +11,16 @@ use super::future::ResponseFuture;
 
 /// Sheds load: when the inner service is not ready, `poll_ready` still
 /// returns ready and the next `call` fails at once with
-/// [`Overloaded`](crate::Overloaded) (boxed into a `BoxError`).
+/// [`Overloaded`](crate::Overloaded) (boxed into a `BoxError`). A shed
+/// request is counted ([`stats`](Self::stats)) and logged with
+/// `tracing::warn!` (at most one line a second, saying how many more were
+/// shed since the last; the others at debug); so is a `call` without a successful `poll_ready`, which
+/// is answered `Overloaded` too and never reaches the inner service.
+///
+/// Dropping a `LoadShed` whose `poll_ready` found the inner service ready
+/// drops the inner service with it, and with it any reservation the inner
+/// service holds (a [`ConcurrencyLimit`](crate::ConcurrencyLimit)'s slot).
+/// A clone starts not ready.
 ///
 /// # The cooperative-budget trap
 ///
@@ -47,6 +56,8 @@ pub struct LoadShed<S> {
 pub(crate) struct Shared {
     name: String,
     shed: Counter,
+    /// One `warn!` a second for a flood of shed requests.
+    log: crate::throttle::Throttle,
 }
 
 impl Shared {
@@ -54,6 +65,7 @@ impl Shared {
         Shared {
             name,
             shed: Counter::new(),
+            log: crate::throttle::Throttle::new(),
         }
     }
 }
@@ -144,7 +156,16 @@ where
         } else {
             self.shared.shed.incr();
             crate::metrics::shed(&self.shared.name);
-            tracing::debug!(name = %self.shared.name, "request shed: service overloaded");
+            match self.shared.log.admit() {
+                Some(more) => tracing::warn!(
+                    name = %self.shared.name,
+                    more_since_last_line = more,
+                    "request shed: service overloaded"
+                ),
+                None => {
+                    tracing::debug!(name = %self.shared.name, "request shed: service overloaded")
+                }
+            }
             ResponseFuture::overloaded()
         }
     }

@@ -67,6 +67,8 @@ struct Inner<K: Hash + Eq + Clone> {
     limited: Counter,
     refused_keys: Counter,
     evicted: Counter,
+    /// One `warn!` a second for a flood of refusals.
+    log: crate::throttle::Throttle,
 }
 
 /// A governor keyed rate limiter whose key store stays bounded.
@@ -151,7 +153,7 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
                 quota,
                 limiter: RateLimiter::new(quota, SharedStore(map.clone()), clock),
                 map,
-                max_keys: max_keys.max(1),
+                max_keys,
                 sweep_every: sweep.as_nanos().min(u64::MAX as u128) as u64,
                 last_sweep: AtomicU64::new(0),
                 calls: AtomicU64::new(0),
@@ -160,6 +162,7 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
                 limited: Counter::new(),
                 refused_keys: Counter::new(),
                 evicted: Counter::new(),
+                log: crate::throttle::Throttle::new(),
             }),
         }
     }
@@ -173,8 +176,18 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
         Self::build(i.quota, max, sweep, name)
     }
 
-    /// Caps the number of keys tracked (default 100,000; at least 1).
+    /// Caps the number of keys tracked (default 100,000: a few MB of state).
+    ///
+    /// # Panics
+    ///
+    /// If `n` is 0 (a limiter that refuses every key); pass how many keys
+    /// may be tracked at once.
+    #[track_caller]
     pub fn max_keys(self, n: usize) -> Self {
+        assert!(
+            n > 0,
+            "KeyedRateLimiter max_keys must be at least 1 (got 0): pass how many keys may be tracked at once"
+        );
         self.rebuild(|m, _, _| *m = n)
     }
 
@@ -210,7 +223,14 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
             if i.approx_len.load(Ordering::Relaxed) >= i.max_keys && !i.map.contains_key(key) {
                 i.refused_keys.incr();
                 crate::metrics::rate_limited(&i.name);
-                tracing::warn!(name = %i.name, max_keys = i.max_keys, "keyed rate limiter full: new key refused");
+                match i.log.admit() {
+                    Some(more) => {
+                        tracing::warn!(name = %i.name, max_keys = i.max_keys, more_since_last_line = more, "keyed rate limiter full: new key refused")
+                    }
+                    None => {
+                        tracing::debug!(name = %i.name, max_keys = i.max_keys, "keyed rate limiter full: new key refused")
+                    }
+                }
                 return Err(TooManyKeys::new(i.max_keys).into());
             }
         }
@@ -219,7 +239,16 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
             Err(nu) => {
                 i.limited.incr();
                 crate::metrics::rate_limited(&i.name);
-                Err(RateLimited::new(nu.wait_time_from(i.limiter.clock().now())).into())
+                let retry_after = nu.wait_time_from(i.limiter.clock().now());
+                match i.log.admit() {
+                    Some(more) => {
+                        tracing::warn!(name = %i.name, ?retry_after, more_since_last_line = more, "rate limited: key over its budget")
+                    }
+                    None => {
+                        tracing::debug!(name = %i.name, ?retry_after, "rate limited: key over its budget")
+                    }
+                }
+                Err(RateLimited::new(retry_after).into())
             }
         }
     }
@@ -340,6 +369,7 @@ impl<S, K: Hash + Eq + Clone, F: Clone> Layer<S> for KeyedRateLimitLayer<K, F> {
             inner,
             limiter: self.limiter.clone(),
             key: self.key.clone(),
+            ready: false,
         }
     }
 }
@@ -347,7 +377,15 @@ impl<S, K: Hash + Eq + Clone, F: Clone> Layer<S> for KeyedRateLimitLayer<K, F> {
 /// A per-key rate limit: the request's key is checked in `call`, and a
 /// request over its key's budget fails at once with [`RateLimited`] (or
 /// [`TooManyKeys`]), boxed, without reaching the inner service — the "429
-/// with Retry-After" of an API gateway. `poll_ready` is the inner service's.
+/// with Retry-After" of an API gateway. Refusals are logged with
+/// `tracing::warn!` (at most one line a second, saying how many more were
+/// refused since the last; the others at debug).
+///
+/// `poll_ready` is the inner service's: the key is only known in `call`, so
+/// nothing is reserved here, and a refused request leaves the inner
+/// service's readiness (and any reservation it holds) for the next one.
+/// Calling without a successful `poll_ready` is a bug and panics, whatever
+/// the inner service would have done; a clone starts not ready.
 ///
 /// ```
 /// use std::num::NonZeroU32;
@@ -370,6 +408,7 @@ pub struct KeyedRateLimit<S, K: Hash + Eq + Clone, F> {
     inner: S,
     limiter: KeyedRateLimiter<K>,
     key: F,
+    ready: bool,
 }
 
 impl<S, K: Hash + Eq + Clone, F> KeyedRateLimit<S, K, F> {
@@ -400,6 +439,7 @@ impl<S: Clone, K: Hash + Eq + Clone, F: Clone> Clone for KeyedRateLimit<S, K, F>
             inner: self.inner.clone(),
             limiter: self.limiter.clone(),
             key: self.key.clone(),
+            ready: false,
         }
     }
 }
@@ -409,6 +449,7 @@ impl<S: fmt::Debug, K: Hash + Eq + Clone, F> fmt::Debug for KeyedRateLimit<S, K,
         f.debug_struct("KeyedRateLimit")
             .field("inner", &self.inner)
             .field("limiter", &self.limiter)
+            .field("ready", &self.ready)
             .finish()
     }
 }
@@ -425,10 +466,16 @@ where
     type Future = KeyedFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+        let ready = self.inner.poll_ready(cx).map_err(Into::into);
+        self.ready = matches!(ready, Poll::Ready(Ok(())));
+        ready
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
+        assert!(
+            std::mem::take(&mut self.ready),
+            "KeyedRateLimit::call without poll_ready: call poll_ready (or ready()) first"
+        );
         let key = (self.key)(&req);
         match self.limiter.check(&key) {
             Ok(()) => KeyedFuture {
