@@ -58,7 +58,8 @@
 //! admission, lets queued and running tasks finish until
 //! [`cancel_grace`](Builder::cancel_grace) before the deadline,
 //! then cancels [`BoundedExecutor::cancellation_token`] (tasks that watch it
-//! stop and are counted as cancelled; queued tasks no longer start), at the
+//! stop early; every task that returns from then on is counted as
+//! cancelled, as in weft-pool; queued tasks no longer start), at the
 //! deadline aborts what still runs and fails what never started, and returns
 //! a [`weft_core::ShutdownReport`] with
 //! `accepted = completed + failed + cancelled + aborted + returned`. The tower layers hold

@@ -538,15 +538,18 @@ async fn shutdown_cancels_cooperative_tasks_then_aborts_the_rest() {
         })
         .await
         .unwrap();
-    // All three slots are taken: this one waits, and must never start.
-    let queued = e.spawn(async { Some(Duration::ZERO) }).await.unwrap();
-    assert!(!queued.started_at_once());
+    // All three slots are taken: these wait (the first held by the
+    // dispatcher, the second in its lane), and must never start.
+    let held = e.spawn(async { Some(Duration::ZERO) }).await.unwrap();
+    let in_lane = e.spawn(async { Some(Duration::ZERO) }).await.unwrap();
+    assert!(!held.started_at_once() && !in_lane.started_at_once());
     let report = e.shutdown(t + Duration::from_secs(1)).await;
     assert_eq!(t.elapsed(), Duration::from_secs(1));
     let asked = Some(Duration::from_millis(800));
     assert_eq!(a.await, Ok(asked));
     assert_eq!(b.await, Ok(asked));
-    assert_eq!(queued.await, Err(TaskError::NotStarted));
+    assert_eq!(held.await, Err(TaskError::NotStarted));
+    assert_eq!(in_lane.await, Err(TaskError::NotStarted));
     assert_eq!(stubborn.await, Err(TaskError::Aborted));
     assert!(report.is_balanced(), "{report}");
     assert_eq!(
@@ -557,13 +560,74 @@ async fn shutdown_cancels_cooperative_tasks_then_aborts_the_rest() {
             report.aborted,
             report.returned
         ),
-        (4, 0, 2, 1, 1),
+        (5, 0, 2, 1, 2),
         "{report}"
     );
     // Fast-path ids are even, in spawn order: the stubborn one is #4.
     assert_eq!(report.unfinished, vec!["task #4".to_owned()]);
     let s = e.stats();
     assert_eq!((s.cancelled, s.aborted, s.permits_in_use), (2, 1, 0));
+}
+
+/// What ends during the cancel phase: a task that returns is counted as
+/// cancelled whether it watched the token or not (the executor cannot
+/// tell); a run timeout stays a timeout and a panic a panic, as their
+/// handles say.
+#[tokio::test(start_paused = true)]
+async fn in_the_cancel_phase_returns_count_as_cancelled_and_failures_as_failures() {
+    let e = BoundedExecutor::builder()
+        .max_running(4)
+        .run_timeout(Duration::from_millis(900))
+        .cancel_grace(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let t = Instant::now();
+    // Ignores the token, finishes at 600 ms: inside the grace period.
+    let unaware = e
+        .spawn(async {
+            sleep(Duration::from_millis(600)).await;
+            7
+        })
+        .await
+        .unwrap();
+    // Cut by its run timeout at 900 ms, in the grace period too.
+    let slow = e
+        .spawn(async {
+            sleep(Duration::from_secs(60)).await;
+            0
+        })
+        .await
+        .unwrap();
+    // Panics at 700 ms.
+    let panics = e
+        .spawn(async {
+            sleep(Duration::from_millis(700)).await;
+            panic!("boom while shutting down")
+        })
+        .await
+        .unwrap();
+    let report = e.shutdown(t + Duration::from_secs(1)).await;
+    assert_eq!(unaware.await, Ok(7));
+    assert_eq!(
+        slow.await,
+        Err(TaskError::TimedOut(Duration::from_millis(900)))
+    );
+    assert!(matches!(panics.await, Err(TaskError::Panicked(_))));
+    assert!(report.is_balanced(), "{report}");
+    assert_eq!(
+        (
+            report.completed,
+            report.cancelled,
+            report.failed,
+            report.aborted
+        ),
+        (0, 1, 2, 0),
+        "{report}"
+    );
+    // Idle at 900 ms: the shutdown did not wait for its deadline.
+    assert_eq!(t.elapsed(), Duration::from_millis(900));
+    let s = e.stats();
+    assert_eq!((s.cancelled, s.timed_out, s.panicked), (1, 1, 1));
 }
 
 #[tokio::test(start_paused = true)]
@@ -922,6 +986,63 @@ fn multi_thread_producers_never_exceed_the_bound() {
         let report = e.shutdown(Instant::now() + Duration::from_secs(5)).await;
         assert!(report.is_clean(), "{report}");
         assert_eq!(report.completed, 10_000);
+    });
+}
+
+/// Spawns racing a shutdown on real threads: every accepted task is
+/// accounted for and the shutdown returns (a spawn that took its room
+/// permit just before the close still gets its task dispatched or handed
+/// back; the dispatcher does not exit under it).
+#[test]
+fn spawns_racing_a_shutdown_are_never_stranded() {
+    let rt = support::two_workers();
+    rt.block_on(async {
+        for round in 0..50u64 {
+            let e = BoundedExecutor::builder()
+                .max_running(2)
+                .queue_capacity(8)
+                .overflow(Overflow::Reject)
+                .build()
+                .unwrap();
+            let mut producers = Vec::new();
+            for _ in 0..2 {
+                let e = e.clone();
+                producers.push(tokio::spawn(async move {
+                    let mut hs = Vec::new();
+                    loop {
+                        match e.try_spawn(async { tokio::task::yield_now().await }) {
+                            Ok(h) => hs.push(h),
+                            Err(SpawnError::Closed(_)) => return hs,
+                            Err(_) => tokio::task::yield_now().await,
+                        }
+                    }
+                }));
+            }
+            for _ in 0..round % 7 {
+                tokio::task::yield_now().await;
+            }
+            let report = tokio::time::timeout(
+                Duration::from_secs(30),
+                e.shutdown(Instant::now() + Duration::from_secs(5)),
+            )
+            .await
+            .expect("shutdown returned");
+            let mut handles = Vec::new();
+            for p in producers {
+                handles.extend(p.await.unwrap());
+            }
+            let accepted = handles.len() as u64;
+            for h in handles {
+                let r = tokio::time::timeout(Duration::from_secs(30), h)
+                    .await
+                    .expect("every handle resolves");
+                assert!(matches!(r, Ok(()) | Err(TaskError::NotStarted)), "{r:?}");
+            }
+            let again = e.shutdown(Instant::now()).await;
+            assert_eq!(again.accepted, accepted, "round {round}: {again}");
+            assert!(again.is_balanced(), "round {round}: {again}");
+            assert!(report.accepted <= accepted);
+        }
     });
 }
 

@@ -473,14 +473,22 @@ async fn keyed_refusals_are_logged_at_warn_with_the_limiters_name() {
     }
     assert!(warnings(&captured.take()).is_empty());
 
-    // A second later, a new key while the store is full: TooManyKeys,
-    // logged at warn with how many refusals the line stands for.
-    tokio::time::advance(Duration::from_secs(1)).await;
+    // A new key while the store is full: TooManyKeys, a kind of its own,
+    // logged at warn at once.
     let err = svc.ready().await.unwrap().call(2).await.unwrap_err();
     assert!(err.is::<TooManyKeys>());
     let events = captured.take();
     let warned = warnings(&events);
     assert_eq!(warned.len(), 1, "{events:?}");
     assert!(warned[0].contains("name=per_tenant"), "{warned:?}");
+    assert!(warned[0].contains("more_since_last_line=0"), "{warned:?}");
+
+    // A second later, the next rate-limit line says how many it stands for.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let err = svc.ready().await.unwrap().call(1).await.unwrap_err();
+    assert!(err.is::<RateLimited>());
+    let events = captured.take();
+    let warned = warnings(&events);
+    assert_eq!(warned.len(), 1, "{events:?}");
     assert!(warned[0].contains("more_since_last_line=5"), "{warned:?}");
 }

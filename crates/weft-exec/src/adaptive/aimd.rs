@@ -16,9 +16,9 @@ use super::{Algorithm, Sample};
 /// latency you expect (or use [`Vegas`](crate::Vegas)) to stop it at the
 /// downstream's capacity. Even then it saw-tooths (that is what AIMD is):
 /// +1 per window up to where latency crosses the threshold, then one cut.
-/// Drops reported by requests admitted under a higher limit than the
-/// current one (in flight before the last cut) do not cut again: one cut
-/// per overload, not one per window that still drains it.
+/// A window of samples that includes requests admitted under a higher
+/// limit than the current one (in flight before the last cut) does not cut
+/// again: one cut per overload, not one per window that still drains it.
 ///
 /// ```
 /// use std::time::Duration;
@@ -155,8 +155,8 @@ impl Algorithm for Aimd {
     fn update(&mut self, limit: usize, s: Sample) -> usize {
         let new = if s.dropped || s.rtt > self.threshold {
             if s.in_flight > limit {
-                // Admitted under a higher limit, before the last cut: this
-                // drop is that cut's news, not a new one. One cut per round
+                // The window holds requests admitted under a higher limit,
+                // before the last cut: its drops are that cut's news. One cut per round
                 // trip (as TCP's fast recovery), or the limit would fall
                 // twice for one overload.
                 return limit;

@@ -158,7 +158,9 @@ impl Builder {
     /// stop through the executor's
     /// [`cancellation_token`](BoundedExecutor::cancellation_token), before
     /// what is left is aborted at the deadline. At most half the time the
-    /// shutdown has left. Default 250 ms (as weft-pool's).
+    /// shutdown has left. Default 250 ms (as weft-pool's). Zero means no
+    /// cancel phase: the token is cancelled at the deadline, together with
+    /// the abort, so tasks that watch it are aborted, not cancelled.
     pub fn cancel_grace(mut self, d: Duration) -> Self {
         self.cancel_grace = d;
         self

@@ -51,7 +51,16 @@ async fn next(shared: &Shared, turn: &mut u32) -> Option<Queued> {
         }
         if shared.closed.load(Ordering::SeqCst) {
             // A push that succeeded before close is visible now.
-            return pop(shared, [0, 1, 2]);
+            if let Some(q) = pop(shared, [0, 1, 2]) {
+                return Some(q);
+            }
+            // A spawn that took its room permit before the close may still
+            // be about to push (the lanes close just after `closed` is
+            // set): exit only once no permit is out. Its push (or, if the
+            // lane refused it, its permit coming back) wakes us.
+            if shared.nothing_waits() {
+                return None;
+            }
         }
         notified.await;
     }
@@ -115,6 +124,11 @@ async fn dispatch_one(shared: &Arc<Shared>, q: Queued) {
 }
 
 fn start(shared: &Arc<Shared>, q: Queued) {
+    // The cancel phase may have begun while it waited for its permits.
+    if shared.cancelling.load(Ordering::Acquire) {
+        shared.running.release(q.weight);
+        return not_started(shared, q);
+    }
     tracing::trace!(executor = %shared.name, task = q.id, "queued task started");
     q.job.start(shared, q.weight);
     shared.release_room();

@@ -412,14 +412,11 @@ async fn run_timed<F: Future>(
 fn finish<T>(s: &Shared, id: u64, ended: Ended<T>) -> Result<T, TaskError> {
     match ended {
         // The shutdown asked it to stop: whatever it returned, it ended
-        // because it was asked (as in weft-pool). A panic stays a panic.
+        // after it was asked (counted as in weft-pool). A panic stays a
+        // panic and a run timeout a timeout, as its handle says.
         Ended::Done(Ok(v)) if s.cancelling.load(Ordering::Relaxed) => {
             s.count_cancelled(id);
             Ok(v)
-        }
-        Ended::TimedOut if s.cancelling.load(Ordering::Relaxed) => {
-            s.count_cancelled(id);
-            Err(TaskError::TimedOut(s.run_timeout.unwrap_or_default()))
         }
         Ended::Done(Ok(v)) => {
             s.c.completed.incr();
@@ -496,6 +493,8 @@ impl Shared {
         fence(Ordering::SeqCst);
         if self.closed.load(Ordering::SeqCst) {
             self.idle.notify_waiters();
+            // The dispatcher, closed, waits for the last room permit.
+            self.wake.notify_one();
         }
     }
 
@@ -1030,7 +1029,10 @@ impl BoundedExecutor {
     /// reaches its [`cancel_grace`](Builder::cancel_grace): tasks that can
     /// stop early watch it and are counted as cancelled rather than aborted
     /// at the deadline. Each call returns a child token: cancelling it
-    /// yourself stops only the tasks that watch it.
+    /// yourself stops only the tasks that watch it, and does not start the
+    /// executor's cancel phase (weft-pool's `cancellation_token` is the
+    /// pool's own token; here a task giving up on its own work must not
+    /// stop every other task).
     ///
     /// ```
     /// use std::time::Duration;
@@ -1079,8 +1081,10 @@ impl BoundedExecutor {
     /// 2. let queued and running tasks finish, until
     ///    [`cancel_grace`](Builder::cancel_grace) before `deadline`;
     /// 3. cancel the [`cancellation_token`](Self::cancellation_token): tasks
-    ///    that watch it stop, and every task that ends from here on is
-    ///    counted as `cancelled`; queued tasks no longer start (they fail
+    ///    that watch it stop, and every task that returns from here on is
+    ///    counted as `cancelled` (whether it watched the token or not: the
+    ///    executor cannot tell; panics and run timeouts keep their own
+    ///    counts); queued tasks no longer start (they fail
     ///    with [`TaskError::NotStarted`] and are counted as returned);
     /// 4. at `deadline`, abort what still runs (handles resolve to
     ///    [`TaskError::Aborted`], the report names each as `task #ID`).

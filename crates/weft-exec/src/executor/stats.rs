@@ -30,9 +30,10 @@ pub struct ExecutorStats {
     pub timed_out: u64,
     /// Tasks that waited longer than the queue timeout and never ran.
     pub queue_timed_out: u64,
-    /// Tasks that ended after a shutdown cancelled the executor's
+    /// Tasks that returned after a shutdown cancelled the executor's
     /// [`cancellation_token`](crate::BoundedExecutor::cancellation_token)
-    /// (whatever they returned; panics are counted as panics).
+    /// (whatever they returned; panics and run timeouts keep their own
+    /// counts).
     pub cancelled: u64,
     /// Tasks aborted at the shutdown deadline.
     pub aborted: u64,

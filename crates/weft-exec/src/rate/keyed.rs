@@ -67,8 +67,9 @@ struct Inner<K: Hash + Eq + Clone> {
     limited: Counter,
     refused_keys: Counter,
     evicted: Counter,
-    /// One `warn!` a second for a flood of refusals.
-    log: crate::throttle::Throttle,
+    /// One `warn!` a second for a flood of refusals, per kind.
+    log_limited: crate::throttle::Throttle,
+    log_full: crate::throttle::Throttle,
 }
 
 /// A governor keyed rate limiter whose key store stays bounded.
@@ -162,7 +163,8 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
                 limited: Counter::new(),
                 refused_keys: Counter::new(),
                 evicted: Counter::new(),
-                log: crate::throttle::Throttle::new(),
+                log_limited: crate::throttle::Throttle::new(),
+                log_full: crate::throttle::Throttle::new(),
             }),
         }
     }
@@ -223,7 +225,7 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
             if i.approx_len.load(Ordering::Relaxed) >= i.max_keys && !i.map.contains_key(key) {
                 i.refused_keys.incr();
                 crate::metrics::rate_limited(&i.name);
-                match i.log.admit() {
+                match i.log_full.admit() {
                     Some(more) => {
                         tracing::warn!(name = %i.name, max_keys = i.max_keys, more_since_last_line = more, "keyed rate limiter full: new key refused")
                     }
@@ -240,7 +242,7 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
                 i.limited.incr();
                 crate::metrics::rate_limited(&i.name);
                 let retry_after = nu.wait_time_from(i.limiter.clock().now());
-                match i.log.admit() {
+                match i.log_limited.admit() {
                     Some(more) => {
                         tracing::warn!(name = %i.name, ?retry_after, more_since_last_line = more, "rate limited: key over its budget")
                     }
