@@ -187,9 +187,11 @@ impl DegradationBuilder {
         }
         let (tx, _) = watch::channel(Level::Full);
         let n = self.signals.len();
-        crate::metrics::degradation_level(&self.name, 0);
+        let gauge = crate::metrics::degradation_level(&self.name);
+        gauge.set(0.0);
         Ok(Degradation {
             inner: Arc::new(Inner {
+                gauge,
                 name: self.name,
                 signals: self.signals,
                 recovery_delay: self.recovery_delay,
@@ -208,6 +210,7 @@ impl DegradationBuilder {
 
 struct Inner {
     name: String,
+    gauge: crate::metrics::Metric,
     signals: Vec<(String, Thresholds)>,
     recovery_delay: Duration,
     on_change: Option<Callback>,
@@ -346,7 +349,7 @@ impl Degradation {
         };
         match change {
             Some(c) => {
-                crate::metrics::degradation_level(&i.name, c.to as u8);
+                i.gauge.set(f64::from(c.to as u8));
                 if c.to > c.from {
                     tracing::warn!(name = %i.name, from = %c.from, to = %c.to, signal, value, "degrading");
                 } else {

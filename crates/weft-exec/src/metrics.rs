@@ -1,39 +1,110 @@
 //! Emission to the `metrics` facade (no-ops without the `metrics` feature).
+//!
+//! Each metric's key (name and labels) is built once, when its component is
+//! built, and each event hands that key to the current recorder: no
+//! allocation per event (the `metrics::counter!` macro with a runtime label
+//! allocates the label and its vector every time), and a recorder installed
+//! after the component was built still gets every event.
 #![allow(unused_variables)]
 
-#[inline]
-pub(crate) fn task_ended(name: &str, outcome: &'static str) {
+#[cfg(feature = "metrics")]
+static META: metrics::Metadata<'static> =
+    metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+
+/// One counter or gauge of one component, labelled `name` (and `outcome`).
+#[derive(Debug, Clone)]
+pub(crate) struct Metric {
     #[cfg(feature = "metrics")]
-    metrics::counter!("weft_exec_tasks_total", "name" => name.to_owned(), "outcome" => outcome)
-        .increment(1);
+    key: metrics::Key,
 }
 
-#[inline]
-pub(crate) fn spawn_refused(name: &str) {
-    #[cfg(feature = "metrics")]
-    metrics::counter!("weft_exec_spawn_refused_total", "name" => name.to_owned()).increment(1);
+impl Metric {
+    pub(crate) fn new(metric: &'static str, name: &str) -> Self {
+        Metric {
+            #[cfg(feature = "metrics")]
+            key: metrics::Key::from_parts(
+                metric,
+                vec![metrics::Label::new("name", name.to_owned())],
+            ),
+        }
+    }
+
+    pub(crate) fn with_outcome(metric: &'static str, name: &str, outcome: &'static str) -> Self {
+        Metric {
+            #[cfg(feature = "metrics")]
+            key: metrics::Key::from_parts(
+                metric,
+                vec![
+                    metrics::Label::new("name", name.to_owned()),
+                    metrics::Label::from_static_parts("outcome", outcome),
+                ],
+            ),
+        }
+    }
+
+    /// Adds one to the counter.
+    #[inline]
+    pub(crate) fn incr(&self) {
+        #[cfg(feature = "metrics")]
+        metrics::with_recorder(|r| r.register_counter(&self.key, &META).increment(1));
+    }
+
+    /// Sets the gauge.
+    #[inline]
+    pub(crate) fn set(&self, value: f64) {
+        #[cfg(feature = "metrics")]
+        metrics::with_recorder(|r| r.register_gauge(&self.key, &META).set(value));
+    }
 }
 
-#[inline]
-pub(crate) fn shed(name: &str) {
-    #[cfg(feature = "metrics")]
-    metrics::counter!("weft_exec_shed_total", "name" => name.to_owned()).increment(1);
+/// The executor's metrics: `weft_exec_tasks_total{name, outcome}` per
+/// outcome and `weft_exec_spawn_refused_total{name}`.
+#[derive(Debug)]
+pub(crate) struct ExecutorMetrics {
+    pub(crate) completed: Metric,
+    pub(crate) panicked: Metric,
+    pub(crate) timed_out: Metric,
+    pub(crate) queue_timed_out: Metric,
+    pub(crate) cancelled: Metric,
+    pub(crate) aborted: Metric,
+    pub(crate) evicted: Metric,
+    pub(crate) not_started: Metric,
+    pub(crate) spawn_refused: Metric,
 }
 
-#[inline]
-pub(crate) fn rate_limited(name: &str) {
-    #[cfg(feature = "metrics")]
-    metrics::counter!("weft_exec_rate_limited_total", "name" => name.to_owned()).increment(1);
+impl ExecutorMetrics {
+    pub(crate) fn new(name: &str) -> Self {
+        let task = |outcome| Metric::with_outcome("weft_exec_tasks_total", name, outcome);
+        ExecutorMetrics {
+            completed: task("completed"),
+            panicked: task("panicked"),
+            timed_out: task("timed_out"),
+            queue_timed_out: task("queue_timed_out"),
+            cancelled: task("cancelled"),
+            aborted: task("aborted"),
+            evicted: task("evicted"),
+            not_started: task("not_started"),
+            spawn_refused: Metric::new("weft_exec_spawn_refused_total", name),
+        }
+    }
 }
 
-#[inline]
-pub(crate) fn limit(name: &str, limit: usize) {
-    #[cfg(feature = "metrics")]
-    metrics::gauge!("weft_exec_limit", "name" => name.to_owned()).set(limit as f64);
+/// `weft_exec_shed_total{name}`.
+pub(crate) fn shed(name: &str) -> Metric {
+    Metric::new("weft_exec_shed_total", name)
 }
 
-#[inline]
-pub(crate) fn degradation_level(name: &str, level: u8) {
-    #[cfg(feature = "metrics")]
-    metrics::gauge!("weft_exec_degradation_level", "name" => name.to_owned()).set(level as f64);
+/// `weft_exec_rate_limited_total{name}`.
+pub(crate) fn rate_limited(name: &str) -> Metric {
+    Metric::new("weft_exec_rate_limited_total", name)
+}
+
+/// `weft_exec_limit{name}`.
+pub(crate) fn limit(name: &str) -> Metric {
+    Metric::new("weft_exec_limit", name)
+}
+
+/// `weft_exec_degradation_level{name}`.
+pub(crate) fn degradation_level(name: &str) -> Metric {
+    Metric::new("weft_exec_degradation_level", name)
 }

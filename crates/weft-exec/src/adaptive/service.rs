@@ -21,6 +21,7 @@ pub(crate) struct Limiter<A> {
     pub(crate) window_samples: u32,
     samples: Counter,
     skipped: Counter,
+    gauge: crate::metrics::Metric,
 }
 
 impl<A> fmt::Debug for Limiter<A> {
@@ -40,8 +41,10 @@ impl<A: Algorithm> Limiter<A> {
             limit > 0,
             "Algorithm::initial_limit returned 0: an adaptive limit must start at 1 or more"
         );
-        crate::metrics::limit(&name, limit);
+        let gauge = crate::metrics::limit(&name);
+        gauge.set(limit as f64);
         Limiter {
+            gauge,
             name,
             slots: Slots::new(limit),
             algorithm: Mutex::new((Window::default(), algorithm)),
@@ -83,7 +86,7 @@ impl<A: Algorithm> Limiter<A> {
         drop(guard);
         if new != old {
             self.slots.set_limit(new);
-            crate::metrics::limit(&self.name, new);
+            self.gauge.set(new as f64);
             tracing::trace!(name = %self.name, old, new, "adaptive limit changed");
             if new > old {
                 self.notify.notify_waiters();

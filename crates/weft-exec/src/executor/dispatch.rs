@@ -137,7 +137,7 @@ fn start(shared: &Arc<Shared>, q: Queued) {
 fn queue_timed_out(shared: &Shared, q: Queued) {
     let d = shared.queue_timeout.unwrap_or_default();
     shared.c.queue_timed_out.incr();
-    crate::metrics::task_ended(&shared.name, "queue_timed_out");
+    shared.m.queue_timed_out.incr();
     match shared.queue_timeouts.admit() {
         Some(more) => {
             tracing::warn!(executor = %shared.name, task = q.id, more_since_last_line = more, "task timed out waiting for a slot")
@@ -152,7 +152,7 @@ fn queue_timed_out(shared: &Shared, q: Queued) {
 
 fn not_started(shared: &Shared, q: Queued) {
     shared.c.returned.incr();
-    crate::metrics::task_ended(&shared.name, "not_started");
+    shared.m.not_started.incr();
     q.job.fail(TaskError::NotStarted);
     shared.release_room();
 }

@@ -193,6 +193,7 @@ pub(crate) struct Shared {
     /// Throttle the `warn!`s for refused spawns, evicted tasks, queue and
     /// run timeouts (one line a second each).
     refusals: crate::throttle::Throttle,
+    m: crate::metrics::ExecutorMetrics,
     evictions: crate::throttle::Throttle,
     queue_timeouts: crate::throttle::Throttle,
     run_timeouts: crate::throttle::Throttle,
@@ -333,7 +334,7 @@ impl RunGuard {
             return self.shared.count_cancelled(self.id);
         }
         self.shared.c.completed.incr();
-        crate::metrics::task_ended(&self.shared.name, "completed");
+        self.shared.m.completed.incr();
     }
 }
 
@@ -420,19 +421,19 @@ fn finish<T>(s: &Shared, id: u64, ended: Ended<T>) -> Result<T, TaskError> {
         }
         Ended::Done(Ok(v)) => {
             s.c.completed.incr();
-            crate::metrics::task_ended(&s.name, "completed");
+            s.m.completed.incr();
             Ok(v)
         }
         Ended::Done(Err(p)) => {
             s.c.panicked.incr();
-            crate::metrics::task_ended(&s.name, "panicked");
+            s.m.panicked.incr();
             tracing::error!(executor = %s.name, task = id, panic = %p.message(), "task panicked");
             Err(TaskError::Panicked(p))
         }
         Ended::TimedOut => {
             let d = s.run_timeout.unwrap_or_default();
             s.c.timed_out.incr();
-            crate::metrics::task_ended(&s.name, "timed_out");
+            s.m.timed_out.incr();
             match s.run_timeouts.admit() {
                 Some(more) => {
                     tracing::warn!(executor = %s.name, task = id, timeout = ?d, more_since_last_line = more, "task exceeded its run timeout")
@@ -445,7 +446,7 @@ fn finish<T>(s: &Shared, id: u64, ended: Ended<T>) -> Result<T, TaskError> {
         }
         Ended::Aborted => {
             s.c.aborted.incr();
-            crate::metrics::task_ended(&s.name, "aborted");
+            s.m.aborted.incr();
             s.unfinished
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -459,7 +460,7 @@ fn finish<T>(s: &Shared, id: u64, ended: Ended<T>) -> Result<T, TaskError> {
 impl Shared {
     fn count_cancelled(&self, id: u64) {
         self.c.cancelled.incr();
-        crate::metrics::task_ended(&self.name, "cancelled");
+        self.m.cancelled.incr();
         tracing::debug!(executor = %self.name, task = id, "task ended after the shutdown asked it to stop");
     }
 
@@ -541,6 +542,7 @@ impl BoundedExecutor {
     fn from_builder(b: Builder, handle: &tokio::runtime::Handle) -> Self {
         // Never full (the room bounds the sum), so the policy is moot.
         let lane = || Queue::bounded(b.queue_capacity, Overflow::Reject).expect("checked by build");
+        let m = crate::metrics::ExecutorMetrics::new(&b.name);
         let shared = Arc::new(Shared {
             name: b.name,
             runtime: handle.clone(),
@@ -561,6 +563,7 @@ impl BoundedExecutor {
             cancelling: AtomicBool::new(false),
             cancel_grace: b.cancel_grace,
             refusals: crate::throttle::Throttle::new(),
+            m,
             evictions: crate::throttle::Throttle::new(),
             queue_timeouts: crate::throttle::Throttle::new(),
             run_timeouts: crate::throttle::Throttle::new(),
@@ -926,7 +929,7 @@ impl BoundedExecutor {
                     s.stolen.notify_waiters();
                 }
                 s.c.returned.incr();
-                crate::metrics::task_ended(&s.name, "evicted");
+                s.m.evicted.incr();
                 match s.evictions.admit() {
                     Some(more) => {
                         tracing::warn!(executor = %s.name, task = old.id, more_since_last_line = more, "queued task evicted (DropOldest)")
@@ -978,7 +981,7 @@ impl BoundedExecutor {
                 SpawnError::Closed(fut)
             }
         };
-        crate::metrics::spawn_refused(&s.name);
+        s.m.spawn_refused.incr();
         match s.refusals.admit() {
             Some(more) => tracing::warn!(
                 executor = %s.name,

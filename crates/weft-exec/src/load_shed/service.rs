@@ -56,6 +56,7 @@ pub struct LoadShed<S> {
 pub(crate) struct Shared {
     name: String,
     shed: Counter,
+    m_shed: crate::metrics::Metric,
     /// One `warn!` a second for a flood of shed requests.
     log: crate::throttle::Throttle,
 }
@@ -63,6 +64,7 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn new(name: String) -> Self {
         Shared {
+            m_shed: crate::metrics::shed(&name),
             name,
             shed: Counter::new(),
             log: crate::throttle::Throttle::new(),
@@ -155,7 +157,7 @@ where
             ResponseFuture::called(self.inner.call(req))
         } else {
             self.shared.shed.incr();
-            crate::metrics::shed(&self.shared.name);
+            self.shared.m_shed.incr();
             match self.shared.log.admit() {
                 Some(more) => tracing::warn!(
                     name = %self.shared.name,

@@ -21,6 +21,7 @@ struct Shared<C: Clock> {
     name: String,
     limiter: Direct<C>,
     throttled: Counter,
+    m_throttled: crate::metrics::Metric,
 }
 
 /// Applies [`RateLimit`]; every service built from one layer (and every
@@ -52,6 +53,7 @@ impl<C: Clock> RateLimitLayer<C> {
                 name: "rate_limit".to_owned(),
                 limiter: RateLimiter::direct_with_clock(quota, clock),
                 throttled: Counter::new(),
+                m_throttled: crate::metrics::rate_limited("rate_limit"),
             }),
         }
     }
@@ -176,7 +178,7 @@ where
                     let wait = not_until.wait_time_from(self.shared.limiter_clock_now());
                     let at = tokio::time::Instant::now() + wait;
                     self.shared.throttled.incr();
-                    crate::metrics::rate_limited(&self.shared.name);
+                    self.shared.m_throttled.incr();
                     tracing::trace!(name = %self.shared.name, ?wait, "rate limited: waiting");
                     match self.sleep.as_mut() {
                         Some(s) => s.as_mut().reset(at),

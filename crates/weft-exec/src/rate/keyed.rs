@@ -69,6 +69,7 @@ struct Inner<K: Hash + Eq + Clone> {
     evicted: Counter,
     /// One `warn!` a second for a flood of refusals, per kind.
     log_limited: crate::throttle::Throttle,
+    m_limited: crate::metrics::Metric,
     log_full: crate::throttle::Throttle,
 }
 
@@ -148,6 +149,7 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
     fn build(quota: Quota, max_keys: usize, sweep: Duration, name: String) -> Self {
         let map: Arc<DashMapStateStore<K>> = Arc::new(DashMapStateStore::default());
         let clock = TokioClock::new();
+        let m_limited = crate::metrics::rate_limited(&name);
         KeyedRateLimiter {
             inner: Arc::new(Inner {
                 name,
@@ -164,6 +166,7 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
                 refused_keys: Counter::new(),
                 evicted: Counter::new(),
                 log_limited: crate::throttle::Throttle::new(),
+                m_limited,
                 log_full: crate::throttle::Throttle::new(),
             }),
         }
@@ -224,7 +227,7 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
             }
             if i.approx_len.load(Ordering::Relaxed) >= i.max_keys && !i.map.contains_key(key) {
                 i.refused_keys.incr();
-                crate::metrics::rate_limited(&i.name);
+                i.m_limited.incr();
                 match i.log_full.admit() {
                     Some(more) => {
                         tracing::warn!(name = %i.name, max_keys = i.max_keys, more_since_last_line = more, "keyed rate limiter full: new key refused")
@@ -240,7 +243,7 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
             Ok(()) => Ok(()),
             Err(nu) => {
                 i.limited.incr();
-                crate::metrics::rate_limited(&i.name);
+                i.m_limited.incr();
                 let retry_after = nu.wait_time_from(i.limiter.clock().now());
                 match i.log_limited.admit() {
                     Some(more) => {
