@@ -144,7 +144,7 @@ mod props {
         fn never_below_demand_and_always_recovers(
             steps in proptest::collection::vec((0usize..2, 0.0f64..1.0, 0u64..4_000), 1..60),
         ) {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+            let rt = support::paused();
             rt.block_on(async move {
                 let log = Arc::new(Mutex::new(Vec::new()));
                 let d = cpu_mem(Duration::from_secs(3), log.clone());

@@ -724,11 +724,7 @@ fn tasks_run_in_their_own_span_under_the_callers() {
             .unwrap_or_default()
     }
     tracing::subscriber::with_default(Registry::default(), || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .unwrap();
+        let rt = support::paused();
         rt.block_on(async {
             let e = exec(1, 4, Overflow::Block);
             let (direct, queued) = async {
@@ -832,7 +828,7 @@ proptest! {
         shutdown_after in proptest::option::weighted(0.3, 0u64..40),
         tasks in proptest::collection::vec((1u32..4, 0u8..3, 0u64..20, any::<bool>(), prop_oneof![3 => Just(0u64), 1 => 1u64..6], any::<bool>()), 1..40),
     ) {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+        let rt = support::paused();
         rt.block_on(async move {
             let mut b = BoundedExecutor::builder().max_running(max).queue_capacity(cap).overflow(overflow);
             if let Some(ms) = queue_timeout {

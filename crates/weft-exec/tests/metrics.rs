@@ -4,6 +4,8 @@
 //! built).
 #![cfg(feature = "metrics")]
 
+mod support;
+
 use std::num::NonZeroU32;
 use std::time::Duration;
 
@@ -59,11 +61,7 @@ fn gauge(e: &Entries, name: &str, labels: &[(&str, &str)]) -> f64 {
 fn every_component_emits_under_its_documented_names() {
     let recorder = DebuggingRecorder::new();
     let snap = recorder.snapshotter();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .unwrap();
+    let rt = support::paused();
     rt.block_on(async {
         // Built before any recorder is installed: events still arrive.
         let exec = BoundedExecutor::builder()

@@ -20,3 +20,13 @@ pub(crate) fn two_workers() -> tokio::runtime::Runtime {
         .build()
         .expect("build a multi-thread runtime")
 }
+
+/// A current-thread runtime with paused time (for tests that build their
+/// own runtime: property tests, scoped subscribers and recorders).
+pub(crate) fn paused() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("build a paused current-thread runtime")
+}
