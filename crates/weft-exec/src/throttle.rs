@@ -56,6 +56,18 @@ impl Throttle {
     }
 }
 
+/// `tracing::warn!` (with `more_since_last_line`) when `$throttle` lets
+/// this event through, `tracing::debug!` otherwise; same fields and message.
+macro_rules! warn_throttled {
+    ($throttle:expr, $($arg:tt)+) => {
+        match $throttle.admit() {
+            Some(more) => tracing::warn!(more_since_last_line = more, $($arg)+),
+            None => tracing::debug!($($arg)+),
+        }
+    };
+}
+pub(crate) use warn_throttled;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -138,14 +138,7 @@ fn queue_timed_out(shared: &Shared, q: Queued) {
     let d = shared.queue_timeout.unwrap_or_default();
     shared.c.queue_timed_out.incr();
     shared.m.queue_timed_out.incr();
-    match shared.queue_timeouts.admit() {
-        Some(more) => {
-            tracing::warn!(executor = %shared.name, task = q.id, more_since_last_line = more, "task timed out waiting for a slot")
-        }
-        None => {
-            tracing::debug!(executor = %shared.name, task = q.id, "task timed out waiting for a slot")
-        }
-    }
+    crate::throttle::warn_throttled!(shared.queue_timeouts, executor = %shared.name, task = q.id, "task timed out waiting for a slot");
     q.job.fail(TaskError::QueueTimeout(d));
     shared.release_room();
 }

@@ -434,14 +434,7 @@ fn finish<T>(s: &Shared, id: u64, ended: Ended<T>) -> Result<T, TaskError> {
             let d = s.run_timeout.unwrap_or_default();
             s.c.timed_out.incr();
             s.m.timed_out.incr();
-            match s.run_timeouts.admit() {
-                Some(more) => {
-                    tracing::warn!(executor = %s.name, task = id, timeout = ?d, more_since_last_line = more, "task exceeded its run timeout")
-                }
-                None => {
-                    tracing::debug!(executor = %s.name, task = id, timeout = ?d, "task exceeded its run timeout")
-                }
-            }
+            crate::throttle::warn_throttled!(s.run_timeouts, executor = %s.name, task = id, timeout = ?d, "task exceeded its run timeout");
             Err(TaskError::TimedOut(d))
         }
         Ended::Aborted => {
@@ -930,14 +923,7 @@ impl BoundedExecutor {
                 }
                 s.c.returned.incr();
                 s.m.evicted.incr();
-                match s.evictions.admit() {
-                    Some(more) => {
-                        tracing::warn!(executor = %s.name, task = old.id, more_since_last_line = more, "queued task evicted (DropOldest)")
-                    }
-                    None => {
-                        tracing::debug!(executor = %s.name, task = old.id, "queued task evicted (DropOldest)")
-                    }
-                }
+                crate::throttle::warn_throttled!(s.evictions, executor = %s.name, task = old.id, "queued task evicted (DropOldest)");
                 old.job.fail(TaskError::Evicted);
                 self.queued_ok();
                 return Ok(h);
@@ -982,15 +968,7 @@ impl BoundedExecutor {
             }
         };
         s.m.spawn_refused.incr();
-        match s.refusals.admit() {
-            Some(more) => tracing::warn!(
-                executor = %s.name,
-                reason,
-                more_since_last_line = more,
-                "spawn refused: the future is handed back"
-            ),
-            None => tracing::debug!(executor = %s.name, reason, "spawn refused"),
-        }
+        crate::throttle::warn_throttled!(s.refusals, executor = %s.name, reason, "spawn refused: the future is handed back");
         err
     }
     /// A snapshot of the executor's state and counters.

@@ -158,16 +158,7 @@ where
         } else {
             self.shared.shed.incr();
             self.shared.m_shed.incr();
-            match self.shared.log.admit() {
-                Some(more) => tracing::warn!(
-                    name = %self.shared.name,
-                    more_since_last_line = more,
-                    "request shed: service overloaded"
-                ),
-                None => {
-                    tracing::debug!(name = %self.shared.name, "request shed: service overloaded")
-                }
-            }
+            crate::throttle::warn_throttled!(self.shared.log, name = %self.shared.name, "request shed: service overloaded");
             ResponseFuture::overloaded()
         }
     }

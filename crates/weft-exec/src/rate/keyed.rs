@@ -228,14 +228,7 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
             if i.approx_len.load(Ordering::Relaxed) >= i.max_keys && !i.map.contains_key(key) {
                 i.refused_keys.incr();
                 i.m_limited.incr();
-                match i.log_full.admit() {
-                    Some(more) => {
-                        tracing::warn!(name = %i.name, max_keys = i.max_keys, more_since_last_line = more, "keyed rate limiter full: new key refused")
-                    }
-                    None => {
-                        tracing::debug!(name = %i.name, max_keys = i.max_keys, "keyed rate limiter full: new key refused")
-                    }
-                }
+                crate::throttle::warn_throttled!(i.log_full, name = %i.name, max_keys = i.max_keys, "keyed rate limiter full: new key refused");
                 return Err(TooManyKeys::new(i.max_keys).into());
             }
         }
@@ -245,14 +238,7 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
                 i.limited.incr();
                 i.m_limited.incr();
                 let retry_after = nu.wait_time_from(i.limiter.clock().now());
-                match i.log_limited.admit() {
-                    Some(more) => {
-                        tracing::warn!(name = %i.name, ?retry_after, more_since_last_line = more, "rate limited: key over its budget")
-                    }
-                    None => {
-                        tracing::debug!(name = %i.name, ?retry_after, "rate limited: key over its budget")
-                    }
-                }
+                crate::throttle::warn_throttled!(i.log_limited, name = %i.name, ?retry_after, "rate limited: key over its budget");
                 Err(RateLimited::new(retry_after).into())
             }
         }
