@@ -193,10 +193,11 @@ pub(crate) struct Shared {
     /// Throttle the `warn!`s for refused spawns, evicted tasks, queue and
     /// run timeouts (one line a second each).
     refusals: crate::throttle::Throttle,
-    m: crate::metrics::ExecutorMetrics,
     evictions: crate::throttle::Throttle,
     queue_timeouts: crate::throttle::Throttle,
     run_timeouts: crate::throttle::Throttle,
+    /// The `weft_exec_*` metric keys, built once.
+    m: crate::metrics::ExecutorMetrics,
     /// Tasks started on the fast path; their ids are `2k`. It doubles as
     /// their accepted count, so the fast path pays one atomic for both.
     next_direct: CachePadded<AtomicU64>,
@@ -556,10 +557,10 @@ impl BoundedExecutor {
             cancelling: AtomicBool::new(false),
             cancel_grace: b.cancel_grace,
             refusals: crate::throttle::Throttle::new(),
-            m,
             evictions: crate::throttle::Throttle::new(),
             queue_timeouts: crate::throttle::Throttle::new(),
             run_timeouts: crate::throttle::Throttle::new(),
+            m,
             next_direct: CachePadded::new(AtomicU64::new(0)),
             next_queued: AtomicU64::new(0),
             queue_timeout: b.queue_timeout,
