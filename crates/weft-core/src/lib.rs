@@ -57,4 +57,4 @@ pub use counter::Counter;
 pub use drain::{Drain, ShutdownReport};
 pub use error::BoxError;
 pub use overflow::{Overflow, OverflowError};
-pub use panic::{Panicked, catch_unwind};
+pub use panic::{PanicPolicy, Panicked, catch_unwind};

@@ -57,6 +57,33 @@ impl Panicked {
     }
 }
 
+/// What a component does when user code panics at one of its task
+/// boundaries (DESIGN.md, contract 3). In every case the panic is caught,
+/// counted and logged with `tracing::error!` first.
+///
+/// ```
+/// use weft_core::PanicPolicy;
+///
+/// assert_eq!(PanicPolicy::default(), PanicPolicy::Report);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PanicPolicy {
+    /// Turn it into a [`Panicked`] error for whoever awaits the result; the
+    /// component carries on. The default.
+    #[default]
+    Report,
+    /// Panic again where the result is awaited, with the same message, as
+    /// `tokio::task::JoinHandle` + `std::panic::resume_unwind` would: for
+    /// callers whose own panic handling (a supervisor, a test) must see it.
+    /// A result nobody awaits is reported as with `Report`.
+    Propagate,
+    /// Abort the process (`std::process::abort`) after logging: for
+    /// services that treat any panic as fatal (as `panic = "abort"` would,
+    /// but only for this component's work).
+    Abort,
+}
+
 /// Runs a future, turning a panic inside it into [`Panicked`].
 ///
 /// This is the task boundary every weft component puts around user code. The

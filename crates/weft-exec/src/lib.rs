@@ -69,7 +69,9 @@
 //!
 //! A panicking task is caught, counted, logged with `tracing::error!` and
 //! reported to its handle as [`TaskError::Panicked`]; the executor carries
-//! on. Refused work is never lost: [`SpawnError`] hands the future back, and
+//! on. [`Builder::panic_policy`] can make awaiting the handle panic instead
+//! ([`weft_core::PanicPolicy::Propagate`]) or abort the process
+//! ([`weft_core::PanicPolicy::Abort`]). Refused work is never lost: [`SpawnError`] hands the future back, and
 //! tower layers fail with small typed errors ([`Overloaded`], [`RateLimited`],
 //! [`TooManyKeys`]) boxed into a `BoxError`, found with `downcast_ref`.
 //!

@@ -10,7 +10,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use tokio::time::{Instant, sleep};
 use tokio_util::sync::CancellationToken;
-use weft_core::{Drain, Overflow};
+use weft_core::{Drain, Overflow, PanicPolicy};
 use weft_exec::{BoundedExecutor, BuildError, Priority, SpawnError, TaskError, TaskOptions};
 
 fn exec(max: usize, q: usize, overflow: Overflow) -> BoundedExecutor {
@@ -439,6 +439,72 @@ async fn panics_after_pending_are_contained() {
 /// Aborting at the deadline stops a task that keeps waking itself (it is
 /// polled again after the abort and must not run on) as well as one parked
 /// on a timer.
+/// `PanicPolicy::Propagate`: awaiting the handle of a task that panicked
+/// panics with its message, on the fast path and through the queue; the
+/// panic was counted where it happened, and other tasks are not affected.
+#[tokio::test(start_paused = true)]
+async fn propagate_policy_re_raises_where_the_result_is_awaited() {
+    let e = BoundedExecutor::builder()
+        .max_running(1)
+        .panic_policy(PanicPolicy::Propagate)
+        .build()
+        .unwrap();
+    let direct = e
+        .spawn(async {
+            sleep(Duration::from_millis(1)).await;
+            panic!("boom 1")
+        })
+        .await
+        .unwrap();
+    let queued = e.spawn(async { panic!("boom 2") }).await.unwrap();
+    let fine = e.spawn(async { 3 }).await.unwrap();
+    assert!(direct.started_at_once() && !queued.started_at_once());
+    for (h, message) in [(direct, "boom 1"), (queued, "boom 2")] {
+        let err = tokio::spawn(h).await.expect_err("awaiting re-raises");
+        let payload = err.into_panic();
+        assert_eq!(
+            payload.downcast_ref::<String>().map(String::as_str),
+            Some(message)
+        );
+    }
+    assert_eq!(fine.await, Ok(3));
+    let s = e.stats();
+    assert_eq!((s.panicked, s.completed), (2, 1));
+}
+
+/// `PanicPolicy::Abort`: a panicking task aborts the process. The test runs
+/// itself again in a child process, which must die of SIGABRT.
+#[cfg(unix)]
+#[test]
+fn abort_policy_aborts_the_process() {
+    use std::os::unix::process::ExitStatusExt;
+    const CHILD: &str = "WEFT_EXEC_ABORT_POLICY_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        support::paused().block_on(async {
+            let e = BoundedExecutor::builder()
+                .panic_policy(PanicPolicy::Abort)
+                .build()
+                .unwrap();
+            let h = e.spawn(async { panic!("fatal") }).await.unwrap();
+            let _ = h.await;
+        });
+        // Not reached when the policy works.
+        std::process::exit(0);
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "abort_policy_aborts_the_process", "--nocapture"])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.signal(),
+        Some(6),
+        "the child should die of SIGABRT: {:?}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn abort_stops_busy_and_parked_tasks() {
     let e = exec(2, 4, Overflow::Block);

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use weft_core::{Overflow, OverflowError};
+use weft_core::{Overflow, OverflowError, PanicPolicy};
 
 use super::BoundedExecutor;
 use crate::error::BuildError;
@@ -38,6 +38,7 @@ pub struct Builder {
     pub(super) run_timeout: Option<Duration>,
     pub(super) fairness: u32,
     pub(super) cancel_grace: Duration,
+    pub(super) panic_policy: PanicPolicy,
 }
 
 impl Default for Builder {
@@ -51,6 +52,7 @@ impl Default for Builder {
             run_timeout: None,
             fairness: 8,
             cancel_grace: Duration::from_millis(250),
+            panic_policy: PanicPolicy::Report,
         }
     }
 }
@@ -163,6 +165,36 @@ impl Builder {
     /// the abort, so tasks that watch it are aborted, not cancelled.
     pub fn cancel_grace(mut self, d: Duration) -> Self {
         self.cancel_grace = d;
+        self
+    }
+
+    /// What a panicking task does beyond being caught, counted and logged
+    /// with `tracing::error!`. Default [`PanicPolicy::Report`]: its handle
+    /// resolves to [`TaskError::Panicked`](crate::TaskError::Panicked) and
+    /// the executor carries on. [`PanicPolicy::Propagate`]: awaiting its
+    /// handle panics with the task's panic message (as a tokio
+    /// `JoinHandle` + `resume_unwind`). [`PanicPolicy::Abort`]: the process
+    /// aborts.
+    ///
+    /// ```
+    /// use weft_core::PanicPolicy;
+    /// use weft_exec::BoundedExecutor;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let exec = BoundedExecutor::builder()
+    ///     .panic_policy(PanicPolicy::Propagate)
+    ///     .build()
+    ///     .unwrap();
+    /// let h = exec.spawn(async { panic!("bad row") }).await.unwrap();
+    /// // Awaited in a task of its own, the panic reaches that task's JoinHandle.
+    /// let err = tokio::spawn(h).await.unwrap_err();
+    /// assert!(err.is_panic());
+    /// assert_eq!(exec.stats().panicked, 1);
+    /// # }
+    /// ```
+    pub fn panic_policy(mut self, policy: PanicPolicy) -> Self {
+        self.panic_policy = policy;
         self
     }
 

@@ -15,10 +15,14 @@ use crate::error::TaskError;
 /// says why there is none.
 ///
 /// Dropping the handle does not cancel the task (as with tokio's
-/// `JoinHandle`); the task still runs and is counted.
+/// `JoinHandle`); the task still runs and is counted. Under
+/// [`PanicPolicy::Propagate`](weft_core::PanicPolicy::Propagate), awaiting
+/// the handle of a task that panicked panics with the task's message.
 pub struct TaskHandle<T> {
     inner: Inner<T>,
     id: u64,
+    /// `PanicPolicy::Propagate`: a panicked task's handle panics again.
+    propagate: bool,
 }
 
 enum Inner<T> {
@@ -29,17 +33,23 @@ enum Inner<T> {
 }
 
 impl<T> TaskHandle<T> {
-    pub(crate) fn direct(id: u64, h: JoinHandle<Result<T, TaskError>>) -> Self {
+    pub(crate) fn direct(id: u64, h: JoinHandle<Result<T, TaskError>>, propagate: bool) -> Self {
         TaskHandle {
             inner: Inner::Direct(h),
             id,
+            propagate,
         }
     }
 
-    pub(crate) fn queued(id: u64, rx: oneshot::Receiver<Result<T, TaskError>>) -> Self {
+    pub(crate) fn queued(
+        id: u64,
+        rx: oneshot::Receiver<Result<T, TaskError>>,
+        propagate: bool,
+    ) -> Self {
         TaskHandle {
             inner: Inner::Queued(rx),
             id,
+            propagate,
         }
     }
 
@@ -60,17 +70,22 @@ impl<T> Future for TaskHandle<T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        match &mut this.inner {
-            Inner::Direct(h) => Poll::Ready(match ready!(Pin::new(h).poll(cx)) {
+        let r = match &mut this.inner {
+            Inner::Direct(h) => match ready!(Pin::new(h).poll(cx)) {
                 Ok(r) => r,
                 // Only a runtime shutting down cancels the tokio task itself.
                 Err(_) => Err(TaskError::Aborted),
-            }),
-            Inner::Queued(rx) => Poll::Ready(match ready!(Pin::new(rx).poll(cx)) {
+            },
+            Inner::Queued(rx) => match ready!(Pin::new(rx).poll(cx)) {
                 Ok(r) => r,
                 Err(_) => Err(TaskError::Aborted),
-            }),
+            },
+        };
+        if let (true, Err(TaskError::Panicked(p))) = (this.propagate, &r) {
+            // Counted and logged where it happened; re-raised here.
+            std::panic::resume_unwind(Box::new(p.message().to_owned()));
         }
+        Poll::Ready(r)
     }
 }
 

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use weft_core::queue::Queue;
-use weft_core::{Counter, Drain, Overflow, Panicked, ShutdownReport};
+use weft_core::{Counter, Drain, Overflow, PanicPolicy, Panicked, ShutdownReport};
 
 pub use builder::Builder;
 pub use handle::TaskHandle;
@@ -190,6 +190,7 @@ pub(crate) struct Shared {
     /// counted as cancelled, and queued tasks no longer start.
     cancelling: AtomicBool,
     cancel_grace: Duration,
+    panic_policy: PanicPolicy,
     /// Throttle the `warn!`s for refused spawns, evicted tasks, queue and
     /// run timeouts (one line a second each).
     refusals: crate::throttle::Throttle,
@@ -429,6 +430,10 @@ fn finish<T>(s: &Shared, id: u64, ended: Ended<T>) -> Result<T, TaskError> {
             s.c.panicked.incr();
             s.m.panicked.incr();
             tracing::error!(executor = %s.name, task = id, panic = %p.message(), "task panicked");
+            if s.panic_policy == PanicPolicy::Abort {
+                tracing::error!(executor = %s.name, task = id, "aborting the process (PanicPolicy::Abort)");
+                std::process::abort();
+            }
             Err(TaskError::Panicked(p))
         }
         Ended::TimedOut => {
@@ -452,6 +457,11 @@ fn finish<T>(s: &Shared, id: u64, ended: Ended<T>) -> Result<T, TaskError> {
 }
 
 impl Shared {
+    /// Whether handles re-raise their task's panic.
+    fn propagates(&self) -> bool {
+        self.panic_policy == PanicPolicy::Propagate
+    }
+
     fn count_cancelled(&self, id: u64) {
         self.c.cancelled.incr();
         self.m.cancelled.incr();
@@ -556,6 +566,7 @@ impl BoundedExecutor {
             cancel: CancellationToken::new(),
             cancelling: AtomicBool::new(false),
             cancel_grace: b.cancel_grace,
+            panic_policy: b.panic_policy,
             refusals: crate::throttle::Throttle::new(),
             evictions: crate::throttle::Throttle::new(),
             queue_timeouts: crate::throttle::Throttle::new(),
@@ -687,7 +698,7 @@ impl BoundedExecutor {
             if s.running.try_acquire_fast(opts.weight) {
                 let id = s.next_direct.fetch_add(1, Ordering::Relaxed) * 2;
                 let h = spawn_task(&s.runtime, s.clone(), id, opts.weight, fut);
-                return Ok(TaskHandle::direct(id, h));
+                return Ok(TaskHandle::direct(id, h, s.propagates()));
             }
             // The failed attempt gave its permits back: if that made the
             // executor idle, a shutdown waiting for idleness must hear it.
@@ -718,7 +729,7 @@ impl BoundedExecutor {
                 span: task_span(s, id),
             }),
         };
-        (q, TaskHandle::queued(id, rx))
+        (q, TaskHandle::queued(id, rx, s.propagates()))
     }
 
     /// The queue path of `spawn`, as far as it goes without waiting: under
