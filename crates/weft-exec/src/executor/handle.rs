@@ -21,23 +21,23 @@ use crate::error::TaskError;
 pub struct TaskHandle<T> {
     inner: Inner<T>,
     id: u64,
-    /// `PanicPolicy::Propagate`: a panicked task's handle panics again.
-    propagate: bool,
 }
 
+/// Each variant's `bool` is `PanicPolicy::Propagate` (a panicked task's
+/// handle panics again); kept in the variants, where it fits beside the
+/// tag, so the handle stays three words.
 enum Inner<T> {
     /// Started at once: the tokio task's own handle.
-    Direct(JoinHandle<Result<T, TaskError>>),
+    Direct(JoinHandle<Result<T, TaskError>>, bool),
     /// Queued: the dispatcher sends the result when the task ends.
-    Queued(oneshot::Receiver<Result<T, TaskError>>),
+    Queued(oneshot::Receiver<Result<T, TaskError>>, bool),
 }
 
 impl<T> TaskHandle<T> {
     pub(crate) fn direct(id: u64, h: JoinHandle<Result<T, TaskError>>, propagate: bool) -> Self {
         TaskHandle {
-            inner: Inner::Direct(h),
+            inner: Inner::Direct(h, propagate),
             id,
-            propagate,
         }
     }
 
@@ -47,9 +47,8 @@ impl<T> TaskHandle<T> {
         propagate: bool,
     ) -> Self {
         TaskHandle {
-            inner: Inner::Queued(rx),
+            inner: Inner::Queued(rx, propagate),
             id,
-            propagate,
         }
     }
 
@@ -61,7 +60,7 @@ impl<T> TaskHandle<T> {
 
     /// Whether the task started at once (`true`) or waited in the queue.
     pub fn started_at_once(&self) -> bool {
-        matches!(self.inner, Inner::Direct(_))
+        matches!(self.inner, Inner::Direct(..))
     }
 }
 
@@ -70,23 +69,33 @@ impl<T> Future for TaskHandle<T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        let r = match &mut this.inner {
-            Inner::Direct(h) => match ready!(Pin::new(h).poll(cx)) {
-                Ok(r) => r,
+        Poll::Ready(match &mut this.inner {
+            Inner::Direct(h, propagate) => match ready!(Pin::new(h).poll(cx)) {
+                Ok(Ok(v)) => Ok(v),
+                Ok(Err(e)) => Err(failed(e, *propagate)),
                 // Only a runtime shutting down cancels the tokio task itself.
                 Err(_) => Err(TaskError::Aborted),
             },
-            Inner::Queued(rx) => match ready!(Pin::new(rx).poll(cx)) {
-                Ok(r) => r,
+            Inner::Queued(rx, propagate) => match ready!(Pin::new(rx).poll(cx)) {
+                Ok(Ok(v)) => Ok(v),
+                Ok(Err(e)) => Err(failed(e, *propagate)),
                 Err(_) => Err(TaskError::Aborted),
             },
-        };
-        if let (true, Err(TaskError::Panicked(p))) = (this.propagate, &r) {
-            // Counted and logged where it happened; re-raised here.
-            std::panic::resume_unwind(Box::new(p.message().to_owned()));
-        }
-        Poll::Ready(r)
+        })
     }
+}
+
+/// A task's error on its way out of the handle: under
+/// `PanicPolicy::Propagate` a panic is raised again here (it was counted
+/// and logged where it happened). Out of line: the success path stays as
+/// small as it was.
+#[cold]
+#[inline(never)]
+fn failed(e: TaskError, propagate: bool) -> TaskError {
+    if let (true, TaskError::Panicked(p)) = (propagate, &e) {
+        std::panic::resume_unwind(Box::new(p.message().to_owned()));
+    }
+    e
 }
 
 impl<T> fmt::Debug for TaskHandle<T> {
