@@ -122,7 +122,10 @@ impl Election {
         metrics::histogram!("weft_coord_acquire_wait_seconds", "name" => self.session.owner.clone(), "kind" => "leader")
             .record(_start.elapsed().as_secs_f64());
         let fence = Fence(rev);
-        let lost = CancellationToken::new();
+        // A child of the session's: leadership reads as lost the moment the
+        // session is lost or closed (as locks and permits do), not only once
+        // the watcher task has run.
+        let lost = self.session.lost.child_token();
         let stop = CancellationToken::new();
         let hold = Hold::new(self.session.clone(), Kind::Leader, key.clone());
         self.role.send_replace(Role::Leader(fence));
