@@ -1,44 +1,31 @@
 //! Emission to the `metrics` facade (no-ops without the `metrics` feature).
 //!
 //! Each metric's key (name and labels) is built once, when its component is
-//! built, and each event hands that key to the current recorder: no
-//! allocation per event (the `metrics::counter!` macro with a runtime label
-//! allocates the label and its vector every time), and a recorder installed
-//! after the component was built still gets every event.
+//! built (see [`weft_core::Metric`]): no allocation per event, and a
+//! recorder installed after the component was built still gets every event.
 #![allow(unused_variables)]
 
-#[cfg(feature = "metrics")]
-static META: metrics::Metadata<'static> =
-    metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
-
-/// One counter or gauge of one component, labelled `name` (and `outcome`).
+/// One counter or gauge of one component, labelled `name` (and `outcome`):
+/// a [`weft_core::Metric`] with this crate's `metrics` feature, nothing
+/// without it.
 #[derive(Debug, Clone)]
 pub(crate) struct Metric {
     #[cfg(feature = "metrics")]
-    key: metrics::Key,
+    inner: weft_core::Metric,
 }
 
 impl Metric {
     pub(crate) fn new(metric: &'static str, name: &str) -> Self {
         Metric {
             #[cfg(feature = "metrics")]
-            key: metrics::Key::from_parts(
-                metric,
-                vec![metrics::Label::new("name", name.to_owned())],
-            ),
+            inner: weft_core::Metric::new(metric, &[("name", name)]),
         }
     }
 
     pub(crate) fn with_outcome(metric: &'static str, name: &str, outcome: &'static str) -> Self {
         Metric {
             #[cfg(feature = "metrics")]
-            key: metrics::Key::from_parts(
-                metric,
-                vec![
-                    metrics::Label::new("name", name.to_owned()),
-                    metrics::Label::from_static_parts("outcome", outcome),
-                ],
-            ),
+            inner: weft_core::Metric::new(metric, &[("name", name), ("outcome", outcome)]),
         }
     }
 
@@ -46,14 +33,14 @@ impl Metric {
     #[inline]
     pub(crate) fn incr(&self) {
         #[cfg(feature = "metrics")]
-        metrics::with_recorder(|r| r.register_counter(&self.key, &META).increment(1));
+        self.inner.increment(1);
     }
 
     /// Sets the gauge.
     #[inline]
     pub(crate) fn set(&self, value: f64) {
         #[cfg(feature = "metrics")]
-        metrics::with_recorder(|r| r.register_gauge(&self.key, &META).set(value));
+        self.inner.set(value);
     }
 }
 

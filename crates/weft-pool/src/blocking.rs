@@ -68,7 +68,7 @@ where
     }
     fn run(self: Box<Self>, st: &mut St, env: &Env<'_>) -> bool {
         let Job { f, tx, mut queued } = *self;
-        queued.started(env.name);
+        queued.started(env.metrics);
         let (r, panicked) = call(f, st, env);
         if let Some(tx) = tx {
             tx.send(r);
@@ -106,7 +106,7 @@ where
             tx,
             mut queued,
         } = *self;
-        queued.started(env.name);
+        queued.started(env.metrics);
         let mut out = Vec::with_capacity(if tx.is_some() { jobs.len() } else { 0 });
         let mut any = false;
         for f in jobs {

@@ -169,6 +169,7 @@ impl Builder {
         let scaling = (min < max).then(|| self.scaling.unwrap_or_default());
         let queue = Queue::bounded(self.capacity, self.overflow)?;
         let cfg = Config {
+            metrics: crate::metrics::PoolMetrics::new(&self.name),
             name: self.name.into(),
             timeout: self.timeout,
             cancel_grace: self.cancel_grace,

@@ -16,7 +16,7 @@ use weft_core::queue::{Admitted, PushError, Queue};
 use weft_core::{Counter, Panicked, ShutdownReport};
 
 use crate::adaptive::Scaling;
-use crate::metrics;
+use crate::metrics::{self, Refused};
 use crate::sizing::Sizing;
 use crate::stats::PoolStats;
 
@@ -83,6 +83,8 @@ pub(crate) struct Env<'a> {
     pub(crate) slot: &'a Slot,
     pub(crate) timeout: Option<Duration>,
     pub(crate) name: &'a str,
+    /// The pool's metrics; none for a job run outside the pool.
+    pub(crate) metrics: Option<&'a metrics::PoolMetrics>,
     cancelling: &'a AtomicBool,
 }
 
@@ -93,6 +95,7 @@ impl<'a> Env<'a> {
             slot,
             timeout: None,
             name: "detached",
+            metrics: None,
             cancelling,
         }
     }
@@ -115,13 +118,9 @@ impl<'a> Env<'a> {
         s.in_flight.store(n.saturating_sub(1), Ordering::Relaxed);
         #[cfg(feature = "metrics")]
         {
-            let label = match outcome {
-                JobOutcome::Succeeded => "succeeded",
-                JobOutcome::Failed => "failed",
-                JobOutcome::Panicked => "panicked",
-                JobOutcome::TimedOut => "timed_out",
-            };
-            metrics::job(self.name, label, _started.map(|s| s.elapsed()));
+            if let Some(m) = self.metrics {
+                m.job(outcome, _started.map(|s| s.elapsed()));
+            }
         }
     }
 
@@ -181,6 +180,7 @@ pub(crate) struct Config {
     pub(crate) timeout: Option<Duration>,
     pub(crate) cancel_grace: Duration,
     pub(crate) scaling: Option<Scaling>,
+    pub(crate) metrics: metrics::PoolMetrics,
 }
 
 /// What a cancelling shutdown hands back.
@@ -314,7 +314,7 @@ impl<R: Runner> Shared<R> {
                 let k: u64 = old.iter().map(R::jobs).sum();
                 self.dropped.add(k);
                 self.returned.add(k);
-                metrics::refused(&self.cfg.name, "evicted", k);
+                self.cfg.metrics.refused(Refused::Evicted, k);
                 tracing::warn!(
                     pool = &*self.cfg.name,
                     jobs = k,
@@ -324,22 +324,22 @@ impl<R: Runner> Shared<R> {
                 Ok(())
             }
             Err(e) => {
-                let outcome = match &e {
+                let why = match &e {
                     PushError::Dropped(_) => {
                         self.dropped.add(n);
-                        "dropped"
+                        Refused::Dropped
                     }
                     PushError::Closed(_) => {
                         self.rejected.add(n);
                         self.rejected_after_close.add(n);
-                        "rejected"
+                        Refused::Rejected
                     }
                     _ => {
                         self.rejected.add(n);
-                        "rejected"
+                        Refused::Rejected
                     }
                 };
-                metrics::refused(&self.cfg.name, outcome, n);
+                self.cfg.metrics.refused(why, n);
                 tracing::warn!(pool = &*self.cfg.name, jobs = n, error = %e, "job not accepted");
                 Err(e)
             }
@@ -472,7 +472,7 @@ impl<R: Runner> Shared<R> {
         drop(reg);
         let queued = self.queue.len();
         let workers = self.sizing.live();
-        metrics::gauges(&self.cfg.name, queued, workers);
+        self.cfg.metrics.gauges(queued, workers);
         PoolStats {
             submitted: self.submitted.get(),
             queued: queued as u64,
@@ -770,7 +770,7 @@ async fn build_state<R: Runner>(
             Err(p) => {
                 let p = Panicked::from_payload(p.as_ref());
                 shared.factory_panics.fetch_add(1, Ordering::Relaxed);
-                metrics::factory_panicked(&shared.cfg.name);
+                shared.cfg.metrics.factory_panicked();
                 tracing::error!(
                     pool = &*shared.cfg.name,
                     worker = guard.slot.id,
@@ -820,6 +820,7 @@ async fn worker_loop<R: Runner>(shared: Arc<Shared<R>>, slot: Arc<CachePadded<Sl
         slot: &slot,
         timeout: shared.cfg.timeout,
         name: &shared.cfg.name,
+        metrics: Some(&shared.cfg.metrics),
         cancelling: &shared.cancelling,
     };
     let track_busy = shared.cfg.scaling.is_some();

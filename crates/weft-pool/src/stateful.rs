@@ -84,7 +84,7 @@ where
     fn run<'a>(self: Box<Self>, st: &'a mut St, env: &'a Env<'a>) -> BoxFuture<'a, bool> {
         let Job { f, tx, mut queued } = *self;
         Box::pin(async move {
-            queued.started(env.name);
+            queued.started(env.metrics);
             let (r, rebuild) = call(f, st, env).await;
             if let Some(tx) = tx {
                 tx.send(r);
@@ -149,7 +149,7 @@ where
             mut queued,
         } = *self;
         Box::pin(async move {
-            queued.started(env.name);
+            queued.started(env.metrics);
             // As in `BlockingPool`'s batches, a panicked (or timed-out) job
             // does not stop the batch: the rest run on the same state, which
             // is rebuilt once the batch is done.

@@ -106,7 +106,9 @@ impl Clock {
     }
     fn start(&mut self, env: &Env<'_>) {
         if self.started.is_none() {
-            crate::metrics::queue_wait(env.name, self.queued.elapsed());
+            if let Some(m) = env.metrics {
+                m.queue_wait(self.queued.elapsed());
+            }
             self.started = Some(Instant::now());
         }
     }
@@ -333,7 +335,7 @@ where
     ) -> Poll<bool> {
         let mut this = self.project();
         // One queue-wait sample per batch (per queue item), on its first poll.
-        this.queued.started(env.name);
+        this.queued.started(env.metrics);
         loop {
             if this.current.is_none() {
                 match this.rest.next() {

@@ -119,3 +119,65 @@ fn outcomes_durations_and_gauges_are_emitted() {
     );
     assert!(seen.contains_key("weft_pool_workers{name=m}"), "{seen:?}");
 }
+
+/// Refusals at admission are emitted by outcome, to a recorder installed
+/// after the pool was built (each metric's key is built with the pool, and
+/// each event goes to the recorder current at that moment).
+#[test]
+fn refusals_reach_a_recorder_installed_after_the_pool_was_built() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (reject, drop_oldest) = rt.block_on(async {
+        let build = |name: &str, overflow| {
+            WorkerPool::builder()
+                .name(name)
+                .workers(1)
+                .queue_capacity(1)
+                .overflow(overflow)
+                .build()
+                .unwrap()
+        };
+        (
+            build("rej", weft_core::Overflow::Reject),
+            build("old", weft_core::Overflow::DropOldest),
+        )
+    });
+    let seen: Seen = Arc::default();
+    let rec = Rec(seen.clone());
+    metrics::with_local_recorder(&rec, || {
+        rt.block_on(async {
+            // Nothing has run yet on this current-thread runtime: the
+            // worker has not taken the first job, so the queue (1) is full.
+            let _first = reject.try_submit(async {}).unwrap();
+            assert!(reject.try_submit(async {}).is_err());
+            assert!(reject.try_submit(async {}).is_err());
+            let evicted = drop_oldest.try_submit(async {}).unwrap();
+            let _kept = drop_oldest.try_submit(async {}).unwrap();
+            assert!(evicted.await.is_err(), "the oldest job was evicted");
+            reject
+                .shutdown(ShutdownMode::Drain(Duration::from_secs(1)))
+                .await;
+            drop_oldest
+                .shutdown(ShutdownMode::Drain(Duration::from_secs(1)))
+                .await;
+        });
+    });
+    let seen = seen.lock().unwrap();
+    assert_eq!(
+        seen.get("weft_pool_jobs_total{name=rej,outcome=rejected}"),
+        Some(&2.0),
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen.get("weft_pool_jobs_total{name=old,outcome=evicted}"),
+        Some(&1.0),
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen.get("weft_pool_jobs_total{name=rej,outcome=succeeded}"),
+        Some(&1.0),
+        "{seen:?}"
+    );
+}
