@@ -69,8 +69,7 @@ impl<F, G> ResponseFuture<F, G> {
             self.running.clear();
             self.shared.losers_cancelled.add(losers as u64);
             #[cfg(feature = "metrics")]
-            metrics::counter!("weft_fanout_broadcast_losers_cancelled_total", "name" => self.shared.name)
-                .increment(losers as u64);
+            self.shared.m.losers.increment(losers as u64);
         }
     }
 }
@@ -129,9 +128,11 @@ where
                 }
                 tracing::debug!(broadcast = this.shared.name, ok, "broadcast decided");
                 #[cfg(feature = "metrics")]
-                metrics::counter!("weft_fanout_broadcast_calls_total", "name" => this.shared.name,
-                    "outcome" => if ok { "success" } else { "failure" })
-                .increment(1);
+                if ok {
+                    this.shared.m.success.increment(1);
+                } else {
+                    this.shared.m.failure.increment(1);
+                }
                 return Poll::Ready(out);
             }
         }

@@ -58,6 +58,38 @@ pub(super) struct Shared {
     pub(super) succeeded: Counter,
     pub(super) failed: Counter,
     pub(super) losers_cancelled: Counter,
+    /// Its metrics, keys built once per name (no allocation per call).
+    #[cfg(feature = "metrics")]
+    pub(super) m: BroadcastMetrics,
+}
+
+/// `weft_fanout_broadcast_calls_total{name,outcome}` and
+/// `weft_fanout_broadcast_losers_cancelled_total{name}`.
+#[cfg(feature = "metrics")]
+pub(super) struct BroadcastMetrics {
+    pub(super) success: weft_core::Metric,
+    pub(super) failure: weft_core::Metric,
+    pub(super) losers: weft_core::Metric,
+}
+
+#[cfg(feature = "metrics")]
+impl BroadcastMetrics {
+    fn new(name: &str) -> Self {
+        let calls = |outcome| {
+            weft_core::Metric::new(
+                "weft_fanout_broadcast_calls_total",
+                &[("name", name), ("outcome", outcome)],
+            )
+        };
+        BroadcastMetrics {
+            success: calls("success"),
+            failure: calls("failure"),
+            losers: weft_core::Metric::new(
+                "weft_fanout_broadcast_losers_cancelled_total",
+                &[("name", name)],
+            ),
+        }
+    }
 }
 
 /// A snapshot of a [`Broadcast`]'s counters (shared by its clones).
@@ -98,6 +130,8 @@ impl<S, G> Broadcast<S, G> {
                 succeeded: Counter::new(),
                 failed: Counter::new(),
                 losers_cancelled: Counter::new(),
+                #[cfg(feature = "metrics")]
+                m: BroadcastMetrics::new("broadcast"),
             }),
         })
     }
@@ -106,7 +140,13 @@ impl<S, G> Broadcast<S, G> {
     /// Call before cloning: clones share the name.
     pub fn with_name(mut self, name: &'static str) -> Self {
         match Arc::get_mut(&mut self.shared) {
-            Some(shared) => shared.name = name,
+            Some(shared) => {
+                shared.name = name;
+                #[cfg(feature = "metrics")]
+                {
+                    shared.m = BroadcastMetrics::new(name);
+                }
+            }
             None => tracing::warn!(name, "broadcast already cloned; name not changed"),
         }
         self

@@ -146,7 +146,7 @@ where
                         );
                         #[cfg(feature = "metrics")]
                         if hedge {
-                            metrics::counter!("weft_fanout_hedge_wins_total", "name" => this.shared.name).increment(1);
+                            this.shared.m_wins.increment(1);
                         }
                         return Poll::Ready(Ok(response));
                     }
@@ -176,7 +176,7 @@ where
                     this.shared.budget_denied.incr();
                     tracing::debug!(hedge = this.shared.name, "hedge budget spent; not hedging");
                     #[cfg(feature = "metrics")]
-                    metrics::counter!("weft_fanout_hedge_budget_denied_total", "name" => this.shared.name).increment(1);
+                    this.shared.m_denied.increment(1);
                     *this.extra_left = 0;
                     this.svc.take();
                     this.req.take();
@@ -216,7 +216,7 @@ where
                     this.shared.hedges.incr();
                     tracing::debug!(hedge = this.shared.name, "hedge sent");
                     #[cfg(feature = "metrics")]
-                    metrics::counter!("weft_fanout_hedge_attempts_total", "name" => this.shared.name).increment(1);
+                    this.shared.m_attempts.increment(1);
                     if *this.extra_left == 0 {
                         this.svc.take();
                     } else {

@@ -21,6 +21,14 @@ pub(crate) struct Shared {
     pub(crate) hedge_wins: Counter,
     pub(crate) budget_denied: Counter,
     pub(crate) cancelled: Counter,
+    /// `weft_fanout_hedge_{attempts,wins,budget_denied}_total{name}`, keys
+    /// built once (no allocation per hedge).
+    #[cfg(feature = "metrics")]
+    pub(crate) m_attempts: weft_core::Metric,
+    #[cfg(feature = "metrics")]
+    pub(crate) m_wins: weft_core::Metric,
+    #[cfg(feature = "metrics")]
+    pub(crate) m_denied: weft_core::Metric,
 }
 
 impl Shared {
@@ -50,6 +58,18 @@ impl Shared {
             hedge_wins: Counter::new(),
             budget_denied: Counter::new(),
             cancelled: Counter::new(),
+            #[cfg(feature = "metrics")]
+            m_attempts: weft_core::Metric::new(
+                "weft_fanout_hedge_attempts_total",
+                &[("name", name)],
+            ),
+            #[cfg(feature = "metrics")]
+            m_wins: weft_core::Metric::new("weft_fanout_hedge_wins_total", &[("name", name)]),
+            #[cfg(feature = "metrics")]
+            m_denied: weft_core::Metric::new(
+                "weft_fanout_hedge_budget_denied_total",
+                &[("name", name)],
+            ),
         }
     }
 
