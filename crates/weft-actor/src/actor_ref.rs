@@ -144,7 +144,6 @@ impl<A: Actor> ActorRef<A> {
         match pushed {
             Ok(admitted) => {
                 self.mb.wake();
-                self.mb.stats.send.accepted.fetch_add(1, Ordering::Relaxed);
                 if let Admitted::Evicted(old) = admitted {
                     self.mb.give_back(old);
                 }

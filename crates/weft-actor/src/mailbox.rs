@@ -160,10 +160,13 @@ impl Default for Stats {
     }
 }
 
-/// Written by senders.
+/// Written by senders. Acceptances are not counted here: a sender's count
+/// after its push could land after the actor handled the message (and even
+/// after a stop report was read), so a message is counted where it leaves
+/// the queue instead (`RunStats::popped`, and `returned` for messages handed
+/// back), and `accepted` is what left plus what is still queued.
 #[derive(Default)]
 pub(crate) struct SendStats {
-    pub(crate) accepted: AtomicU64,
     pub(crate) rejected: AtomicU64,
     pub(crate) rejected_after_close: AtomicU64,
 }
@@ -172,6 +175,9 @@ pub(crate) struct SendStats {
 /// one writer at a time) and by whoever hands messages back.
 #[derive(Default)]
 pub(crate) struct RunStats {
+    /// Messages the actor took from its queue (each then ends completed,
+    /// failed or aborted).
+    pub(crate) popped: AtomicU64,
     pub(crate) completed: AtomicU64,
     pub(crate) failed: AtomicU64,
     pub(crate) aborted: AtomicU64,
@@ -360,10 +366,12 @@ impl<M> Mailbox<M> {
         }
     }
 
-    /// Takes the next message, giving its slot back.
+    /// Takes the next message, giving its slot back (the running
+    /// incarnation only: it is `popped`'s one writer).
     #[inline]
     pub(crate) fn try_pop(&self) -> Option<M> {
         let msg = self.queue.try_pop()?;
+        RunStats::bump(&self.stats.run.popped);
         self.release(1);
         Some(msg)
     }
@@ -494,7 +502,24 @@ impl<M> Mailbox<M> {
             .returned
             .fetch_add(msgs.len() as u64, Ordering::Relaxed);
         match &self.hook {
-            Some(hook) => msgs.into_iter().for_each(|m| hook(m)),
+            // The hook is user code run by whoever hands messages back (the
+            // terminating actor, or an evicting sender): a panic is
+            // contained per message, so the rest are still handed over and
+            // the actor still terminates.
+            Some(hook) => {
+                for m in msgs {
+                    if let Err(p) =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(m)))
+                    {
+                        let p = weft_core::Panicked::from_payload(p.as_ref());
+                        tracing::error!(
+                            actor = %self.name,
+                            panic = p.message(),
+                            "undelivered hook panicked; the message is counted as returned"
+                        );
+                    }
+                }
+            }
             None => tracing::warn!(
                 actor = %self.name,
                 count = msgs.len(),
@@ -534,16 +559,20 @@ impl<M> Mailbox<M> {
 
     pub(crate) fn stats(&self) -> ActorStats {
         let (s, r) = (&self.stats.send, &self.stats.run);
+        // Every accepted message is still queued, or has left the queue
+        // once: taken by the actor, or handed back (`returned`).
+        let queued = self.queue.len();
+        let returned = r.returned.load(Ordering::Relaxed);
         ActorStats {
-            accepted: s.accepted.load(Ordering::Relaxed),
+            accepted: r.popped.load(Ordering::Relaxed) + returned + queued as u64,
             completed: r.completed.load(Ordering::Relaxed),
             failed: r.failed.load(Ordering::Relaxed),
             aborted: r.aborted.load(Ordering::Relaxed),
-            returned: r.returned.load(Ordering::Relaxed),
+            returned,
             rejected: s.rejected.load(Ordering::Relaxed),
             rejected_after_close: s.rejected_after_close.load(Ordering::Relaxed),
             restarts: r.restarts.load(Ordering::Relaxed),
-            queued: self.queue.len(),
+            queued,
             terminated: self.is_terminated(),
         }
     }

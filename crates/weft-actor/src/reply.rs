@@ -1,6 +1,6 @@
 //! The reply half of an `ask`.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 
 use tokio::sync::oneshot;
@@ -15,6 +15,47 @@ thread_local! {
     /// Replies dropped while the thread unwinds (a reply held on the
     /// handler's stack): answered with the panic once it is caught.
     static UNWOUND: RefCell<Vec<Pending>> = const { RefCell::new(Vec::new()) };
+    /// Handler polls in progress on this thread: only a panic unwinding
+    /// inside one is caught by the actor (and answers `UNWOUND`).
+    static IN_HANDLER: Cell<u32> = const { Cell::new(0) };
+}
+
+/// The message given to an ask whose reply was dropped by a panic that the
+/// actor did not catch itself: the holder's own task panicked (a helper the
+/// reply was handed to), or the handler caught the panic.
+const HOLDER_PANICKED: &str = "the reply was dropped by a panic in the code holding it";
+
+/// Marks one poll of a handler's future on this thread (see
+/// [`after_handler_poll`]).
+pub(crate) struct HandlerPoll(());
+
+impl HandlerPoll {
+    #[inline]
+    pub(crate) fn enter() -> Self {
+        IN_HANDLER.with(|n| n.set(n.get() + 1));
+        HandlerPoll(())
+    }
+}
+
+impl Drop for HandlerPoll {
+    #[inline]
+    fn drop(&mut self) {
+        IN_HANDLER.with(|n| n.set(n.get() - 1));
+    }
+}
+
+/// After a handler poll that did not end in a panic caught by the actor:
+/// replies dropped while a panic unwound inside that poll were dropped by a
+/// panic the handler caught itself, so nobody else will answer them.
+#[inline]
+pub(crate) fn after_handler_poll() {
+    let pending = UNWOUND.with(|u| {
+        let mut u = u.borrow_mut();
+        (!u.is_empty()).then(|| std::mem::take(&mut *u))
+    });
+    for answer in pending.into_iter().flatten() {
+        answer(Panicked::new(HOLDER_PANICKED));
+    }
 }
 
 pub(crate) fn set_panic(p: Option<Panicked>) {
@@ -75,6 +116,12 @@ impl<R: Send + 'static> Drop for Reply<R> {
     fn drop(&mut self) {
         if let Some(tx) = self.tx.take() {
             if std::thread::panicking() {
+                if IN_HANDLER.try_with(Cell::get).unwrap_or(0) == 0 {
+                    // Not inside a handler's poll: the actor will not catch
+                    // this panic, so answer now (the message is unknown).
+                    let _ = tx.send(Err(Panicked::new(HOLDER_PANICKED)));
+                    return;
+                }
                 let answer: Pending = Box::new(move |p| {
                     let _ = tx.send(Err(p));
                 });

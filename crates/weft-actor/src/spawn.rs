@@ -4,6 +4,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
@@ -134,6 +135,12 @@ impl<M: Send + 'static> Builder<M> {
     /// queued at a final stop, or evicted by `Overflow::DropOldest`). An
     /// `ask` whose message is handed here without being answered gets
     /// [`AskError::NoReply`](crate::AskError::NoReply) when the hook drops it.
+    ///
+    /// The hook runs on whichever task hands the message back (the
+    /// terminating actor, or a sender whose message evicted it). A panic in
+    /// it is caught and logged per message: the other messages are still
+    /// handed over, the actor still terminates, and the message still
+    /// counts as `returned`.
     pub fn on_undelivered(mut self, hook: impl Fn(M) + Send + Sync + 'static) -> Self {
         self.hook = Some(Arc::new(hook));
         self
@@ -238,6 +245,15 @@ struct Incarnation<M> {
 
 impl<M> Drop for Incarnation<M> {
     fn drop(&mut self) {
+        // Whatever happens below, the incarnation is marked ended, so that a
+        // restart or a stop waiting for it is not left waiting.
+        struct End<'a, M>(&'a Mailbox<M>);
+        impl<M> Drop for End<'_, M> {
+            fn drop(&mut self) {
+                self.0.end();
+            }
+        }
+        let _end = End(&self.mb);
         let exit = self.exit.take().unwrap_or(Exit::Killed);
         if exit == Exit::Killed {
             if self.mb.stats.run.in_flight.swap(false, Ordering::Relaxed) {
@@ -248,7 +264,6 @@ impl<M> Drop for Incarnation<M> {
         if self.standalone {
             self.mb.finish(exit);
         }
-        self.mb.end();
     }
 }
 
@@ -342,11 +357,18 @@ async fn handle_one<A: Actor>(
 ) -> Result<(), Panicked> {
     let result = {
         let mut fut = std::pin::pin!(catch_unwind(actor.handle(msg, ctx)));
-        let result = fut.as_mut().await;
-        if let Err(p) = &result {
-            reply::set_panic(Some(p.clone()));
-        }
-        result
+        std::future::poll_fn(|cx| {
+            let poll = {
+                let _in_handler = reply::HandlerPoll::enter();
+                fut.as_mut().poll(cx)
+            };
+            match &poll {
+                Poll::Ready(Err(p)) => reply::set_panic(Some(p.clone())),
+                _ => reply::after_handler_poll(),
+            }
+            poll
+        })
+        .await
         // `fut`, and with it the message and any unanswered reply, is dropped
         // here, on this thread, while the panic is recorded.
     };

@@ -515,3 +515,141 @@ async fn a_service_call_times_out_from_the_call_not_from_the_first_poll() {
     );
     assert_eq!(start.elapsed(), Duration::from_secs(10), "no second wait");
 }
+
+struct Delegator;
+
+enum DMsg {
+    /// Hands the reply to a helper task, which panics before answering.
+    Delegate(Reply<u32>),
+    /// Catches a panic of its own while the reply is being dropped.
+    CatchInside(Reply<u32>),
+    /// Answers normally (the actor is still serving after the above).
+    Echo(u32, Reply<u32>),
+}
+
+impl Actor for Delegator {
+    type Msg = DMsg;
+    async fn handle(&mut self, msg: DMsg, _ctx: &mut Context<Self>) {
+        match msg {
+            DMsg::Delegate(reply) => {
+                tokio::spawn(async move {
+                    let _held = reply;
+                    panic!("helper failed");
+                });
+            }
+            DMsg::CatchInside(reply) => {
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+                    let _held = reply;
+                    panic!("caught by the handler itself");
+                }));
+            }
+            DMsg::Echo(x, reply) => {
+                let _ = reply.send(x);
+            }
+        }
+    }
+}
+
+/// A reply handed to a helper task that panics holding it (as `Reply`'s
+/// docs allow) answers the ask at once with `Panicked`: the panic unwinds
+/// outside any handler, so the actor will never catch it and answer later.
+#[tokio::test(start_paused = true)]
+async fn an_ask_resolves_when_a_helper_task_panics_holding_the_reply() {
+    let actor = Builder::new().ask_timeout(None).spawn(Delegator).unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(60), actor.ask_with(DMsg::Delegate))
+        .await
+        .expect("the ask must resolve once the reply is dropped");
+    assert!(matches!(r, Err(AskError::Panicked(_))), "{r:?}");
+    assert_eq!(actor.ask_with(|r| DMsg::Echo(7, r)).await.unwrap(), 7);
+}
+
+/// A handler that catches a panic of its own while the reply is dropped
+/// answers the ask with `Panicked` once that poll returns, and serves on.
+#[tokio::test(start_paused = true)]
+async fn an_ask_resolves_when_the_handler_catches_a_panic_holding_the_reply() {
+    let actor = Builder::new().ask_timeout(None).spawn(Delegator).unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(60), actor.ask_with(DMsg::CatchInside))
+        .await
+        .expect("the ask must resolve once the reply is dropped");
+    assert!(matches!(r, Err(AskError::Panicked(_))), "{r:?}");
+    assert_eq!(actor.ask_with(|r| DMsg::Echo(8, r)).await.unwrap(), 8);
+    let report = actor.stop(Instant::now() + Duration::from_secs(1)).await;
+    assert!(report.is_balanced(), "{report}");
+    assert_eq!(report.completed, 2, "{report}");
+}
+
+struct StopsAfterOne;
+impl Actor for StopsAfterOne {
+    type Msg = u32;
+    async fn handle(&mut self, _: u32, ctx: &mut Context<Self>) {
+        // Stop after the first message, leaving the rest queued.
+        ctx.stop();
+    }
+}
+
+/// A panicking undelivered hook (user code, run while the actor
+/// terminates) is contained per message: every queued message is still
+/// offered to it, the actor terminates, and `stop` returns a balanced
+/// report by its deadline.
+#[tokio::test(start_paused = true)]
+async fn stop_returns_by_its_deadline_when_the_undelivered_hook_panics() {
+    let offered = Arc::new(AtomicUsize::new(0));
+    let o = offered.clone();
+    let actor = Builder::new()
+        .on_undelivered(move |_m: u32| {
+            o.fetch_add(1, Ordering::SeqCst);
+            panic!("hook failed")
+        })
+        .spawn(StopsAfterOne)
+        .unwrap();
+    for i in 0..4 {
+        actor.try_tell(i).unwrap();
+    }
+    let report = tokio::time::timeout(
+        Duration::from_secs(60),
+        actor.stop(Instant::now() + Duration::from_secs(1)),
+    )
+    .await
+    .expect("stop() hung although its deadline was 1 s");
+    assert!(report.is_balanced(), "{report}");
+    assert_eq!((report.completed, report.returned), (1, 3), "{report}");
+    assert_eq!(
+        offered.load(Ordering::SeqCst),
+        3,
+        "every message was offered"
+    );
+}
+
+struct Sink;
+impl Actor for Sink {
+    type Msg = u32;
+    async fn handle(&mut self, _: u32, _: &mut Context<Self>) {}
+}
+
+/// A stop report balances while a sender on another thread keeps sending:
+/// a message is counted where it leaves the queue, so the actor cannot
+/// handle (and report) a message that its sender has not counted yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_report_balances_with_a_concurrent_sender() {
+    for i in 0..3_000 {
+        let actor = Builder::new().spawn(Sink).unwrap();
+        let sender = actor.clone();
+        let t = std::thread::spawn(move || {
+            let mut sent = 0u64;
+            loop {
+                match sender.try_tell(1) {
+                    Ok(()) => sent += 1,
+                    Err(e) if e.is_stopped() => break sent,
+                    Err(_) => std::hint::spin_loop(),
+                }
+            }
+        });
+        for _ in 0..(i % 50) {
+            tokio::task::yield_now().await;
+        }
+        let report = actor.stop(Instant::now() + Duration::from_secs(5)).await;
+        let sent = t.join().unwrap();
+        assert!(report.is_balanced(), "iteration {i}: {report}");
+        assert_eq!(report.accepted, sent, "iteration {i}: {report}");
+    }
+}
