@@ -524,3 +524,20 @@ async fn failed_starts_and_panicking_factories_count_as_failures() {
     );
     assert_eq!(kit.alive.load(Ordering::SeqCst), 0);
 }
+
+/// A backoff with no cap (`Duration::MAX`) and jitter never panics however
+/// many restarts came before, and stays within its bounds.
+#[test]
+fn an_uncapped_backoff_with_jitter_stays_in_bounds() {
+    let b = Backoff::new(Duration::from_secs(1), Duration::MAX).jitter(0.2);
+    for recent in [0, 1, 10, 40, 64, 70, 1_000, u32::MAX].repeat(50) {
+        let d = b.delay(recent);
+        assert!(d >= Duration::from_millis(800), "{recent}: {d:?}");
+    }
+    assert_eq!(
+        Backoff::new(Duration::from_secs(1), Duration::MAX)
+            .jitter(0.0)
+            .delay(u32::MAX),
+        Duration::MAX
+    );
+}

@@ -530,7 +530,12 @@ impl Core {
         if now.saturating_duration_since(slot.started_at) >= self.intensity.period() {
             slot.recent = 0;
         }
-        let at = now + self.backoff.delay(slot.recent);
+        // A delay too long for the clock (a backoff capped at
+        // `Duration::MAX`) means "not in this process's lifetime".
+        let delay = self.backoff.delay(slot.recent);
+        let at = now
+            .checked_add(delay)
+            .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30));
         slot.recent = slot.recent.saturating_add(1);
         slot.restart_at = Some(at);
         let group: Vec<usize> = match self.strategy {

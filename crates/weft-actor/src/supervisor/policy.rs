@@ -199,6 +199,8 @@ impl Backoff {
         } else {
             capped
         };
-        Duration::from_secs_f64(scaled.max(0.0))
+        // A huge `max` (`Duration::MAX` for "no cap") plus jitter can land
+        // past what a `Duration` holds: stay at the cap then.
+        Duration::try_from_secs_f64(scaled.max(0.0)).unwrap_or(self.max)
     }
 }
