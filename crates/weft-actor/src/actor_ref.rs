@@ -210,10 +210,7 @@ impl<A: Actor> ActorRef<A> {
         let pushed = match self.mb.try_admit(msg) {
             Err(PushError::Full(msg)) if self.mb.overflow.waits() => match wait.deadline() {
                 None => self.mb.admit_waiting(msg).await,
-                Some(d) => match tokio::time::timeout_at(d, self.mb.admit_waiting(msg)).await {
-                    Ok(pushed) => pushed,
-                    Err(_) => return Err(AskError::Timeout),
-                },
+                Some(d) => self.mb.admit_waiting_until(msg, d).await,
             },
             other => other,
         };

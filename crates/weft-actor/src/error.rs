@@ -15,7 +15,8 @@ pub enum SendError<M> {
     /// The mailbox is full and its policy is `DropNewest`: the message was shed.
     #[error("mailbox is full: message dropped (Overflow::DropNewest)")]
     Dropped(M),
-    /// The mailbox stayed full for the whole `WaitTimeout`.
+    /// The mailbox stayed full for the whole `WaitTimeout` (or, for an
+    /// `ask`, until its ask timeout ran out).
     #[error("mailbox stayed full for the whole wait timeout")]
     Timeout(M),
     /// The actor is stopping or stopped; its mailbox accepts nothing more.
@@ -74,7 +75,9 @@ pub enum AskError<M> {
     /// The message was not delivered (mailbox full or actor stopped).
     #[error(transparent)]
     Send(SendError<M>),
-    /// No reply arrived within the ask timeout.
+    /// No reply arrived within the ask timeout (the message was delivered;
+    /// an ask that timed out before its message got into a full mailbox is
+    /// `Send(SendError::Timeout(msg))` instead, with the message).
     #[error("no reply within the ask timeout")]
     Timeout,
     /// The handler panicked while handling this message.
@@ -114,9 +117,14 @@ impl<M> AskError<M> {
         matches!(self, AskError::Panicked(_))
     }
 
-    /// Whether the ask timed out.
+    /// Whether the ask timed out: waiting for the reply
+    /// ([`Timeout`](AskError::Timeout)), or waiting for room in a full
+    /// mailbox (`Send(SendError::Timeout(msg))`, the message handed back).
     pub fn is_timeout(&self) -> bool {
-        matches!(self, AskError::Timeout)
+        matches!(
+            self,
+            AskError::Timeout | AskError::Send(SendError::Timeout(_))
+        )
     }
 }
 

@@ -332,6 +332,25 @@ impl<M> Mailbox<M> {
         }
     }
 
+    /// [`admit_waiting`](Self::admit_waiting), giving up at `deadline` too
+    /// (an ask's timeout): the message comes back as `Timeout` either way.
+    pub(crate) async fn admit_waiting_until(
+        &self,
+        msg: M,
+        deadline: tokio::time::Instant,
+    ) -> Result<Admitted<M>, PushError<M>> {
+        let deadline = match self.overflow {
+            Overflow::WaitTimeout(d) => deadline.min(tokio::time::Instant::now() + d),
+            _ => deadline,
+        };
+        // Waiting for a slot holds no message, so giving up hands it back.
+        match tokio::time::timeout_at(deadline, self.reserve()).await {
+            Ok(true) => self.push_reserved(msg),
+            Ok(false) => Err(PushError::Closed(msg)),
+            Err(_) => Err(PushError::Timeout(msg)),
+        }
+    }
+
     /// `DropOldest` with no slot free: the oldest message is evicted and its
     /// slot goes to the new one.
     fn evict_and_push(&self, msg: M) -> Result<Admitted<M>, PushError<M>> {

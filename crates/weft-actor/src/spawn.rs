@@ -118,7 +118,9 @@ impl<M: Send + 'static> Builder<M> {
     }
 
     /// How long `ask` waits (for mailbox room and for the reply) before
-    /// giving up with [`AskError::Timeout`](crate::AskError::Timeout).
+    /// giving up: with [`AskError::Timeout`](crate::AskError::Timeout) once
+    /// the message was delivered, or with the message handed back in
+    /// `AskError::Send(SendError::Timeout(msg))` if the mailbox stayed full.
     /// `None` waits forever. Default [`DEFAULT_ASK_TIMEOUT`].
     ///
     /// The clock is read only when needed: for an ask sent at once, the

@@ -428,6 +428,11 @@ async fn ask_timeout_also_bounds_the_wait_for_mailbox_room() {
     assert!(err.is_timeout(), "{err:?}");
     assert_eq!(start.elapsed(), Duration::from_millis(300));
     assert_eq!(a.stats().accepted, 2, "the timed-out ask was never queued");
+    // The message comes back with the error, as every refusal hands it back.
+    assert!(
+        matches!(err.into_inner(), Some(Msg::Get(_))),
+        "the message is handed back"
+    );
 }
 
 /// On a multi-thread runtime an ask from a task yields once, then arms its
