@@ -61,7 +61,9 @@
 //! Nothing here spawns a task or holds work: a breaker is a few atomics
 //! behind an `Arc`, dropped with its last handle. A panicking call unwinds
 //! through [`CircuitBreaker::call`] and drops its permit, which counts as a
-//! cancellation. Callbacks run outside every lock.
+//! cancellation. Callbacks run outside every lock; a panicking
+//! `on_transition` callback is caught, counted and logged with
+//! `tracing::error!`, and never reaches the call that made the transition.
 //!
 //! # Comparison to other breakers
 //!

@@ -3,6 +3,7 @@
 mod support;
 
 use std::future::pending;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -264,6 +265,96 @@ async fn hung_probe_does_not_hold_its_slot_forever() {
     hung.abort();
 }
 
+/// Guards that `half_open_max_wait` is measured from the moment every probe
+/// slot was taken, not from entering half-open: a breaker that has been
+/// half-open for longer than the max wait, with healthy probes completing,
+/// must not reopen (`HalfOpenTimeout`) on a caller that finds the only slot
+/// taken by a probe that started a moment ago, and that probe's success
+/// must count.
+#[tokio::test(start_paused = true)]
+async fn half_open_timeout_does_not_reopen_while_probes_make_progress() {
+    let b = CircuitBreaker::builder()
+        .consecutive_failures(1)
+        .sliding_window(SlidingWindow::Disabled)
+        .open_duration(SEC)
+        .half_open_probes(1)
+        .probe_successes(3)
+        .half_open_max_wait(10 * SEC)
+        .build()
+        .unwrap();
+    let mut events = b.subscribe();
+    b.call(async { Err::<(), _>("down") }).await.unwrap_err();
+    sleep(SEC).await;
+    b.call(async { Ok::<_, &str>(()) }).await.unwrap();
+    assert_eq!(b.state(), State::HalfOpen);
+    sleep(11 * SEC).await;
+    let probe = b.try_acquire().expect("the slot is free");
+    assert!(probe.is_probe());
+    let other = b.try_acquire();
+    assert!(other.is_err());
+    while let Ok(t) = events.try_recv() {
+        assert_ne!(
+            t.reason,
+            Reason::HalfOpenTimeout,
+            "reopened although no probe was stuck: {t:?}"
+        );
+    }
+    assert_eq!(b.state(), State::HalfOpen);
+    probe.record(Outcome::Success);
+    assert_eq!(
+        b.stats().probe_successes,
+        2,
+        "the healthy probe's success was thrown away"
+    );
+}
+
+/// Guards the other side of `half_open_max_wait`: a probe taken late in a
+/// long half-open period that then never completes still reopens the
+/// breaker, exactly the max wait after it took the last slot (not before),
+/// and its late outcome is ignored.
+#[tokio::test(start_paused = true)]
+async fn a_probe_stuck_past_the_max_wait_still_reopens_the_breaker() {
+    let b = CircuitBreaker::builder()
+        .consecutive_failures(1)
+        .sliding_window(SlidingWindow::Disabled)
+        .open_duration(SEC)
+        .half_open_probes(2)
+        .probe_successes(10)
+        .half_open_max_wait(10 * SEC)
+        .build()
+        .unwrap();
+    let mut events = b.subscribe();
+    fail(&b).await.unwrap_err();
+    advance(SEC).await;
+    ok(&b).await.unwrap();
+    advance(30 * SEC).await;
+    // Both slots taken 30 s into half-open; neither probe ever completes.
+    let stuck = b.try_acquire_owned().unwrap();
+    advance(SEC).await;
+    let _stuck_too = b.try_acquire_owned().unwrap();
+    advance(10 * SEC - MS).await;
+    let e = b.try_acquire().unwrap_err();
+    assert_eq!(e.state(), State::HalfOpen, "not yet the max wait: {e}");
+    advance(MS).await;
+    let e = b.try_acquire().unwrap_err();
+    assert_eq!(e.state(), State::Open);
+    assert_eq!(e.retry_after(), Some(SEC));
+    let reasons: Vec<Reason> = std::iter::from_fn(|| events.try_recv().ok())
+        .map(|t| t.reason)
+        .collect();
+    assert_eq!(
+        reasons,
+        vec![
+            Reason::ConsecutiveFailures,
+            Reason::OpenElapsed,
+            Reason::HalfOpenTimeout
+        ]
+    );
+    stuck.record(Outcome::Success);
+    assert_eq!(b.state(), State::Open);
+    assert_eq!(b.stats().probe_successes, 0);
+}
+
 #[tokio::test(start_paused = true)]
 async fn classifier_decides_what_counts() {
     let b = CircuitBreaker::builder()
@@ -338,6 +429,104 @@ async fn forced_states_and_events() {
     );
 }
 
+/// Guards that a panicking `on_transition` callback is contained: the
+/// panic does not reach the caller whose call moved the breaker (here the
+/// first half-open probe), the probe slot that call holds is not leaked, the
+/// probe still counts, and the panic is counted in the stats.
+#[tokio::test(start_paused = true)]
+async fn panicking_callback_does_not_leak_the_probe_slot() {
+    let b = CircuitBreaker::builder()
+        .consecutive_failures(1)
+        .sliding_window(SlidingWindow::Disabled)
+        .open_duration(SEC)
+        .half_open_probes(1)
+        .probe_successes(2)
+        .on_transition(|t| {
+            if t.to == State::HalfOpen {
+                panic!("metrics exporter bug");
+            }
+        })
+        .build()
+        .unwrap();
+    let mut events = b.subscribe();
+    b.call(async { Err::<(), _>("down") }).await.unwrap_err();
+    sleep(SEC).await;
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        b.try_acquire().map(|p| p.record(Outcome::Success))
+    }));
+    assert!(
+        matches!(r, Ok(Ok(()))),
+        "the callback's panic reached the caller"
+    );
+    let s = b.stats();
+    assert_eq!(
+        (s.state, s.probes_in_flight, s.probe_successes),
+        (State::HalfOpen, 0, 1),
+        "no permit exists, yet a probe slot is held"
+    );
+    assert_eq!(s.callback_panics, 1);
+    // The slot is usable: the next probe gets it and closes the breaker.
+    ok(&b).await.unwrap();
+    assert_eq!(b.state(), State::Closed);
+    // Subscribers still saw every transition.
+    let tos: Vec<State> = std::iter::from_fn(|| events.try_recv().ok())
+        .map(|t| t.to)
+        .collect();
+    assert_eq!(tos, vec![State::Open, State::HalfOpen, State::Closed]);
+}
+
+/// A tracing subscriber that panics on every info event (a buggy log layer).
+struct PanicOnInfo;
+
+impl tracing::Subscriber for PanicOnInfo {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, e: &tracing::Event<'_>) {
+        if *e.metadata().level() == tracing::Level::INFO {
+            panic!("log layer bug");
+        }
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// Guards that the probe slot taken by the call that turns the breaker
+/// half-open is held by a permit before the transition is published, so
+/// that anything unwinding out of publishing (here a panicking tracing
+/// subscriber, whose panic is not the breaker's to catch) frees the slot.
+#[tokio::test(start_paused = true)]
+async fn unwinding_while_publishing_a_transition_frees_the_probe_slot() {
+    let b = CircuitBreaker::builder()
+        .consecutive_failures(1)
+        .sliding_window(SlidingWindow::Disabled)
+        .open_duration(SEC)
+        .half_open_probes(1)
+        .build()
+        .unwrap();
+    fail(&b).await.unwrap_err();
+    sleep(SEC).await;
+    let r = tracing::subscriber::with_default(PanicOnInfo, || {
+        catch_unwind(AssertUnwindSafe(|| {
+            b.try_acquire().map(|p| p.record(Outcome::Success))
+        }))
+    });
+    assert!(r.is_err(), "the subscriber's panic is the caller's");
+    let s = b.stats();
+    assert_eq!(
+        (s.state, s.probes_in_flight, s.cancelled),
+        (State::HalfOpen, 0, 1),
+        "the unwind leaked the probe slot"
+    );
+    ok(&b).await.unwrap();
+    assert_eq!(b.state(), State::Closed);
+}
+
 #[tokio::test(start_paused = true)]
 async fn manual_permits() {
     let b = CircuitBreaker::builder()
@@ -395,4 +584,44 @@ fn invalid_configurations_say_what_to_pass() {
             .build()
             .is_err()
     );
+}
+
+/// Guards that an event capacity above the documented maximum (1 << 20) is
+/// refused by `build` with an error saying what to pass, instead of
+/// panicking inside tokio's broadcast channel; the maximum itself is
+/// accepted, and a keyed breaker's template is checked the same way.
+#[test]
+fn event_capacity_above_the_max_is_refused_not_a_panic() {
+    let r = std::panic::catch_unwind(|| {
+        CircuitBreaker::builder()
+            .event_capacity(usize::MAX)
+            .build()
+            .map(drop)
+    });
+    let e = r.expect("build panicked").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "event capacity of {}: pass between 1 and 1048576",
+            usize::MAX
+        )
+    );
+    let e = CircuitBreaker::builder()
+        .event_capacity((1 << 20) + 1)
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("pass between 1 and 1048576"), "{e}");
+    assert!(CircuitBreaker::builder().event_capacity(0).build().is_err());
+    assert!(
+        CircuitBreaker::builder()
+            .event_capacity(1 << 20)
+            .build()
+            .is_ok()
+    );
+    let keyed = weft_breaker::KeyedBreaker::<String>::new(
+        CircuitBreaker::builder().event_capacity(usize::MAX),
+        10,
+        SEC,
+    );
+    assert!(keyed.is_err());
 }

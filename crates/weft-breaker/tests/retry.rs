@@ -13,6 +13,7 @@ use weft_breaker::{CircuitBreaker, State};
 use weft_core::Outcome;
 
 const MS: Duration = Duration::from_millis(1);
+const SEC: Duration = Duration::from_secs(1);
 
 fn paused() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -200,6 +201,32 @@ proptest! {
         })?;
     }
 
+    /// Guards that no attempt number, base, max or jitter makes a delay
+    /// panic or exceed the max (including an uncapped `Duration::MAX`).
+    #[test]
+    fn backoff_never_panics_and_never_exceeds_the_max(
+        n in any::<u32>(),
+        base_ns in any::<u64>(),
+        max in prop_oneof![
+            Just(Duration::MAX),
+            Just(Duration::ZERO),
+            any::<u64>().prop_map(Duration::from_nanos),
+            any::<u64>().prop_map(Duration::from_secs),
+        ],
+        multiplier in prop_oneof![Just(1.0f64), 1.0f64..1e6, Just(f64::MAX)],
+        prev in prop_oneof![Just(Duration::MAX), any::<u64>().prop_map(Duration::from_nanos)],
+        r in 0.0f64..1.0,
+    ) {
+        for j in [Jitter::None, Jitter::Full, Jitter::Decorrelated] {
+            let b = Backoff::exponential(Duration::from_nanos(base_ns))
+                .max(max)
+                .multiplier(multiplier)
+                .jitter(j);
+            let d = b.delay(n, prev, r);
+            prop_assert!(d <= max, "{:?} > {:?} ({:?})", d, max, j);
+        }
+    }
+
     #[test]
     fn backoff_delays_stay_in_bounds(n in 1u32..40, prev_ms in 0u64..5_000, r in 0.0f64..1.0) {
         let base = 10 * MS;
@@ -216,6 +243,49 @@ proptest! {
             }
         }
     }
+}
+
+/// Guards that `Backoff::max(Duration::MAX)` means "no cap" and never
+/// panics: a delay that grows past what a `Duration` holds is the max.
+#[test]
+fn backoff_with_an_uncapped_max_does_not_panic() {
+    let b = Backoff::exponential(SEC)
+        .max(Duration::MAX)
+        .jitter(Jitter::None);
+    let r = std::panic::catch_unwind(|| b.delay(70, Duration::ZERO, 0.5));
+    assert!(r.is_ok(), "delay(70) panicked");
+    assert_eq!(r.unwrap(), Duration::MAX);
+    assert_eq!(b.delay(3, Duration::ZERO, 0.5), 4 * SEC);
+    let dec = b.jitter(Jitter::Decorrelated);
+    assert_eq!(dec.delay(2, Duration::MAX, 1.0), Duration::MAX);
+}
+
+/// Guards that a retry whose backoff is too long to add to the clock is
+/// treated as ending past the deadline (the policy gives up, as documented)
+/// instead of panicking on `Instant` overflow.
+#[tokio::test(start_paused = true)]
+async fn a_backoff_too_long_for_the_clock_is_past_the_deadline() {
+    let policy = RetryPolicy::new()
+        .max_attempts(3)
+        .no_budget()
+        .deadline(SEC)
+        .backoff(
+            Backoff::exponential(Duration::from_secs(u64::MAX / 2))
+                .max(Duration::MAX)
+                .jitter(Jitter::None),
+        );
+    let n = AtomicU32::new(0);
+    let r = policy
+        .call(|| async {
+            n.fetch_add(1, Ordering::SeqCst);
+            Err::<(), _>("down")
+        })
+        .await;
+    match r {
+        Err(RetryError::Inner { attempts, .. }) => assert_eq!(attempts, 1),
+        other => panic!("expected the first failure back, got {other:?}"),
+    }
+    assert_eq!(n.load(Ordering::SeqCst), 1);
 }
 
 #[cfg(feature = "tower-retry")]

@@ -7,8 +7,10 @@ use std::time::Duration;
 use tokio_test::{assert_pending, assert_ready_err, assert_ready_ok};
 use tower::{Layer, Service, ServiceExt};
 use tower_test::mock;
-use weft_breaker::{Breaker, BreakerLayer, CircuitBreaker, Open, State};
+use weft_breaker::{Breaker, BreakerLayer, CircuitBreaker, Open, SlidingWindow, State};
 use weft_core::{BoxError, Outcome};
+
+const SEC: Duration = Duration::from_secs(1);
 
 fn breaker(probes: u32) -> CircuitBreaker {
     CircuitBreaker::builder()
@@ -92,6 +94,40 @@ async fn pending_inner_keeps_reservation_and_classifier_applies() {
     assert!(fut.await.is_err());
     assert_eq!(b.state(), State::Closed);
     assert_eq!(b.stats().ignored, 1);
+}
+
+/// Guards that a permit `poll_ready` took while the inner service was
+/// pending is checked again when the inner service becomes ready: if the
+/// breaker tripped in between (the permit's generation is gone), the stale
+/// permit is dropped and `poll_ready` fails with the breaker's `Open` error
+/// instead of admitting a call to the failing dependency.
+#[tokio::test(start_paused = true)]
+async fn poll_ready_rechecks_a_permit_taken_while_inner_was_pending() {
+    let b = CircuitBreaker::builder()
+        .consecutive_failures(1)
+        .sliding_window(SlidingWindow::Disabled)
+        .open_duration(60 * SEC)
+        .build()
+        .unwrap();
+    let (mut svc, mut handle) = mock::spawn_layer::<&str, &str, _>(BreakerLayer::new(b.clone()));
+    handle.allow(0);
+    assert_pending!(svc.poll_ready());
+    b.call(async { Err::<(), _>("down") }).await.unwrap_err();
+    assert_eq!(b.state(), State::Open);
+    handle.allow(1);
+    let r = svc.poll_ready();
+    assert!(
+        matches!(r, std::task::Poll::Ready(Err(_))),
+        "poll_ready admitted a call while the breaker is {:?}: {r:?}",
+        b.state()
+    );
+    let err = assert_ready_err!(r);
+    let open = err.downcast_ref::<Open>().expect("an Open error");
+    assert_eq!(open.state(), State::Open);
+    assert_eq!(open.retry_after(), Some(60 * SEC));
+    // The stale permit counts as cancelled, not as an outcome.
+    let s = b.stats();
+    assert_eq!((s.cancelled, s.failures, s.rejected), (1, 1, 1));
 }
 
 #[tokio::test]

@@ -3,6 +3,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::future::IntoFuture;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64 as StdAtomicU64;
 use std::sync::atomic::Ordering as StdOrdering;
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
-use weft_core::{Classify, Counter, DefaultClassifier, Outcome};
+use weft_core::{Classify, Counter, DefaultClassifier, Outcome, Panicked};
 
 use super::config::{Builder, Callback};
 use super::core::{Core, Kind, Raw, Reject, Ticket};
@@ -69,6 +70,7 @@ struct Cells {
     passthrough: Counter,
     probes: StdAtomicU64,
     transitions: [StdAtomicU64; 5],
+    callback_panics: StdAtomicU64,
 }
 
 impl Shared {
@@ -81,13 +83,14 @@ impl Shared {
         .unwrap_or(u64::MAX)
     }
 
+    /// Admits or rejects a call. A transition made by an admission (the
+    /// first half-open probe) is left in `event`, for the caller to publish
+    /// once the ticket is inside a permit: whatever unwinds out of
+    /// publishing then drops the permit, which frees the probe slot. A
+    /// transition made by a rejection is published here.
     #[inline]
-    pub(crate) fn acquire(&self) -> Result<Ticket, Open> {
-        let mut event = None;
-        let r = self.core.acquire(&mut || self.now(), &mut event);
-        if let Some(raw) = event {
-            self.publish(raw);
-        }
+    pub(crate) fn acquire(&self, event: &mut Option<Raw>) -> Result<Ticket, Open> {
+        let r = self.core.acquire(&mut || self.now(), event);
         match r {
             Ok(t) => {
                 match t.kind {
@@ -100,6 +103,9 @@ impl Shared {
                 Ok(t)
             }
             Err(Reject { state, retry_after }) => {
+                if let Some(raw) = event.take() {
+                    self.publish(raw);
+                }
                 self.stats.rejected.incr();
                 #[cfg(feature = "metrics")]
                 self.metrics.rejected.increment(1);
@@ -148,6 +154,7 @@ impl Shared {
         tracing::debug!(breaker = %self.name, "call cancelled");
     }
 
+    #[cold]
     fn publish(&self, raw: Raw) {
         let t = Transition {
             from: raw.from,
@@ -181,7 +188,19 @@ impl Shared {
         self.metrics.transition(&t, self.core.state());
         let _ = self.events.send(t.clone());
         if let Some(cb) = &self.callback {
-            cb(&t);
+            // A panic in the user's callback is contained (DESIGN contract
+            // 3): it would otherwise unwind into whichever call happened to
+            // make the transition.
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| cb(&t))) {
+                self.stats
+                    .callback_panics
+                    .fetch_add(1, StdOrdering::Relaxed);
+                let p = Panicked::from_payload(payload.as_ref());
+                tracing::error!(
+                    breaker = %self.name, from = t.from.as_str(), to = t.to.as_str(),
+                    panic = p.message(), "on_transition callback panicked"
+                );
+            }
         }
     }
 }
@@ -214,6 +233,7 @@ impl CircuitBreaker {
                     passthrough: Counter::new(),
                     probes: StdAtomicU64::new(0),
                     transitions: Default::default(),
+                    callback_panics: StdAtomicU64::new(0),
                 },
                 events,
                 watch,
@@ -283,22 +303,32 @@ impl CircuitBreaker {
     /// ```
     #[inline]
     pub fn try_acquire(&self) -> Result<Permit<'_>, Open> {
-        let ticket = self.shared.acquire()?;
-        Ok(Permit {
+        let mut event = None;
+        let ticket = self.shared.acquire(&mut event)?;
+        let permit = Permit {
             shared: &self.shared,
             ticket,
             done: false,
-        })
+        };
+        if let Some(raw) = event {
+            self.shared.publish(raw);
+        }
+        Ok(permit)
     }
 
     /// Like [`try_acquire`](Self::try_acquire), with a permit that owns a
     /// handle to the breaker (for futures that must be `'static`).
     pub fn try_acquire_owned(&self) -> Result<OwnedPermit, Open> {
-        let ticket = self.shared.acquire()?;
-        Ok(OwnedPermit {
+        let mut event = None;
+        let ticket = self.shared.acquire(&mut event)?;
+        let permit = OwnedPermit {
             shared: Some(self.shared.clone()),
             ticket,
-        })
+        };
+        if let Some(raw) = event {
+            self.shared.publish(raw);
+        }
+        Ok(permit)
     }
 
     /// Forces the breaker open: every call is rejected until
@@ -366,6 +396,7 @@ impl CircuitBreaker {
             closed: t(State::Closed),
             forced_open: t(State::ForcedOpen),
             disabled: t(State::Disabled),
+            callback_panics: st.callback_panics.load(StdOrdering::Relaxed),
         }
     }
 }
@@ -426,6 +457,9 @@ pub struct Stats {
     pub forced_open: u64,
     /// Transitions into `Disabled`.
     pub disabled: u64,
+    /// Panics of the [`on_transition`](Builder::on_transition) callback,
+    /// caught and logged (the transition itself stands).
+    pub callback_panics: u64,
 }
 
 /// Permission to make one call, from [`CircuitBreaker::try_acquire`].
@@ -495,6 +529,16 @@ impl OwnedPermit {
     /// Whether this call is a half-open probe.
     pub fn is_probe(&self) -> bool {
         self.ticket.kind == Kind::Probe
+    }
+
+    /// Whether the breaker is still in the state this permit was admitted
+    /// in (same generation). Once it is not, the call's outcome would not
+    /// be counted, and the state that admitted it is gone: the tower
+    /// service drops such a permit and asks again.
+    pub(crate) fn is_current(&self) -> bool {
+        self.shared
+            .as_ref()
+            .is_some_and(|s| s.core.is_current(self.ticket))
     }
 }
 

@@ -107,6 +107,9 @@ fn count(what: &'static str, value: u64, max: u64) -> Result<u64, BuildError> {
     }
 }
 
+/// The largest [`Builder::event_capacity`] accepted.
+const MAX_EVENT_CAPACITY: usize = 1 << 20;
+
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
@@ -215,15 +218,24 @@ impl Builder {
     }
 
     /// The longest the breaker stays half-open with every probe slot taken:
-    /// after it, a caller finding no slot reopens the breaker, so a probe
-    /// that never completes cannot hold its slot forever. Default 60 s.
+    /// once every slot has been taken for this long without one being given
+    /// back, a caller finding no slot reopens the breaker (reason
+    /// [`HalfOpenTimeout`](crate::Reason::HalfOpenTimeout)), so a probe that
+    /// never completes cannot hold its slot forever. It is measured from
+    /// the moment the last free slot was taken, not from entering
+    /// half-open: a long half-open period whose probes keep completing
+    /// never times out. Default 60 s.
     pub fn half_open_max_wait(mut self, d: Duration) -> Self {
         self.half_open_max_wait = d;
         self
     }
 
     /// Calls `f` on every state transition (after the transition, outside
-    /// any lock; keep it quick).
+    /// any lock; keep it quick). It runs on the thread of the call that made
+    /// the transition. A panic in `f` is caught, logged with
+    /// `tracing::error!` and counted in
+    /// [`Stats::callback_panics`](crate::Stats::callback_panics): it never
+    /// reaches that call, and the transition stands.
     pub fn on_transition(mut self, f: impl Fn(&Transition) + Send + Sync + 'static) -> Self {
         self.callback = Some(Arc::new(f));
         self
@@ -231,7 +243,9 @@ impl Builder {
 
     /// The capacity of the broadcast channel behind
     /// [`CircuitBreaker::subscribe`]; a subscriber that falls further behind
-    /// misses transitions (and is told so). Default 32.
+    /// misses transitions (and is told so). Between 1 and 1,048,576
+    /// (`1 << 20`; the buffer is allocated when the breaker is built): `build`
+    /// refuses anything else. Default 32.
     pub fn event_capacity(mut self, n: usize) -> Self {
         self.event_capacity = n;
         self
@@ -297,13 +311,11 @@ impl Builder {
         if !(0.0..=1.0).contains(&self.open_jitter) {
             return Err(BuildError::Jitter(self.open_jitter));
         }
-        if self.event_capacity == 0 {
-            return Err(BuildError::Count {
-                what: "event capacity",
-                value: 0,
-                max: 1 << 20,
-            });
-        }
+        count(
+            "event capacity",
+            u64::try_from(self.event_capacity).unwrap_or(u64::MAX),
+            MAX_EVENT_CAPACITY as u64,
+        )?;
         Ok((
             Params {
                 consecutive_failures: self.consecutive_failures,

@@ -118,7 +118,10 @@ pub(crate) struct Core {
     transition_lock: Mutex<()>,
     opened_at: AtomicU64,
     open_for: AtomicU64,
-    half_open_since: AtomicU64,
+    /// When every half-open probe slot was last seen to become taken
+    /// (nanoseconds, like every time here); `half_open_max_wait` is measured
+    /// from it. Only ever grows.
+    full_since: AtomicU64,
     trips: AtomicU32,
     p: Params,
 }
@@ -144,7 +147,7 @@ impl Core {
             transition_lock: Mutex::new(()),
             opened_at: AtomicU64::new(0),
             open_for: AtomicU64::new(0),
-            half_open_since: AtomicU64::new(0),
+            full_since: AtomicU64::new(0),
             trips: AtomicU32::new(0),
             p,
         }
@@ -168,6 +171,13 @@ impl Core {
         } else {
             (0, 0)
         }
+    }
+
+    /// Whether the breaker is still in the state (the generation) that
+    /// admitted `ticket`. One load.
+    #[inline]
+    pub(crate) fn is_current(&self, ticket: Ticket) -> bool {
+        generation(self.word.load(Ordering::Acquire)) == ticket.generation
     }
 
     /// Consecutive failures so far (closed state).
@@ -243,7 +253,22 @@ impl Core {
                     w = self.word.load(Ordering::Acquire);
                 }
                 HALF_OPEN => {
-                    if in_flight(w) < self.p.probes {
+                    let n = in_flight(w);
+                    if n < self.p.probes {
+                        // Taking the last slot: record when every slot became
+                        // taken, before the CAS that takes it (Release), so
+                        // that a caller who finds the slots full (Acquire)
+                        // reads this time or a later one. A CAS that then
+                        // fails leaves a time that is only too late, which
+                        // only delays a timeout; `fetch_max` keeps a caller
+                        // with an older reading of the clock from moving it
+                        // back.
+                        let mut t = None;
+                        if n + 1 == self.p.probes {
+                            let t0 = now();
+                            self.full_since.fetch_max(t0, Ordering::AcqRel);
+                            t = Some(t0);
+                        }
                         match self.word.compare_exchange_weak(
                             w,
                             w + ONE_IN,
@@ -252,7 +277,10 @@ impl Core {
                         ) {
                             Ok(_) => {
                                 let start = if self.p.slow_threshold.is_some() {
-                                    now()
+                                    match t {
+                                        Some(t) => t,
+                                        None => now(),
+                                    }
                                 } else {
                                     0
                                 };
@@ -268,8 +296,19 @@ impl Core {
                             }
                         }
                     }
+                    // Every slot is taken. Read the clock first and only
+                    // then check that they still are, so that `t` is a time
+                    // at which they were: a caller delayed after loading
+                    // `w` must not pair that old word with a later clock
+                    // reading, from after a slot was given back and taken
+                    // again (and `full_since` moved on).
                     let t = now();
-                    let since = self.half_open_since.load(Ordering::Acquire);
+                    let cur = self.word.load(Ordering::Acquire);
+                    if cur != w {
+                        w = cur;
+                        continue;
+                    }
+                    let since = self.full_since.load(Ordering::Acquire);
                     if t.saturating_sub(since) >= self.p.half_open_max_wait {
                         if let Some(raw) = self.transition(
                             HALF_OPEN,
@@ -536,7 +575,9 @@ impl Core {
             self.opened_at.store(now, Ordering::Release);
             self.open_for.store(d, Ordering::Release);
         } else if to == HALF_OPEN {
-            self.half_open_since.store(now, Ordering::Release);
+            // The caller takes the first slot: with one probe, every slot
+            // is taken from now on.
+            self.full_since.fetch_max(now, Ordering::AcqRel);
         }
         let mut w = self.word.load(Ordering::Acquire);
         loop {

@@ -6,7 +6,7 @@ use loom::thread;
 use weft_core::Outcome;
 
 use super::core::{Core, Kind, Params, WindowSpec};
-use super::state::State;
+use super::state::{Reason, State};
 
 fn params(probes: u32, successes: u32) -> Params {
     Params {
@@ -27,7 +27,12 @@ fn params(probes: u32, successes: u32) -> Params {
 
 /// A core that is half-open with no probe in flight.
 fn half_open(probes: u32, successes: u32) -> Core {
-    let c = Core::new(params(probes, successes), WindowSpec::None);
+    half_open_with(params(probes, successes))
+}
+
+/// A core that is half-open (since time 10) with no probe in flight.
+fn half_open_with(p: Params) -> Core {
+    let c = Core::new(p, WindowSpec::None);
     let mut ev = None;
     let t = c.acquire(&mut || 0, &mut ev).unwrap();
     c.complete(t, Outcome::Failure, &mut || 0);
@@ -126,5 +131,45 @@ fn loom_success_and_failure_probes_race() {
         assert!(tb.is_some());
         assert!(ta.is_none());
         assert_eq!(c.state(), State::Open);
+    });
+}
+
+#[test]
+fn loom_half_open_max_wait_runs_from_the_last_slot_taken() {
+    loom::model(|| {
+        let mut p = params(1, 5);
+        p.half_open_max_wait = 100;
+        let c = Arc::new(half_open_with(p));
+        // Two callers race for the only slot, with different readings of
+        // the clock; the loser's older reading may be written last.
+        let hs: Vec<_> = [20u64, 30]
+            .into_iter()
+            .map(|t| {
+                let c = c.clone();
+                thread::spawn(move || {
+                    let mut ev = None;
+                    c.acquire(&mut || t, &mut ev).is_ok()
+                })
+            })
+            .collect();
+        let won: Vec<bool> = hs.into_iter().map(|h| h.join().unwrap()).collect();
+        assert_eq!(won.iter().filter(|w| **w).count(), 1);
+        let mut ev1 = None;
+        let r = c.acquire(&mut || 129, &mut ev1);
+        if won[1] {
+            // Taken at 30: at 129 it has not been held for the max wait.
+            assert_eq!(r.unwrap_err().state, State::HalfOpen);
+            assert!(ev1.is_none());
+        }
+        // Either way, by 100 after the later reading it has timed out, once.
+        let mut ev2 = None;
+        let r = c.acquire(&mut || 130, &mut ev2);
+        assert_eq!(r.unwrap_err().state, State::Open);
+        let timeouts = [ev1, ev2]
+            .into_iter()
+            .flatten()
+            .filter(|e| e.reason == Reason::HalfOpenTimeout)
+            .count();
+        assert_eq!(timeouts, 1);
     });
 }

@@ -52,7 +52,8 @@ struct Model {
     time_window: Option<u64>,
     opened_at: u64,
     open_for: u64,
-    since: u64,
+    /// When every half-open probe slot last became taken.
+    full_since: u64,
     trips: u32,
 }
 
@@ -76,7 +77,7 @@ impl Model {
             time_window,
             opened_at: 0,
             open_for: 0,
-            since: 0,
+            full_since: 0,
             trips: 0,
         }
     }
@@ -100,7 +101,7 @@ impl Model {
                 self.open_for = d as u64;
                 self.opened_at = now;
             }
-            State::HalfOpen => self.since = now,
+            State::HalfOpen => self.full_since = now,
             State::Closed => self.trips = 0,
             _ => {}
         }
@@ -152,6 +153,9 @@ impl Model {
             State::HalfOpen => {
                 if self.in_flight < self.p.probes {
                     self.in_flight += 1;
+                    if self.in_flight == self.p.probes {
+                        self.full_since = now;
+                    }
                     return (
                         Ok(MTicket {
                             generation: gen_,
@@ -161,7 +165,7 @@ impl Model {
                         None,
                     );
                 }
-                if now - self.since >= self.p.half_open_max_wait {
+                if now - self.full_since >= self.p.half_open_max_wait {
                     let ev = self.go(State::Open, Reason::HalfOpenTimeout, now);
                     return (Err(State::Open), Some(ev));
                 }

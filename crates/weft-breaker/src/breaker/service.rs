@@ -13,7 +13,10 @@ use super::future::ResponseFuture;
 /// [`Open`](crate::Open) (carrying the time until the next probe) before the
 /// inner service is polled. The admission is held until `call` (or released
 /// if the service is dropped first); clones start without one and share the
-/// breaker.
+/// breaker. An admission held while the inner service is not ready is
+/// checked again on every `poll_ready`: if the breaker has changed state in
+/// the meantime (it tripped, say), the admission is released (counted as
+/// cancelled) and the breaker is asked again.
 pub struct Breaker<S, C = DefaultClassifier> {
     inner: S,
     breaker: CircuitBreaker,
@@ -71,6 +74,13 @@ where
     type Future = ResponseFuture<S::Future, C>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        if self.permit.as_ref().is_some_and(|p| !p.is_current()) {
+            // The breaker changed state since the permit was taken (while
+            // the inner service was pending, say it tripped): the permit
+            // no longer stands for an admission. Drop it (cancelled) and
+            // ask again, which an open breaker refuses.
+            self.permit = None;
+        }
         if self.permit.is_none() {
             match self.breaker.try_acquire_owned() {
                 Ok(p) => self.permit = Some(p),

@@ -15,8 +15,8 @@ pub enum State {
     /// after it moves the breaker to [`HalfOpen`](State::HalfOpen).
     Open,
     /// A limited number of probe calls pass at a time; enough successes close
-    /// the breaker, a failure (or a probe outliving the half-open max wait)
-    /// opens it again.
+    /// the breaker, a failure (or every probe slot staying taken for the
+    /// half-open max wait) opens it again.
     HalfOpen,
     /// Set by hand: every call is rejected until the breaker is reset.
     ForcedOpen,
@@ -82,8 +82,8 @@ pub enum Reason {
     ProbeFailed,
     /// Enough probes succeeded.
     ProbesSucceeded,
-    /// The breaker stayed half-open longer than the max wait with every
-    /// probe slot taken (a probe never completed).
+    /// Every probe slot stayed taken, none given back, for the half-open
+    /// max wait (a probe never completed).
     HalfOpenTimeout,
     /// Set by hand ([`force_open`](crate::CircuitBreaker::force_open),
     /// [`disable`](crate::CircuitBreaker::disable),

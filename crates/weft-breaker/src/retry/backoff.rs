@@ -48,7 +48,9 @@ impl Backoff {
         }
     }
 
-    /// The largest delay. Default 10 s.
+    /// The largest delay. Default 10 s. `Duration::MAX` means no cap: a
+    /// delay that would grow past what a `Duration` holds is
+    /// `Duration::MAX`.
     pub fn max(mut self, max: Duration) -> Self {
         self.max = max;
         self
@@ -74,25 +76,37 @@ impl Backoff {
 
     /// The delay before retry `n` (1 for the first retry), given the
     /// previous delay (used by decorrelated jitter) and a random number
-    /// `r` in `[0, 1)`. Never more than the max.
+    /// `r` in `[0, 1)`. Never more than the max, for any `n` (and never a
+    /// panic, even with an uncapped max).
     pub fn delay(&self, n: u32, previous: Duration, r: f64) -> Duration {
-        let r = r.clamp(0.0, 1.0);
+        let r = if r.is_nan() { 0.0 } else { r.clamp(0.0, 1.0) };
         let max = self.max.as_secs_f64();
         let base = self.base.as_secs_f64();
+        // `base * multiplier^(n-1)`; a zero base stays zero (rather than
+        // 0 * inf = NaN once the growth overflows).
+        let grown = || {
+            if base == 0.0 {
+                0.0
+            } else {
+                base * self.multiplier.powi(n.saturating_sub(1).min(1_000) as i32)
+            }
+        };
         let secs = match self.jitter {
-            Jitter::None => {
-                (base * self.multiplier.powi(n.saturating_sub(1).min(1_000) as i32)).min(max)
-            }
-            Jitter::Full => {
-                (base * self.multiplier.powi(n.saturating_sub(1).min(1_000) as i32)).min(max) * r
-            }
+            Jitter::None => grown().min(max),
+            Jitter::Full => grown().min(max) * r,
             Jitter::Decorrelated => {
                 let prev = previous.as_secs_f64().max(base);
                 let hi = (prev * 3.0).max(base);
                 (base + r * (hi - base)).min(max)
             }
         };
-        Duration::from_secs_f64(secs.max(0.0))
+        if secs.is_nan() || secs <= 0.0 {
+            return Duration::ZERO;
+        }
+        // Too large for a `Duration` only when the max is (nearly)
+        // `Duration::MAX`, whose seconds round up as an `f64`; the `min`
+        // undoes the rounding of a max that is not a whole `f64`.
+        Duration::try_from_secs_f64(secs).map_or(self.max, |d| d.min(self.max))
     }
 
     pub(crate) fn next(&self, n: u32, previous: Duration) -> Duration {

@@ -202,7 +202,14 @@ impl<C> RetryPolicy<C> {
         }
         let delay = self.backoff.next(made, *previous).max(at_least);
         if let Some(d) = self.deadline {
-            if Instant::now() + delay >= started + d {
+            // A delay too long to add to the clock ends past any deadline; a
+            // deadline too far to add to it is never reached.
+            let past = match (Instant::now().checked_add(delay), started.checked_add(d)) {
+                (Some(end), Some(deadline)) => end >= deadline,
+                (None, _) => true,
+                (Some(_), None) => false,
+            };
+            if past {
                 return stop(Stop::Deadline);
             }
         }
@@ -228,7 +235,8 @@ impl<C> RetryPolicy<C> {
         C: Classify<T, E>,
     {
         let started = Instant::now();
-        let deadline = self.deadline.map(|d| started + d);
+        // A deadline too far to add to the clock is never reached.
+        let deadline = self.deadline.and_then(|d| started.checked_add(d));
         self.start();
         let mut previous = Duration::ZERO;
         let mut made = 0;
@@ -274,7 +282,7 @@ impl<C> RetryPolicy<C> {
         C: Classify<T, E>,
     {
         let started = Instant::now();
-        let deadline = self.deadline.map(|d| started + d);
+        let deadline = self.deadline.and_then(|d| started.checked_add(d));
         self.start();
         let mut previous = Duration::ZERO;
         let mut made = 0;
