@@ -3,10 +3,11 @@
 use std::fmt;
 use std::future::Future;
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
@@ -30,10 +31,19 @@ pub enum PartitionError {
 /// at a time, in input order. Workers' outputs are collected into one stream.
 ///
 /// Every queue is bounded (`capacity` per worker, and the same for the
-/// output): a slow worker slows the router rather than growing memory. A
-/// panic in the handler becomes that item's `Err(Panicked)` and the worker
-/// carries on. The output stream ends when the input has ended and every
-/// worker has finished; dropping it aborts the router and the workers.
+/// output): a slow worker slows the router rather than growing memory.
+///
+/// Panics are contained per item. A panic in the handler, whether it comes
+/// while the handler makes its future or while that future runs, becomes
+/// that item's `Err(Panicked)` and the worker carries on. A panic in the key
+/// function becomes that item's `Err(Panicked)` too (the item reaches no
+/// worker) and the router carries on. A panic in the input stream itself
+/// ends the input: the output yields an `Err(Panicked)` for it, then ends
+/// once the items already routed are handled; it never ends as if the input
+/// had simply run out.
+///
+/// The output stream ends when the input has ended and every worker has
+/// finished; dropping it aborts the router and the workers.
 ///
 /// ```
 /// use futures::{StreamExt, stream};
@@ -96,6 +106,7 @@ impl Partitioner {
             routed: (0..self.workers).map(|_| AtomicU64::new(0)).collect(),
             completed: AtomicU64::new(0),
             panicked: AtomicU64::new(0),
+            key_panicked: AtomicU64::new(0),
         });
         let (out_tx, out_rx) = mpsc::channel(self.capacity);
         let mut queues = Vec::with_capacity(self.workers);
@@ -107,7 +118,12 @@ impl Partitioner {
             let shared = shared.clone();
             tasks.spawn(async move {
                 while let Some(item) = rx.recv().await {
-                    let out = catch_unwind(f(item)).await;
+                    // The handler may panic while making its future as well
+                    // as while it runs: either way it is this item's panic.
+                    let out = match std::panic::catch_unwind(AssertUnwindSafe(|| f(item))) {
+                        Ok(fut) => catch_unwind(fut).await,
+                        Err(payload) => Err(Panicked::from_payload(payload.as_ref())),
+                    };
                     match &out {
                         Ok(_) => shared.completed.fetch_add(1, Ordering::Relaxed),
                         Err(p) => {
@@ -121,13 +137,28 @@ impl Partitioner {
                 }
             });
         }
-        drop(out_tx);
         let me = *self;
         let router_shared = shared.clone();
         tasks.spawn(async move {
             let mut input = std::pin::pin!(input);
             while let Some(item) = input.next().await {
-                let w = me.worker_for(&key(&item));
+                // A key function that panics loses its item only: the item
+                // cannot be routed, so its error goes straight to the output.
+                let w =
+                    match std::panic::catch_unwind(AssertUnwindSafe(|| me.worker_for(&key(&item))))
+                    {
+                        Ok(w) => w,
+                        Err(payload) => {
+                            let panic = Panicked::from_payload(payload.as_ref());
+                            tracing::error!(panic = %panic, "partition key function panicked");
+                            router_shared.key_panicked.fetch_add(1, Ordering::Relaxed);
+                            drop(item);
+                            if out_tx.send(Err(panic)).await.is_err() {
+                                break;
+                            }
+                            continue;
+                        }
+                    };
                 router_shared.routed[w].fetch_add(1, Ordering::Relaxed);
                 if queues[w].send(item).await.is_err() {
                     break;
@@ -148,6 +179,7 @@ struct Shared {
     routed: Vec<AtomicU64>,
     completed: AtomicU64,
     panicked: AtomicU64,
+    key_panicked: AtomicU64,
 }
 
 /// A snapshot of a partition's counters.
@@ -158,12 +190,17 @@ pub struct PartitionStats {
     pub routed: Vec<u64>,
     /// Items handled without a panic.
     pub completed: u64,
-    /// Items whose handler panicked.
+    /// Items whose handler panicked (while making its future or while it
+    /// ran).
     pub panicked: u64,
+    /// Items whose key function panicked: routed to no worker, each output
+    /// as an `Err(Panicked)`.
+    pub key_panicked: u64,
 }
 
 /// The outputs of [`Partitioner::run`]: one `Result` per input item,
-/// `Err(Panicked)` where the handler panicked.
+/// `Err(Panicked)` where the handler or the key function panicked (and one
+/// more `Err(Panicked)` if the input stream itself panicked).
 pub struct Partitioned<O> {
     rx: mpsc::Receiver<Result<O, Panicked>>,
     // Dropping the set aborts the router and the workers.
@@ -173,7 +210,9 @@ pub struct Partitioned<O> {
 
 impl<O> Partitioned<O> {
     /// A snapshot of the counters: items routed per worker, handled, and
-    /// panicked. Routed minus handled is what is queued or in flight.
+    /// panicked. Routed minus handled (completed and panicked) is what is
+    /// queued or in flight; every input item read so far is either routed or
+    /// counted in `key_panicked`.
     pub fn stats(&self) -> PartitionStats {
         PartitionStats {
             routed: self
@@ -184,6 +223,7 @@ impl<O> Partitioned<O> {
                 .collect(),
             completed: self.shared.completed.load(Ordering::Relaxed),
             panicked: self.shared.panicked.load(Ordering::Relaxed),
+            key_panicked: self.shared.key_panicked.load(Ordering::Relaxed),
         }
     }
 }
@@ -200,8 +240,35 @@ impl<O> Stream for Partitioned<O> {
     type Item = Result<O, Panicked>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        // Reap finished tasks so the set does not grow; never blocks.
-        while let Some(_done) = self.tasks.try_join_next() {}
-        self.rx.poll_recv(cx)
+        // Reap finished tasks so the set does not grow; never blocks. A task
+        // that died of a panic (the input stream panicked under the router)
+        // is reported, not taken for a normal end.
+        while let Some(done) = self.tasks.try_join_next() {
+            if let Some(panic) = task_panic(done) {
+                return Poll::Ready(Some(Err(panic)));
+            }
+        }
+        match ready!(self.rx.poll_recv(cx)) {
+            Some(out) => Poll::Ready(Some(out)),
+            None => {
+                // Every sender is gone, so every task has finished or is
+                // finishing: join them all before ending, so that a panic
+                // is never lost to a race with the channel closing.
+                while let Some(done) = ready!(self.tasks.poll_join_next(cx)) {
+                    if let Some(panic) = task_panic(done) {
+                        return Poll::Ready(Some(Err(panic)));
+                    }
+                }
+                Poll::Ready(None)
+            }
+        }
     }
+}
+
+/// The panic a router or worker task died of, logged and ready to hand out.
+fn task_panic(done: Result<(), tokio::task::JoinError>) -> Option<Panicked> {
+    let err = done.err()?;
+    let panic = Panicked::from_payload(err.try_into_panic().ok()?.as_ref());
+    tracing::error!(panic = %panic, "partition task panicked; its input ends here");
+    Some(panic)
 }

@@ -579,23 +579,34 @@ where
     }
 
     /// Runs every item to the end; every value if all succeeded, otherwise
-    /// every error together with the successes.
+    /// every error together with the successes, both in the scatter's
+    /// [`Order`] (by input index by default, as they finished after
+    /// [`completion_order`](Scatter::completion_order)).
     pub async fn collect_all(self) -> Result<Vec<T>, Failures<T, E>> {
         let mut slots = Slots::new(self.order);
-        let mut failed = Vec::new();
+        // Failures are slotted like successes, so both come in the
+        // scatter's `Order` (by index under `Order::Input`).
+        let mut failed = Slots::new(self.order);
+        let mut any_failed = false;
         self.drive(|index, r| {
             match r {
                 Ok(v) => slots.put(index, (index, v)),
-                Err(e) => failed.push(e),
+                Err(e) => {
+                    any_failed = true;
+                    failed.put(index, e);
+                }
             }
             ControlFlow::Continue(())
         })
         .await;
         let succeeded = slots.into_vec();
-        if failed.is_empty() {
-            Ok(succeeded.into_iter().map(|(_, v)| v).collect())
+        if any_failed {
+            Err(Failures {
+                succeeded,
+                failed: failed.into_vec(),
+            })
         } else {
-            Err(Failures { succeeded, failed })
+            Ok(succeeded.into_iter().map(|(_, v)| v).collect())
         }
     }
 

@@ -10,7 +10,7 @@ use support::{Tracker, settle_tasks};
 use tokio::time::{Instant, sleep};
 use tokio_test::{assert_pending, assert_ready};
 use tower::{Service, ServiceExt, service_fn};
-use weft_core::BoxError;
+use weft_core::{BoxError, Panicked};
 use weft_fanout::broadcast::{All, Broadcast, BuildError, FirstSuccess, Quorum, QuorumNotReached};
 
 fn ms(n: u64) -> Duration {
@@ -160,6 +160,138 @@ async fn quorum_succeeds_with_k_answers_and_fails_as_soon_as_impossible() {
     assert_eq!(q.last.to_string(), "replica 2 failed");
     assert_eq!(start.elapsed(), ms(20), "decided once 2 of 3 failed");
     assert_eq!(t.live(), 0, "the slow replica was cancelled");
+}
+
+/// A replica that panics after `delay` (in its future) or at once (in
+/// `call`, before it returns a future), answering `Ok(id)` otherwise.
+fn panicking_replica(
+    id: usize,
+    delay: Duration,
+    panics: Option<&'static str>,
+) -> impl Service<
+    u32,
+    Response = usize,
+    Error = BoxError,
+    Future = impl Future<Output = Result<usize, BoxError>> + Send,
+> + Clone {
+    service_fn(move |_req: u32| {
+        assert_ne!(panics, Some("call"), "replica {id} broke in call");
+        async move {
+            sleep(delay).await;
+            assert_ne!(panics, Some("future"), "replica {id} broke in its future");
+            Ok(id)
+        }
+    })
+}
+
+/// Guards DESIGN contract 3 for broadcast: a replica whose future panics is
+/// a failed replica, not a panic of the whole call. Under `FirstSuccess` it
+/// does not beat a later success (it used to unwind out of the response
+/// future), and the panic is counted.
+#[tokio::test(start_paused = true)]
+async fn a_panicking_replica_does_not_beat_a_success() {
+    let replica = |panics: bool| {
+        service_fn(move |x: u32| async move {
+            tokio::time::sleep(Duration::from_millis(if panics { 1 } else { 10 })).await;
+            if panics {
+                panic!("replica bug");
+            }
+            Ok::<_, BoxError>(x)
+        })
+    };
+    let mut svc = Broadcast::new(vec![replica(true), replica(false)], FirstSuccess).unwrap();
+    let call = svc.ready().await.unwrap().call(7);
+    let start = Instant::now();
+    let r = tokio::spawn(call).await;
+    let answer = r.expect("the panic escaped the broadcast");
+    assert_eq!(answer.unwrap(), 7);
+    assert_eq!(
+        start.elapsed(),
+        ms(10),
+        "the success decided, not the panic"
+    );
+    let s = svc.stats();
+    assert_eq!((s.calls, s.succeeded, s.failed, s.panicked), (1, 1, 0, 1));
+}
+
+/// Guards the other strategies and the other place a replica can panic:
+/// a panic in a replica's `call` (before it has a future) fails that
+/// replica only; the others are still called. `Quorum` counts it as a
+/// failure, `All` fails with an error holding `weft_core::Panicked`, and
+/// `FirstSuccess` over only panicking replicas returns the last panic as
+/// its error.
+#[tokio::test(start_paused = true)]
+async fn panicking_replicas_are_failed_replicas_for_every_strategy() {
+    // Quorum of 2 of 3: replica 0 panics in `call`, 1 and 2 answer.
+    let replicas = vec![
+        panicking_replica(0, ms(5), Some("call")),
+        panicking_replica(1, ms(10), None),
+        panicking_replica(2, ms(20), None),
+    ];
+    let mut svc = Broadcast::new(replicas, Quorum::new(2)).unwrap();
+    svc.ready().await.unwrap();
+    let out = tokio::spawn(svc.call(1))
+        .await
+        .expect("the call's panic escaped");
+    assert_eq!(out.unwrap(), [1, 2]);
+    assert_eq!(svc.stats().panicked, 1);
+
+    // Quorum of 3 of 3: a panic makes it impossible at once.
+    let replicas = vec![
+        panicking_replica(0, ms(50), None),
+        panicking_replica(1, ms(5), Some("future")),
+        panicking_replica(2, ms(50), None),
+    ];
+    let mut svc = Broadcast::new(replicas, Quorum::new(3)).unwrap();
+    svc.ready().await.unwrap();
+    let start = Instant::now();
+    let err = tokio::spawn(svc.call(1))
+        .await
+        .expect("the replica's panic escaped")
+        .unwrap_err();
+    let q = err
+        .downcast_ref::<QuorumNotReached>()
+        .expect("QuorumNotReached");
+    assert_eq!((q.succeeded, q.failed), (0, 1));
+    let panic = q.last.downcast_ref::<Panicked>().expect("Panicked");
+    assert!(
+        panic.message().contains("replica 1 broke in its future"),
+        "{panic}"
+    );
+    assert_eq!(start.elapsed(), ms(5));
+
+    // All: the panic is the first error, and decides.
+    let replicas = vec![
+        panicking_replica(0, ms(50), None),
+        panicking_replica(1, ms(5), Some("future")),
+    ];
+    let mut svc = Broadcast::new(replicas, All::new()).unwrap();
+    svc.ready().await.unwrap();
+    let err = tokio::spawn(svc.call(1))
+        .await
+        .expect("the replica's panic escaped")
+        .unwrap_err();
+    assert!(err.downcast_ref::<Panicked>().is_some(), "{err}");
+    let s = svc.stats();
+    assert_eq!((s.failed, s.panicked, s.losers_cancelled), (1, 1, 1));
+
+    // FirstSuccess with nothing but panics: the last one is the error.
+    let replicas = vec![
+        panicking_replica(0, ms(10), Some("future")),
+        panicking_replica(1, ms(5), Some("call")),
+    ];
+    let mut svc = Broadcast::new(replicas, FirstSuccess).unwrap();
+    svc.ready().await.unwrap();
+    let err = tokio::spawn(svc.call(1))
+        .await
+        .expect("the call's panic escaped")
+        .unwrap_err();
+    let panic = err.downcast_ref::<Panicked>().expect("Panicked");
+    assert!(
+        panic.message().contains("replica 0 broke in its future"),
+        "{panic}"
+    );
+    assert_eq!(svc.stats().panicked, 2);
 }
 
 #[tokio::test]

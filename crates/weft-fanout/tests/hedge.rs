@@ -10,7 +10,7 @@ use std::time::Duration;
 use support::Tracker;
 use tokio::time::{Instant, sleep};
 use tower::{Service, ServiceExt, service_fn};
-use weft_core::BoxError;
+use weft_core::{BoxError, Panicked};
 use weft_fanout::hedge::{ConfigError, HedgeLayer};
 
 fn ms(n: u64) -> Duration {
@@ -383,6 +383,190 @@ async fn a_hedge_waits_for_the_inner_service_to_be_ready() {
     );
     assert_eq!(svc.stats().hedges, 1);
     drop(primary);
+}
+
+/// A backend whose n-th call (0-based) answers `Ok(n)` after `plan(n).0` ms,
+/// or panics there: in its future (`plan(n).1 == Some("future")`) or in
+/// `call` itself, before it returns a future (`Some("call")`).
+fn panicking_backend(
+    plan: impl Fn(usize) -> (u64, Option<&'static str>) + Clone + Send + Sync + 'static,
+) -> impl Service<
+    (),
+    Response = usize,
+    Error = BoxError,
+    Future = impl Future<Output = Result<usize, BoxError>> + Send,
+> + Clone {
+    let calls = Arc::new(AtomicUsize::new(0));
+    service_fn(move |()| {
+        let n = calls.fetch_add(1, Ordering::SeqCst);
+        let (delay, panics) = plan(n);
+        assert_ne!(panics, Some("call"), "attempt {n} broke in call");
+        async move {
+            sleep(ms(delay)).await;
+            assert_ne!(panics, Some("future"), "attempt {n} broke in its future");
+            Ok(n)
+        }
+    })
+}
+
+/// Guards DESIGN contract 3 for hedging: a hedge attempt that panics is a
+/// failed attempt, so the good primary still answers (the panic used to
+/// unwind out of the response future and take the whole call down), and
+/// the panic is counted.
+#[tokio::test(start_paused = true)]
+async fn a_panicking_hedge_does_not_sink_a_good_primary() {
+    // The primary answers at 100 ms; the hedge, sent at 50 ms, panics at 60.
+    let inner = panicking_backend(|n| match n {
+        0 => (100, None),
+        _ => (10, Some("future")),
+    });
+    let mut svc = HedgeLayer::builder()
+        .fixed_delay(ms(50))
+        .build()
+        .unwrap()
+        .wrap(inner);
+    svc.ready().await.unwrap();
+    let start = Instant::now();
+    let out = tokio::spawn(svc.call(()))
+        .await
+        .expect("the hedge's panic escaped");
+    assert_eq!(out.unwrap(), 0, "the primary won");
+    assert_eq!(start.elapsed(), ms(100));
+    let s = svc.stats();
+    assert_eq!(
+        (s.requests, s.hedges, s.hedge_wins, s.panicked),
+        (1, 1, 0, 1)
+    );
+}
+
+/// Guards the mirror case: a primary that panics while a hedge is in flight
+/// does not beat it; the hedge answers. A primary that panics in `call`
+/// (before there is a future) is a failed attempt reported as an error
+/// holding `weft_core::Panicked`, not a panic of `Hedge::call`, and, as with
+/// any failed attempt, is not retried.
+#[tokio::test(start_paused = true)]
+async fn a_panicking_primary_lets_the_hedge_win() {
+    // The primary panics at 80 ms; the hedge, sent at 50 ms, answers at 150.
+    let inner = panicking_backend(|n| match n {
+        0 => (80, Some("future")),
+        _ => (100, None),
+    });
+    let mut svc = HedgeLayer::builder()
+        .fixed_delay(ms(50))
+        .build()
+        .unwrap()
+        .wrap(inner);
+    svc.ready().await.unwrap();
+    let start = Instant::now();
+    let out = tokio::spawn(svc.call(()))
+        .await
+        .expect("the primary's panic escaped");
+    assert_eq!(out.unwrap(), 1, "the hedge won");
+    assert_eq!(start.elapsed(), ms(150));
+    let s = svc.stats();
+    assert_eq!(
+        (s.requests, s.hedges, s.hedge_wins, s.panicked),
+        (1, 1, 1, 1)
+    );
+
+    let inner = panicking_backend(|_| (10, Some("call")));
+    let mut svc = HedgeLayer::builder()
+        .fixed_delay(ms(50))
+        .build()
+        .unwrap()
+        .wrap(inner);
+    svc.ready().await.unwrap();
+    // `call` runs inside the task, so a panic escaping it fails the join.
+    let (out, s) = tokio::spawn(async move {
+        let fut = svc.call(());
+        (fut.await, svc.stats())
+    })
+    .await
+    .expect("the call's panic escaped");
+    let err = out.unwrap_err();
+    let panic = err.downcast_ref::<Panicked>().expect("Panicked");
+    assert!(
+        panic.message().contains("attempt 0 broke in call"),
+        "{panic}"
+    );
+    assert_eq!((s.requests, s.hedges, s.panicked), (1, 0, 1));
+}
+
+/// Guards the hedge budget against losing tokens: the token for a hedge is
+/// taken when its delay passes, before the inner service is ready for it.
+/// When the hedge is then not sent (the primary answers first, the caller
+/// leaves, or the service reports an error instead of readiness), the
+/// token goes back, so a budget of exactly one token still pays for the
+/// next hedge that is really sent.
+#[tokio::test(start_paused = true)]
+async fn a_hedge_not_sent_gives_its_budget_token_back() {
+    let (mock, mut handle) = tower_test::mock::pair::<&'static str, &'static str>();
+    let mut svc = HedgeLayer::builder()
+        .fixed_delay(ms(10))
+        .budget_ratio(0.0)
+        .budget_burst(1)
+        .build()
+        .unwrap()
+        .wrap(mock);
+    let stats = |svc: &weft_fanout::hedge::Hedge<_>| {
+        let s = svc.stats();
+        (s.hedges, s.budget_denied)
+    };
+
+    // Case 1: the primary answers while the hedge waits for capacity.
+    handle.allow(1);
+    svc.ready().await.unwrap();
+    let mut fut = tokio_test::task::spawn(svc.call("one"));
+    tokio_test::assert_pending!(fut.poll());
+    let (_, primary) = handle.next_request().await.unwrap();
+    sleep(ms(20)).await;
+    tokio_test::assert_pending!(fut.poll(), "the hedge holds the token, waiting");
+    primary.send_response("primary");
+    assert_eq!(tokio_test::assert_ready!(fut.poll()).unwrap(), "primary");
+    drop(fut);
+    assert_eq!(stats(&svc), (0, 0));
+
+    // Case 2: the caller leaves while the hedge waits for capacity.
+    handle.allow(1);
+    svc.ready().await.unwrap();
+    let mut fut = tokio_test::task::spawn(svc.call("two"));
+    tokio_test::assert_pending!(fut.poll());
+    let (_, primary) = handle.next_request().await.unwrap();
+    sleep(ms(20)).await;
+    tokio_test::assert_pending!(fut.poll());
+    drop(fut);
+    drop(primary);
+    assert_eq!(stats(&svc), (0, 0));
+
+    // Case 3: the service errs instead of becoming ready for the hedge.
+    handle.allow(1);
+    svc.ready().await.unwrap();
+    let mut fut = tokio_test::task::spawn(svc.call("three"));
+    tokio_test::assert_pending!(fut.poll());
+    let (_, primary) = handle.next_request().await.unwrap();
+    sleep(ms(20)).await;
+    tokio_test::assert_pending!(fut.poll());
+    handle.send_error("no capacity for a hedge");
+    tokio_test::assert_pending!(fut.poll(), "no hedge; the primary is still awaited");
+    primary.send_response("primary");
+    assert_eq!(tokio_test::assert_ready!(fut.poll()).unwrap(), "primary");
+    drop(fut);
+    assert_eq!(stats(&svc), (0, 0));
+
+    // The one token is still there: the next hedge is sent.
+    handle.allow(1);
+    svc.ready().await.unwrap();
+    let mut fut = tokio_test::task::spawn(svc.call("four"));
+    tokio_test::assert_pending!(fut.poll());
+    let (_, _primary) = handle.next_request().await.unwrap();
+    sleep(ms(20)).await;
+    handle.allow(1);
+    tokio_test::assert_pending!(fut.poll());
+    let (req, hedge) = handle.next_request().await.unwrap();
+    assert_eq!(req, "four");
+    hedge.send_response("hedge");
+    assert_eq!(tokio_test::assert_ready!(fut.poll()).unwrap(), "hedge");
+    assert_eq!(stats(&svc), (1, 0), "the hedge was paid for, not refused");
 }
 
 /// A delay too large to add to the clock (`Duration::MAX` as "never hedge")

@@ -88,6 +88,101 @@ async fn a_panicking_handler_loses_only_its_item() {
     assert!(panics[0].message().contains("three is cursed"));
 }
 
+/// Guards against a handler closure that panics while *making* its future
+/// (before any `async` block runs): that panic is the item's too, so it
+/// becomes that item's `Err(Panicked)` and the worker carries on. It used to
+/// kill the worker, which closed its queue, stopped the router, and ended
+/// the output normally with most of the input never handled.
+#[tokio::test]
+async fn a_handler_panicking_before_its_future_loses_only_its_item() {
+    let p = Partitioner::new(2, 4).unwrap();
+    let mut out = p.run(
+        stream::iter(0..100u32),
+        |i| *i,
+        |i| {
+            assert_ne!(i, 3, "three is cursed");
+            async move { i }
+        },
+    );
+    let mut items = Vec::new();
+    while let Some(r) = out.next().await {
+        items.push(r);
+    }
+    assert_eq!(items.len(), 100, "only {} of 100 outputs", items.len());
+    let panics: Vec<_> = items.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert_eq!(panics.len(), 1);
+    assert!(panics[0].message().contains("three is cursed"));
+    let mut ok: Vec<u32> = items.into_iter().filter_map(Result::ok).collect();
+    ok.sort_unstable();
+    assert_eq!(ok, (0..100).filter(|i| *i != 3).collect::<Vec<_>>());
+    let s = out.stats();
+    assert_eq!((s.completed, s.panicked), (99, 1));
+    assert_eq!(s.routed.iter().sum::<u64>(), 100);
+}
+
+/// Guards against a panicking key function ending the output stream as if
+/// the input had ended: the item whose key could not be computed becomes an
+/// `Err(Panicked)` (counted as panicked), and every other item is still
+/// routed and handled.
+#[tokio::test]
+async fn a_panicking_key_fn_is_reported_not_a_silent_end() {
+    let p = Partitioner::new(2, 4).unwrap();
+    let mut out = p.run(
+        stream::iter(0..100u32),
+        |i| {
+            assert_ne!(*i, 50, "no key for fifty");
+            *i
+        },
+        |i| async move { i },
+    );
+    let mut items = Vec::new();
+    while let Some(r) = out.next().await {
+        items.push(r);
+    }
+    let errors: Vec<_> = items.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert_eq!(
+        errors.len(),
+        1,
+        "exactly one error item, got {} items in all",
+        items.len()
+    );
+    assert!(
+        errors[0].message().contains("no key for fifty"),
+        "{}",
+        errors[0]
+    );
+    let mut ok: Vec<u32> = items.into_iter().filter_map(Result::ok).collect();
+    ok.sort_unstable();
+    assert_eq!(ok, (0..100).filter(|i| *i != 50).collect::<Vec<_>>());
+    let s = out.stats();
+    assert_eq!((s.completed, s.panicked, s.key_panicked), (99, 0, 1));
+    assert_eq!(
+        s.routed.iter().sum::<u64>(),
+        99,
+        "the keyless item went to no worker"
+    );
+}
+
+/// Guards the backstop: when the input stream itself panics (under the
+/// router task), the output reports it as an `Err(Panicked)` before it ends,
+/// rather than ending as if the input had simply run out. Checked on both
+/// runtimes, since the end of the channel and the end of the task race.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_input_stream_is_reported_before_the_end() {
+    for _ in 0..20 {
+        let p = Partitioner::new(3, 2).unwrap();
+        let input = stream::iter(0..20u32).map(|i| {
+            assert_ne!(i, 10, "input broke at ten");
+            i
+        });
+        let out: Vec<_> = p.run(input, |i| *i, |i| async move { i }).collect().await;
+        assert_eq!(out.len(), 11, "ten items, then the input's panic");
+        let errors: Vec<_> = out.iter().filter_map(|r| r.as_ref().err()).collect();
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].message().contains("input broke at ten"));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_output_stops_every_task() {
     let baseline = tokio::runtime::Handle::current()

@@ -127,6 +127,61 @@ async fn collect_all_runs_everything_and_reports_every_error() {
     assert_eq!(all.unwrap(), [0, 1, 2, 3]);
 }
 
+/// Guards `Failures::failed` being "in the scatter's Order": with the
+/// default `Order::Input` the failures come by input index even when they
+/// finish in reverse (they used to come in completion order), and a panic
+/// made while building an item's future takes its index's place too.
+#[tokio::test(start_paused = true)]
+async fn collect_all_failures_come_in_input_order() {
+    let err = scatter(0..3u64, 3, |i| async move {
+        sleep(Duration::from_millis(30 - 10 * i)).await;
+        Err::<u64, _>(i)
+    })
+    .unwrap()
+    .collect_all()
+    .await
+    .unwrap_err();
+    let order: Vec<usize> = err.failed.iter().map(|e| e.index()).collect();
+    assert_eq!(order, [0, 1, 2]);
+
+    // Mixed with successes and a panic in `f` itself (reported at once,
+    // before the others finish): still by index.
+    let err = scatter(0..5u64, 5, |i| {
+        assert_ne!(i, 4, "no future for four");
+        async move {
+            sleep(ms(50 - 10 * i)).await;
+            if i % 2 == 0 { Err(i) } else { Ok(i) }
+        }
+    })
+    .unwrap()
+    .collect_all()
+    .await
+    .unwrap_err();
+    let order: Vec<usize> = err.failed.iter().map(|e| e.index()).collect();
+    assert_eq!(order, [0, 2, 4]);
+    assert!(matches!(err.failed[2], ItemError::Panicked { .. }));
+    assert_eq!(err.succeeded, [(1, 1), (3, 3)]);
+}
+
+/// Guards the other half of the same contract: after `completion_order()`
+/// (or `.order(Order::Completion)`), failures and successes come as the
+/// items finished.
+#[tokio::test(start_paused = true)]
+async fn collect_all_failures_come_in_completion_order_when_asked() {
+    let err = scatter(0..4u64, 4, |i| async move {
+        sleep(ms(40 - 10 * i)).await;
+        if i == 2 { Ok(i) } else { Err(i) }
+    })
+    .unwrap()
+    .order(Order::Completion)
+    .collect_all()
+    .await
+    .unwrap_err();
+    let order: Vec<usize> = err.failed.iter().map(|e| e.index()).collect();
+    assert_eq!(order, [3, 1, 0]);
+    assert_eq!(err.succeeded, [(2, 2)]);
+}
+
 #[tokio::test]
 async fn per_item_results_contain_panics() {
     let results = scatter(0..4u32, 4, |i| async move {

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -9,33 +10,68 @@ use std::task::{Context, Poll, ready};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use pin_project_lite::pin_project;
-use weft_core::BoxError;
+use weft_core::{BoxError, Panicked};
 
 use super::error::NoReplicaSucceeded;
 use super::gather::Gather;
 use super::service::Shared;
 
 pin_project! {
+    /// One replica's call: its future, or the panic of the `call` that was
+    /// to make it.
+    #[doc(hidden)]
+    #[project = ReplicaProj]
+    pub enum Replica<F> {
+        Running { #[pin] fut: F },
+        CallPanicked { panic: Option<Panicked> },
+    }
+}
+
+pin_project! {
+    /// A replica's call with its index; a panic while it is made or polled
+    /// becomes its output (`Err(Panicked)`), so it cannot unwind through
+    /// the response future.
     #[doc(hidden)]
     pub struct Indexed<F> {
         replica: usize,
         #[pin]
-        fut: F,
+        call: Replica<F>,
     }
 }
 
 impl<F> Indexed<F> {
-    pub(super) fn new(replica: usize, fut: F) -> Self {
-        Indexed { replica, fut }
+    /// Makes the replica's call with `call` (a `Service::call`), catching a
+    /// panic there as the replica's own failure.
+    pub(super) fn start(replica: usize, call: impl FnOnce() -> F) -> Self {
+        let call = match std::panic::catch_unwind(AssertUnwindSafe(call)) {
+            Ok(fut) => Replica::Running { fut },
+            Err(payload) => Replica::CallPanicked {
+                panic: Some(Panicked::from_payload(payload.as_ref())),
+            },
+        };
+        Indexed { replica, call }
     }
 }
 
 impl<F: Future> Future for Indexed<F> {
-    type Output = (usize, F::Output);
+    type Output = (usize, Result<F::Output, Panicked>);
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let out = ready!(this.fut.poll(cx));
+        let out = match this.call.project() {
+            // One `catch_unwind` per poll, as `weft_core::catch_unwind`; a
+            // replica that panicked is dropped and never polled again.
+            ReplicaProj::Running { fut } => {
+                match std::panic::catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
+                    Ok(Poll::Pending) => return Poll::Pending,
+                    Ok(Poll::Ready(out)) => Ok(out),
+                    Err(payload) => Err(Panicked::from_payload(payload.as_ref())),
+                }
+            }
+            ReplicaProj::CallPanicked { panic } => Err(panic
+                .take()
+                .expect("broadcast replica polled after completion")),
+        };
         Poll::Ready((*this.replica, out))
     }
 }
@@ -111,9 +147,23 @@ where
         loop {
             let decided = match ready!(this.running.poll_next_unpin(cx)) {
                 Some((replica, result)) => {
+                    let result = match result {
+                        Ok(answer) => answer.map_err(Into::into),
+                        Err(panic) => {
+                            // A failed replica like any other: it cannot beat
+                            // a success, and counts against `All`/`Quorum`.
+                            tracing::error!(
+                                broadcast = this.shared.name,
+                                replica,
+                                %panic,
+                                "broadcast replica panicked"
+                            );
+                            this.shared.panicked.incr();
+                            Err(Box::new(panic) as BoxError)
+                        }
+                    };
                     let pending = this.running.len();
-                    this.gather
-                        .on_result(replica, result.map_err(Into::into), pending)
+                    this.gather.on_result(replica, result, pending)
                 }
                 None => Some(Err(Box::new(NoReplicaSucceeded::new()) as BoxError)),
             };

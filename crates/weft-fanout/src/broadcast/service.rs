@@ -19,6 +19,14 @@ use super::gather::{Gather, Strategy};
 /// dropped, which cancels them; dropping the response future cancels every
 /// call. The request must be `Clone` (one copy per replica).
 ///
+/// A replica that panics (in `call` or while its future runs) is a failed
+/// replica: its answer is a [`BoxError`] holding a [`weft_core::Panicked`]
+/// (find it with `downcast_ref`), so under [`FirstSuccess`](super::FirstSuccess)
+/// it never beats a success, and [`All`](super::All) and
+/// [`Quorum`](super::Quorum) count it as a failure. The panic is logged with
+/// `tracing::error!` and counted in [`BroadcastStats::panicked`]; it never
+/// unwinds through the response future.
+///
 /// Readiness: `poll_ready` is ready once *every* replica is ready (each
 /// replica reserves its own capacity). Put a timeout or load-shed layer on a
 /// replica that may stall, or it holds back the others.
@@ -58,6 +66,7 @@ pub(super) struct Shared {
     pub(super) succeeded: Counter,
     pub(super) failed: Counter,
     pub(super) losers_cancelled: Counter,
+    pub(super) panicked: Counter,
     /// Its metrics, keys built once per name (no allocation per call).
     #[cfg(feature = "metrics")]
     pub(super) m: BroadcastMetrics,
@@ -105,6 +114,9 @@ pub struct BroadcastStats {
     /// Replica calls dropped because the outcome was already decided (or
     /// the response future was dropped).
     pub losers_cancelled: u64,
+    /// Replica calls that panicked (in `call` or in their future); each
+    /// counted by the strategy as a failed replica.
+    pub panicked: u64,
 }
 
 impl<S, G> Broadcast<S, G> {
@@ -130,6 +142,7 @@ impl<S, G> Broadcast<S, G> {
                 succeeded: Counter::new(),
                 failed: Counter::new(),
                 losers_cancelled: Counter::new(),
+                panicked: Counter::new(),
                 #[cfg(feature = "metrics")]
                 m: BroadcastMetrics::new("broadcast"),
             }),
@@ -174,6 +187,7 @@ impl<S, G> Broadcast<S, G> {
             succeeded: self.shared.succeeded.get(),
             failed: self.shared.failed.get(),
             losers_cancelled: self.shared.losers_cancelled.get(),
+            panicked: self.shared.panicked.get(),
         }
     }
 }
@@ -238,11 +252,14 @@ where
         );
         let n = self.services.len();
         let running = FuturesUnordered::new();
+        // A replica whose `call` panics fails on its own (`Panicked`); the
+        // others are still called.
         for (replica, svc) in self.services[..n - 1].iter_mut().enumerate() {
-            running.push(Indexed::new(replica, svc.call(req.clone())));
+            running.push(Indexed::start(replica, || svc.call(req.clone())));
         }
         // The last replica gets the original request (one clone fewer).
-        running.push(Indexed::new(n - 1, self.services[n - 1].call(req)));
+        let last = &mut self.services[n - 1];
+        running.push(Indexed::start(n - 1, || last.call(req)));
         self.ready.iter_mut().for_each(|r| *r = false);
         self.shared.calls.incr();
         let mut gather = self.gather.clone();

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -12,29 +13,68 @@ use futures::stream::FuturesUnordered;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
-use weft_core::BoxError;
+use weft_core::{BoxError, Panicked};
 
 use super::service::Shared;
 
 pin_project! {
+    /// One attempt's call: its future, or the panic of the `call` that was
+    /// to make it.
+    #[doc(hidden)]
+    #[project = CallProj]
+    pub enum Call<F> {
+        Running { #[pin] fut: F },
+        CallPanicked { panic: Option<Panicked> },
+    }
+}
+
+pin_project! {
+    /// An attempt: a panic while it is made or polled becomes its output
+    /// (`Err(Panicked)`), a failed attempt, so it cannot unwind through the
+    /// response future.
     #[doc(hidden)]
     pub struct Attempt<F> {
         hedge: bool,
         start: Instant,
         #[pin]
-        fut: F,
+        call: Call<F>,
+    }
+}
+
+impl<F> Attempt<F> {
+    /// Makes the attempt with `call` (a `Service::call`), catching a panic
+    /// there as the attempt's own failure.
+    pub(crate) fn start(hedge: bool, start: Instant, call: impl FnOnce() -> F) -> Self {
+        let call = match std::panic::catch_unwind(AssertUnwindSafe(call)) {
+            Ok(fut) => Call::Running { fut },
+            Err(payload) => Call::CallPanicked {
+                panic: Some(Panicked::from_payload(payload.as_ref())),
+            },
+        };
+        Attempt { hedge, start, call }
     }
 }
 
 impl<F: Future> Future for Attempt<F> {
-    type Output = (bool, Duration, F::Output);
+    type Output = (bool, Duration, Result<F::Output, Panicked>);
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        match this.fut.poll(cx) {
-            Poll::Ready(out) => Poll::Ready((*this.hedge, this.start.elapsed(), out)),
-            Poll::Pending => Poll::Pending,
-        }
+        let out = match this.call.project() {
+            // One `catch_unwind` per poll, as `weft_core::catch_unwind`; an
+            // attempt that panicked is dropped and never polled again.
+            CallProj::Running { fut } => {
+                match std::panic::catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
+                    Ok(Poll::Pending) => return Poll::Pending,
+                    Ok(Poll::Ready(out)) => Ok(out),
+                    Err(payload) => Err(Panicked::from_payload(payload.as_ref())),
+                }
+            }
+            CallProj::CallPanicked { panic } => {
+                Err(panic.take().expect("hedge attempt polled after completion"))
+            }
+        };
+        Poll::Ready((*this.hedge, this.start.elapsed(), out))
     }
 }
 
@@ -69,6 +109,7 @@ pin_project! {
                 this.shared.cancelled.add(n);
                 this.attempts.clear();
             }
+            refund_unsent(this.readying, this.shared);
         }
     }
 }
@@ -85,19 +126,15 @@ impl<S: Service<Req>, Req> fmt::Debug for ResponseFuture<S, Req> {
 
 impl<S: Service<Req>, Req> ResponseFuture<S, Req> {
     pub(crate) fn new(
-        primary: S::Future,
+        primary: Attempt<S::Future>,
+        now: Instant,
         svc: Option<S>,
         req: Option<Req>,
         delay: Option<Duration>,
         shared: Arc<Shared>,
     ) -> Self {
-        let now = Instant::now();
         let attempts = FuturesUnordered::new();
-        attempts.push(Attempt {
-            hedge: false,
-            start: now,
-            fut: primary,
-        });
+        attempts.push(primary);
         let extra_left = if delay.is_some() { shared.max_extra } else { 0 };
         let delay = delay.unwrap_or_default();
         ResponseFuture {
@@ -128,8 +165,9 @@ where
             // 1. Any attempt done?
             while let Poll::Ready(next) = this.attempts.poll_next_unpin(cx) {
                 match next {
-                    Some((hedge, latency, Ok(response))) => {
+                    Some((hedge, latency, Ok(Ok(response)))) => {
                         this.shared.record(latency);
+                        refund_unsent(this.readying, this.shared);
                         if hedge {
                             this.shared.hedge_wins.incr();
                         }
@@ -150,8 +188,20 @@ where
                         }
                         return Poll::Ready(Ok(response));
                     }
-                    Some((_, _, Err(e))) => {
+                    Some((_, _, Ok(Err(e)))) => {
                         *this.last_err = Some(e.into());
+                    }
+                    Some((hedge, _, Err(panic))) => {
+                        // A failed attempt like any other: another attempt
+                        // in flight can still win.
+                        tracing::error!(
+                            hedge = this.shared.name,
+                            hedged_attempt = hedge,
+                            %panic,
+                            "hedge attempt panicked"
+                        );
+                        this.shared.panicked.incr();
+                        *this.last_err = Some(Box::new(panic));
                     }
                     None => {
                         // Every attempt sent has failed: hedging is not a
@@ -160,6 +210,7 @@ where
                             .last_err
                             .take()
                             .expect("a hedged call always has an attempt or an error");
+                        refund_unsent(this.readying, this.shared);
                         return Poll::Ready(Err(err));
                     }
                 }
@@ -188,13 +239,24 @@ where
                 .svc
                 .as_mut()
                 .expect("hedge service kept while hedges remain");
-            match svc.poll_ready(cx) {
+            // The inner `poll_ready` is user code too: a panic there means
+            // no hedge, not the end of the attempts in flight.
+            let ready = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                svc.poll_ready(cx).map_err(Into::into)
+            }))
+            .unwrap_or_else(|payload| {
+                let panic = Panicked::from_payload(payload.as_ref());
+                tracing::error!(hedge = this.shared.name, %panic, "hedge poll_ready panicked");
+                this.shared.panicked.incr();
+                Poll::Ready(Err(Box::new(panic) as BoxError))
+            });
+            match ready {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e)) => {
-                    let e: BoxError = e.into();
                     tracing::debug!(hedge = this.shared.name, error = %e, "service not ready for a hedge; not hedging");
                     *this.extra_left = 0;
-                    *this.readying = false;
+                    // The token paid for a hedge that is not sent.
+                    refund_unsent(this.readying, this.shared);
                     this.svc.take();
                     this.req.take();
                     return Poll::Pending;
@@ -206,11 +268,8 @@ where
                         this.req.clone().expect("request kept while hedges remain")
                     };
                     let now = Instant::now();
-                    this.attempts.push(Attempt {
-                        hedge: true,
-                        start: now,
-                        fut: svc.call(req),
-                    });
+                    this.attempts
+                        .push(Attempt::start(true, now, || svc.call(req)));
                     *this.extra_left -= 1;
                     *this.readying = false;
                     this.shared.hedges.incr();
@@ -228,5 +287,15 @@ where
                 }
             }
         }
+    }
+}
+
+/// A hedge's token is withdrawn when its delay has passed, before the inner
+/// service is ready for it. If the hedge is then not sent (the service
+/// errs, another attempt answers, or the caller leaves), the token goes back
+/// to the budget: only hedges actually sent spend it.
+fn refund_unsent(readying: &mut bool, shared: &Shared) {
+    if std::mem::take(readying) {
+        shared.budget.refund();
     }
 }

@@ -11,7 +11,10 @@ use super::service::{Hedge, Shared};
 /// after a delay (fixed, or a percentile of recent latencies), another is
 /// sent, at most `max_extra_attempts` times; the first success wins and the
 /// other attempts are cancelled. A budget caps hedges to a share of the
-/// requests, so hedging cannot double the load on a struggling service.
+/// requests, so hedging cannot double the load on a struggling service;
+/// only hedges actually sent spend it (a hedge that is due but then not
+/// sent, because another attempt answered first, the caller left, or the
+/// service reported an error instead of readiness, gives its token back).
 ///
 /// Build with [`HedgeLayer::builder`]. Clones of the layer, and every
 /// service it makes, share one latency window, one budget and one set of

@@ -119,6 +119,16 @@ impl Budget {
             });
     }
 
+    /// Gives back a token withdrawn for a hedge that was not sent after
+    /// all (capped at the burst, like a deposit).
+    pub(crate) fn refund(&self) {
+        let _ = self
+            .tokens
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                Some((t + ONE).min(self.cap))
+            });
+    }
+
     pub(crate) fn withdraw(&self) -> bool {
         self.tokens
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
@@ -174,6 +184,22 @@ mod tests {
             "the bucket is empty after a hedge per request"
         );
     }
+
+    #[test]
+    fn a_refund_returns_one_token_capped_at_the_burst() {
+        let b = Budget::new(0.0, 1);
+        assert!(b.withdraw());
+        assert!(!b.withdraw());
+        b.refund();
+        assert!(b.withdraw(), "the refunded token can be spent again");
+        b.refund();
+        b.refund();
+        assert!(b.withdraw());
+        assert!(
+            !b.withdraw(),
+            "refunds never raise the balance above the burst"
+        );
+    }
 }
 
 /// Loom models of the hedge budget and the latency window: run with
@@ -210,6 +236,36 @@ mod loom_tests {
             // (capped at the burst) can never pay for a second hedge.
             assert_eq!(won, 1);
             assert!(b.tokens.load(Ordering::Relaxed) >= 0);
+        });
+    }
+
+    /// A hedge that gives its token back (it was not sent) races another
+    /// hedge for the only token: the refund never mints a token, so the
+    /// other wins at most once and the balance ends where the winners left
+    /// it, never above the burst.
+    #[test]
+    fn loom_budget_refund_never_mints() {
+        loom::model(|| {
+            let b = Arc::new(Budget::new(0.0, 1));
+            let refunder = {
+                let b = b.clone();
+                thread::spawn(move || {
+                    let won = b.withdraw();
+                    if won {
+                        b.refund();
+                    }
+                    won
+                })
+            };
+            let spender = {
+                let b = b.clone();
+                thread::spawn(move || b.withdraw())
+            };
+            let refunder_won = refunder.join().unwrap();
+            let spender_won = spender.join().unwrap();
+            assert!(refunder_won || spender_won, "one token, two tries");
+            let left = b.tokens.load(Ordering::Relaxed);
+            assert_eq!(left, if spender_won { 0 } else { ONE });
         });
     }
 

@@ -3,10 +3,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use tower_service::Service;
 use weft_core::{BoxError, Counter};
 
-use super::future::ResponseFuture;
+use super::future::{Attempt, ResponseFuture};
 use super::policy::{Budget, DelaySource, Latencies};
 
 #[derive(Debug)]
@@ -21,6 +23,7 @@ pub(crate) struct Shared {
     pub(crate) hedge_wins: Counter,
     pub(crate) budget_denied: Counter,
     pub(crate) cancelled: Counter,
+    pub(crate) panicked: Counter,
     /// `weft_fanout_hedge_{attempts,wins,budget_denied}_total{name}`, keys
     /// built once (no allocation per hedge).
     #[cfg(feature = "metrics")]
@@ -58,6 +61,7 @@ impl Shared {
             hedge_wins: Counter::new(),
             budget_denied: Counter::new(),
             cancelled: Counter::new(),
+            panicked: Counter::new(),
             #[cfg(feature = "metrics")]
             m_attempts: weft_core::Metric::new(
                 "weft_fanout_hedge_attempts_total",
@@ -92,6 +96,14 @@ impl Shared {
 }
 
 /// The service of [`HedgeLayer`](super::HedgeLayer).
+///
+/// An attempt that panics (in the inner `call` or in its future) is a
+/// failed attempt: its error is a [`BoxError`] holding a
+/// [`weft_core::Panicked`] (find it with `downcast_ref`), another attempt in
+/// flight can still win, and the panic is logged with `tracing::error!` and
+/// counted in [`HedgeStats::panicked`]; it never unwinds through the
+/// response future. A panic in the inner `poll_ready` before a hedge means
+/// no hedge, as an error there does.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -140,6 +152,10 @@ pub struct HedgeStats {
     pub budget_denied: u64,
     /// Attempts cancelled because another won (or the caller left).
     pub cancelled: u64,
+    /// Attempts that panicked (in the inner `call` or in their future), each
+    /// a failed attempt, and panics in the inner `poll_ready` before a hedge
+    /// (which is then not sent).
+    pub panicked: u64,
     /// The current hedge delay (`None` while the latency window is filling).
     pub delay: Option<Duration>,
 }
@@ -173,6 +189,7 @@ impl<S> Hedge<S> {
             hedge_wins: s.hedge_wins.get(),
             budget_denied: s.budget_denied.get(),
             cancelled: s.cancelled.get(),
+            panicked: s.panicked.get(),
             delay: s.delay(),
         }
     }
@@ -220,7 +237,18 @@ where
             Some(_) => (Some(req.clone()), Some(self.inner.clone())),
             None => (None, None),
         };
-        let primary = self.inner.call(req);
-        ResponseFuture::new(primary, hedge_svc, hedge_req, delay, self.shared.clone())
+        // A panic in the inner `call` is the primary attempt's failure,
+        // reported through the response future.
+        let now = Instant::now();
+        let inner = &mut self.inner;
+        let primary = Attempt::start(false, now, || inner.call(req));
+        ResponseFuture::new(
+            primary,
+            now,
+            hedge_svc,
+            hedge_req,
+            delay,
+            self.shared.clone(),
+        )
     }
 }
