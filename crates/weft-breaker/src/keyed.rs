@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use weft_core::{Classify, DefaultClassifier};
 
+use crate::breaker::core::Worth;
 use crate::breaker::{BuildError, Builder, CallError, CircuitBreaker};
 
 const SHARDS: usize = 16;
@@ -19,12 +20,37 @@ const SHARDS: usize = 16;
 /// with a cap on keys and idle keys evicted.
 ///
 /// Lookups take a read lock on one of 16 shards; a new key takes that
-/// shard's write lock once. When the map is full, idle keys are evicted
-/// first, then the least recently used key. Idle keys are also swept at
-/// most once per idle timeout, when a key is added, or by calling
-/// [`evict_idle`](Self::evict_idle) (for example from a periodic task).
-/// A caller still holding an evicted key's breaker keeps a working breaker;
-/// the next lookup of that key starts a fresh one.
+/// shard's write lock once. A caller still holding an evicted key's breaker
+/// keeps a working breaker; the next lookup of that key starts a fresh,
+/// closed one.
+///
+/// # Eviction keeps failing keys failed
+///
+/// An evicted breaker that was open would come back closed, without its
+/// open period and without the trip count that grows the next one: the
+/// hosts that are failing would get full traffic again, and under key
+/// pressure (many keys, a small cap) exactly those hosts would be hammered.
+/// So eviction prefers the keys whose breaker loses nothing:
+///
+/// - **Idle keys** (unused for the idle timeout) are swept at most once per
+///   idle timeout when a key is added, or by calling
+///   [`evict_idle`](Self::evict_idle) (for example from a periodic task).
+///   The sweep skips a breaker that is open within its current open
+///   duration, half-open with probes in flight, or forced open; an open
+///   breaker goes once its open duration has passed (its next call would
+///   have been a probe).
+/// - **At the cap**, after the idle sweep, one key makes room: a closed (or
+///   disabled) key if there is one, the least recently used of them; else,
+///   every key held being open, half-open or forced open, an open one past
+///   its open duration or a half-open one with no probe in flight; else
+///   the least recently used key whatever its state. Evicting an open,
+///   half-open or forced-open key is logged with `tracing::warn!` and
+///   counted in [`KeyedStats::evicted_open`]: it means `max_keys` is too
+///   small for the dependencies failing at once.
+///
+/// Choosing a key to evict scans every key held (as the least recently
+/// used choice did before it); a lookup of a key already held never
+/// evicts and costs the same whatever the policy.
 ///
 /// ```
 /// use std::time::Duration;
@@ -72,6 +98,7 @@ struct Inner<K> {
     last_sweep: AtomicU64,
     evicted_idle: AtomicU64,
     evicted_lru: AtomicU64,
+    evicted_open: AtomicU64,
     overflow: AtomicU64,
 }
 
@@ -85,8 +112,15 @@ pub struct KeyedStats {
     pub max_keys: usize,
     /// Keys evicted for being idle.
     pub evicted_idle: u64,
-    /// Keys evicted, least recently used first, to make room.
+    /// Keys evicted at the cap to make room: closed ones first, least
+    /// recently used first (see [`KeyedBreaker`]). Includes
+    /// [`evicted_open`](Self::evicted_open).
     pub evicted_lru: u64,
+    /// Of [`evicted_lru`](Self::evicted_lru), keys whose breaker was open,
+    /// half-open or forced open when evicted, because every key held was:
+    /// each one's next lookup starts closed. Non-zero means `max_keys` is
+    /// too small for the dependencies failing at once.
+    pub evicted_open: u64,
     /// Lookups that found the map full even after evicting (under heavy
     /// contention) and got a breaker that is not kept.
     pub overflow: u64,
@@ -106,6 +140,12 @@ where
     /// A keyed breaker whose breakers are built from `template` (each named
     /// `template-name[key]`), holding at most `max_keys` keys and evicting
     /// keys unused for `idle_timeout`.
+    ///
+    /// Neither eviction drops a breaker that is holding calls back while
+    /// a closed one could go instead (see [`KeyedBreaker`]): size
+    /// `max_keys` for the keys in use plus the ones failing at once. An
+    /// open breaker stays at least its open duration however short
+    /// `idle_timeout` is.
     pub fn new(
         template: Builder,
         max_keys: usize,
@@ -134,6 +174,7 @@ where
                 last_sweep: AtomicU64::new(0),
                 evicted_idle: AtomicU64::new(0),
                 evicted_lru: AtomicU64::new(0),
+                evicted_open: AtomicU64::new(0),
                 overflow: AtomicU64::new(0),
             }),
         })
@@ -214,7 +255,7 @@ where
                 continue;
             }
             if self.evict_idle_at(now) == 0 {
-                self.evict_lru();
+                self.evict_one();
             }
         }
         false
@@ -233,7 +274,9 @@ where
         }
     }
 
-    /// Evicts every key unused for the idle timeout; returns how many.
+    /// Evicts every key unused for the idle timeout, except those whose
+    /// breaker is open within its open duration, half-open with probes in
+    /// flight, or forced open; returns how many.
     pub fn evict_idle(&self) -> usize {
         self.evict_idle_at(self.now())
     }
@@ -244,7 +287,11 @@ where
         for shard in self.inner.shards.iter() {
             let mut map = write(shard);
             let before = map.len();
-            map.retain(|_, e| now.saturating_sub(e.last_used.load(Ordering::Relaxed)) < idle);
+            // The state is read only for idle keys.
+            map.retain(|_, e| {
+                now.saturating_sub(e.last_used.load(Ordering::Relaxed)) < idle
+                    || e.breaker.worth() == Worth::Guarding
+            });
             n += before - map.len();
         }
         if n > 0 {
@@ -259,25 +306,53 @@ where
         n
     }
 
-    fn evict_lru(&self) {
-        let mut oldest: Option<(usize, K, u64)> = None;
+    /// Evicts one key to make room: the one whose breaker loses least
+    /// ([`Worth`]), the least recently used among those. One scan of every
+    /// key, like the least-recently-used choice it replaces.
+    fn evict_one(&self) {
+        let mut victim: Option<(Worth, u64, usize, K)> = None;
         for (i, shard) in self.inner.shards.iter().enumerate() {
             for (k, e) in read(shard).iter() {
                 let t = e.last_used.load(Ordering::Relaxed);
-                if oldest.as_ref().is_none_or(|(_, _, o)| t < *o) {
-                    oldest = Some((i, k.clone(), t));
+                let worth = e.breaker.worth();
+                if victim
+                    .as_ref()
+                    .is_none_or(|(w, o, _, _)| (worth, t) < (*w, *o))
+                {
+                    victim = Some((worth, t, i, k.clone()));
                 }
             }
         }
-        if let Some((i, k, _)) = oldest {
-            if write(&self.inner.shards[i]).remove(&k).is_some() {
-                self.inner.len.fetch_sub(1, Ordering::AcqRel);
-                self.inner.evicted_lru.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(key = ?k, "evicted least recently used key");
-                #[cfg(feature = "metrics")]
-                crate::metrics::keyed(&self.inner.template.name, self.len(), 1);
-            }
+        let Some((worth, _, i, k)) = victim else {
+            return;
+        };
+        let mut map = write(&self.inner.shards[i]);
+        let Some(e) = map.get(&k) else {
+            return;
+        };
+        // It may have tripped since the scan: then leave it, and let the
+        // caller look again.
+        let state = e.breaker.state();
+        if e.breaker.worth() > worth {
+            return;
         }
+        map.remove(&k);
+        drop(map);
+        self.inner.len.fetch_sub(1, Ordering::AcqRel);
+        self.inner.evicted_lru.fetch_add(1, Ordering::Relaxed);
+        if worth == Worth::Healthy {
+            tracing::debug!(key = ?k, "evicted least recently used key");
+        } else {
+            self.inner.evicted_open.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                key = ?k, state = state.as_str(), max_keys = self.inner.cap,
+                "every key held is open, half-open or forced open; evicted the least recently used, its next lookup starts closed (raise max_keys)"
+            );
+            #[cfg(feature = "metrics")]
+            crate::metrics::keyed_evicted_open(&self.inner.template.name);
+        }
+        #[cfg(feature = "metrics")]
+        crate::metrics::keyed(&self.inner.template.name, self.len(), 1);
     }
 
     /// Runs `fut` through `key`'s breaker ([`DefaultClassifier`]).
@@ -320,6 +395,7 @@ where
             max_keys: i.cap,
             evicted_idle: i.evicted_idle.load(Ordering::Relaxed),
             evicted_lru: i.evicted_lru.load(Ordering::Relaxed),
+            evicted_open: i.evicted_open.load(Ordering::Relaxed),
             overflow: i.overflow.load(Ordering::Relaxed),
         }
     }

@@ -12,7 +12,8 @@
 //! - [`BreakerLayer`] / [`Breaker`]: the tower middleware; an open breaker
 //!   fails `poll_ready` with a typed [`Open`] error.
 //! - [`KeyedBreaker`]: one breaker per host, tenant or route, idle keys
-//!   evicted, a cap on keys.
+//!   evicted, a cap on keys; eviction drops healthy keys before failing
+//!   ones, so that a failing host stays failed.
 //! - [`retry::RetryPolicy`]: exponential backoff with full or decorrelated
 //!   jitter, max attempts, a retry budget shared across clones, a
 //!   per-request deadline; for plain async and (feature `tower-retry`)

@@ -71,3 +71,9 @@ pub(crate) fn keyed(name: &str, keys: usize, evicted: u64) {
         counter!("weft_breaker_keys_evicted_total", "name" => name.to_owned()).increment(evicted);
     }
 }
+
+/// A keyed breaker evicted, at the cap, a key whose breaker was open,
+/// half-open or forced open.
+pub(crate) fn keyed_evicted_open(name: &str) {
+    counter!("weft_breaker_keys_evicted_open_total", "name" => name.to_owned()).increment(1);
+}

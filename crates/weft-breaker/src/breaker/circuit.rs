@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use weft_core::{Classify, Counter, DefaultClassifier, Outcome, Panicked};
 
 use super::config::{Builder, Callback};
-use super::core::{Core, Kind, Raw, Reject, Ticket};
+use super::core::{Core, Kind, Raw, Reject, Ticket, Worth};
 use super::error::{BuildError, CallError, Open};
 use super::state::{State, Transition};
 
@@ -251,6 +251,12 @@ impl CircuitBreaker {
     /// still reads [`State::Open`] until the next call makes it half-open.
     pub fn state(&self) -> State {
         self.shared.core.state()
+    }
+
+    /// What dropping this breaker would lose, for
+    /// [`KeyedBreaker`](crate::KeyedBreaker)'s eviction (a cold path).
+    pub(crate) fn worth(&self) -> Worth {
+        self.shared.core.worth(&mut || self.shared.now())
     }
 
     /// Runs `fut` through the breaker, classifying its result with

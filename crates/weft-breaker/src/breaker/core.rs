@@ -126,6 +126,23 @@ pub(crate) struct Core {
     p: Params,
 }
 
+/// What dropping a breaker and starting a fresh, closed one in its place
+/// would lose; [`KeyedBreaker`](crate::KeyedBreaker) evicts the least
+/// first. Ordered: `Healthy < Backoff < Guarding`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Worth {
+    /// Closed or disabled: at most some closed-state counts.
+    Healthy,
+    /// Open past its open duration (the next call would be a probe), or
+    /// half-open with no probe in flight: the trip count that grows the
+    /// next open duration, and the limit of a few probes (a fresh breaker
+    /// lets every call through).
+    Backoff,
+    /// Open within its open duration, half-open with probes in flight, or
+    /// forced open: it is holding calls back from a failing dependency now.
+    Guarding,
+}
+
 /// How the window is configured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum WindowSpec {
@@ -170,6 +187,29 @@ impl Core {
             (in_flight(w), successes(w))
         } else {
             (0, 0)
+        }
+    }
+
+    /// What dropping this breaker would lose (see [`Worth`]). `now` is read
+    /// only when the breaker is open. A cold path: a few atomic loads.
+    pub(crate) fn worth(&self, now: &mut impl FnMut() -> u64) -> Worth {
+        let w = self.word.load(Ordering::Acquire);
+        match tag(w) {
+            OPEN => {
+                let until = self
+                    .opened_at
+                    .load(Ordering::Acquire)
+                    .saturating_add(self.open_for.load(Ordering::Acquire));
+                if now() < until {
+                    Worth::Guarding
+                } else {
+                    Worth::Backoff
+                }
+            }
+            HALF_OPEN if in_flight(w) > 0 => Worth::Guarding,
+            HALF_OPEN => Worth::Backoff,
+            FORCED_OPEN => Worth::Guarding,
+            _ => Worth::Healthy,
         }
     }
 
