@@ -1,10 +1,12 @@
 //! Batching by size, weight and time.
 
 use std::fmt;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::{Instant, sleep_until};
+use weft_core::Panicked;
 
 use crate::channel::{Emitter, Inlet, StageCtx};
 
@@ -13,7 +15,8 @@ use crate::channel::{Emitter, Inlet, StageCtx};
 #[non_exhaustive]
 pub enum TimeRule {
     /// Close the batch when its first item is this old: bounds the latency
-    /// of every item.
+    /// of every item. If the stage is held up past that (its downstream is
+    /// full), the batch closes before it takes any more items.
     MaxAge(Duration),
     /// Close the batch when no item has arrived for this long: keeps a
     /// steady trickle together, closes as soon as the input pauses.
@@ -186,10 +189,43 @@ pub(crate) async fn batcher<T: Send + 'static>(
                 }
             }
         }
-        for item in it.by_ref() {
+        // Not a `for` loop: the size-only path above may have stopped.
+        while !stopped {
+            let Some(item) = it.next() else { break };
+            // One clock read per item, and another only after a wait.
+            let mut now = cfg.time.map(|_| Instant::now());
+            let overdue = match (cfg.time, now, open.deadline) {
+                (Some(TimeRule::MaxAge(_)), Some(t), Some(deadline)) => t >= deadline,
+                _ => false,
+            };
+            if overdue {
+                // The batch is overdue (the stage was held up, handing an
+                // earlier batch downstream, past its deadline): it closes
+                // before it takes an item that came after it was due. The
+                // timer alone would not do: the input is read first.
+                let batch = close(&mut open);
+                stats.completed.add(batch.len() as u64);
+                if em.emit(batch).await.is_err() {
+                    stats.cancelled.incr();
+                    stopped = true;
+                    break;
+                }
+                now = Some(Instant::now());
+            }
             let w = match &cfg.weight {
                 Some((max, weigh)) => {
-                    let w = weigh(&item);
+                    let w = match std::panic::catch_unwind(AssertUnwindSafe(|| weigh(&item))) {
+                        Ok(w) => w,
+                        Err(p) => {
+                            // A bug in the weigh function, not in the item:
+                            // the stage cannot go on. The item is failed,
+                            // the rest is cancelled, the stage named.
+                            let p = Panicked::from_payload(p.as_ref());
+                            ctx.give_up(None, p.into());
+                            stopped = true;
+                            break;
+                        }
+                    };
                     if !open.items.is_empty() && open.weight.saturating_add(w) > *max {
                         let batch = close(&mut open);
                         stats.completed.add(batch.len() as u64);
@@ -198,12 +234,12 @@ pub(crate) async fn batcher<T: Send + 'static>(
                             stopped = true;
                             break;
                         }
+                        now = cfg.time.map(|_| Instant::now());
                     }
                     w
                 }
                 None => 0,
             };
-            let now = cfg.time.map(|_| Instant::now());
             match (cfg.time, now) {
                 (Some(TimeRule::MaxAge(age)), Some(now)) if open.items.is_empty() => {
                     open.deadline = Some(now + age);

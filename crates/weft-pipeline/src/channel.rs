@@ -52,13 +52,20 @@ impl Shared {
     }
 }
 
+/// A task of a run, with the name of the stage it belongs to (so that a
+/// panic that escapes the stage's own boundaries is still put on it).
+pub(crate) struct Task {
+    pub(crate) stage: String,
+    pub(crate) fut: BoxFuture<'static, ()>,
+}
+
 /// What a run is built into: the tasks to spawn, the stages' counters, and
 /// the leftover counters run once every task has finished.
 pub(crate) struct Wiring {
     pub(crate) shared: Arc<Shared>,
-    pub(crate) tasks: Vec<BoxFuture<'static, ()>>,
+    pub(crate) tasks: Vec<Task>,
     pub(crate) stages: Vec<Arc<StageStats>>,
-    pub(crate) leftovers: Vec<Box<dyn FnOnce() + Send>>,
+    pub(crate) leftovers: Vec<crate::run::Leftover>,
     pub(crate) errors: Vec<BuildError>,
 }
 
@@ -79,7 +86,10 @@ impl Wiring {
         use tracing::Instrument;
         let stage = self.stages.last().map(|s| s.name.as_str()).unwrap_or("");
         let span = tracing::debug_span!("weft_pipeline_stage", pipeline = %self.shared.name, stage);
-        self.tasks.push(Box::pin(fut.instrument(span)));
+        self.tasks.push(Task {
+            stage: stage.to_owned(),
+            fut: Box::pin(fut.instrument(span)),
+        });
     }
 
     /// Counts what is left in `rx` once the run is over as cancelled in
@@ -358,19 +368,38 @@ impl<T> Emitter<T> {
 
     /// Adds many items: sends `v` as it is when nothing is buffered and it is
     /// big enough, otherwise buffers it.
+    ///
+    /// If the run stops part-way, the items not handed over are counted as
+    /// emitted by this stage and cancelled in front of the next one (as
+    /// [`abandon`](Emitter::abandon) does), so none of them vanish.
     pub(crate) async fn emit_vec(&mut self, v: Vec<T>) -> Result<(), Stopped> {
         let chunk = self.out.chunk;
         if self.buf.is_empty() && v.len() >= chunk / 2 && v.len() <= chunk {
+            // `send` counts the whole vector if it fails.
             return self.send(v).await;
         }
-        if v.len() <= chunk {
-            for item in v {
+        let mut items = v.into_iter();
+        let r = self.emit_iter(&mut items, chunk).await;
+        if r.is_err() {
+            self.cancel_unsent(items.len() as u64);
+        }
+        r
+    }
+
+    /// The body of [`emit_vec`](Emitter::emit_vec): stops at the first
+    /// failed hand-off, leaving the rest in `items`.
+    async fn emit_iter(
+        &mut self,
+        items: &mut std::vec::IntoIter<T>,
+        chunk: usize,
+    ) -> Result<(), Stopped> {
+        if items.len() <= chunk {
+            for item in items.by_ref() {
                 self.emit(item).await?;
             }
             return Ok(());
         }
         self.flush().await?;
-        let mut items = v.into_iter();
         loop {
             let c: Vec<T> = items.by_ref().take(chunk).collect();
             if c.len() < chunk {
@@ -378,6 +407,16 @@ impl<T> Emitter<T> {
                 return Ok(());
             }
             self.send(c).await?;
+        }
+    }
+
+    /// Counts `n` items this stage finished with but will never hand over
+    /// (the run stopped) as emitted by it and cancelled in front of the next
+    /// stage.
+    pub(crate) fn cancel_unsent(&self, n: u64) {
+        if n > 0 {
+            self.own.emitted.add(n);
+            self.out.target.stats.cancelled.add(n);
         }
     }
 
@@ -455,12 +494,8 @@ impl<T> Emitter<T> {
 
     /// Counts whatever is still buffered as cancelled (the run stopped).
     pub(crate) fn abandon(&mut self) {
-        let n = self.buf.len() as u64;
-        if n > 0 {
-            self.own.emitted.add(n);
-            self.out.target.stats.cancelled.add(n);
-            self.buf.clear();
-        }
+        self.cancel_unsent(self.buf.len() as u64);
+        self.buf.clear();
     }
 }
 

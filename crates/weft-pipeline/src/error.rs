@@ -141,6 +141,8 @@ pub enum PipelineError {
     },
     /// The pipeline was shut down (see [`Drain`](weft_core::Drain)) and its
     /// deadline passed before the stages drained; the rest was cancelled.
+    /// Also returned by [`Running::join`](crate::Running::join) when the
+    /// runtime the pipeline ran on shut down before it finished.
     #[error("the pipeline was shut down before it drained")]
     Cancelled {
         /// What happened up to the cancellation.

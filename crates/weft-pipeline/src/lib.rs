@@ -59,16 +59,20 @@
 //!
 //! Each stage has an [`OnError`] policy (fail fast by default, skip, or a
 //! dead-letter sink) and optional [`Retry`] with a
-//! [`Classify`](weft_core::Classify)er. Panics in stage functions are caught
-//! and handled by the same policy. Fail fast cancels every stage, upstream
-//! and downstream; no stage is left blocked on a channel nobody reads.
+//! [`Classify`](weft_core::Classify)er. Panics in stage functions, key
+//! functions and retry classifiers are caught and handled by the same
+//! policy; a panic in a batch stage's weigh function fails the batch stage.
+//! Fail fast cancels every stage, upstream and downstream; no stage is left
+//! blocked on a channel nobody reads. A panic that escapes anyway fails the
+//! run under the name of the stage whose task it came from.
 //!
 //! # Shutdown
 //!
 //! [`Running`] (from [`Runnable::spawn`]) implements
-//! [`Drain`](weft_core::Drain): the source stops, the stages drain what is
-//! queued, batches are flushed; at the deadline the rest is cancelled and
-//! counted.
+//! [`Drain`](weft_core::Drain): the source stops (a
+//! [`from_receiver`](Pipeline::from_receiver) source closes its channel and
+//! passes on what was already sent), the stages drain what is queued,
+//! batches are flushed; at the deadline the rest is cancelled and counted.
 //!
 //! # Feature flags
 //!

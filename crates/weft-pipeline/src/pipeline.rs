@@ -9,9 +9,9 @@ use tower_service::Service;
 use weft_core::{BoxError, Overflow, Panicked};
 
 use crate::batch::{Batch, batcher};
-use crate::channel::{Emitter, Inlet, Outlet, StageCtx, Wiring, channel};
+use crate::channel::{Emitter, Inlet, Outlet, Shared, StageCtx, Wiring, channel};
 use crate::error::{BuildError, PipelineError};
-use crate::report::{Report, StageKind, StageStats};
+use crate::report::{Report, Shape, StageKind, StageStats};
 use crate::run::{Runnable, Slot};
 use crate::stage::{DEFAULT_CAPACITY, DEFAULT_CHUNK, Stage};
 use crate::worker::{AsyncFn, Process, SyncFn, spawn_workers};
@@ -105,6 +105,13 @@ impl<T: Send + 'static> Pipeline<T> {
     }
 
     /// A pipeline whose source is a stream, polled on its own task.
+    ///
+    /// On [`shutdown`](crate::Running::shutdown) the source stops pulling:
+    /// items the stream has not yielded yet (in a channel behind it, say)
+    /// were never part of the pipeline, are in no count, and are dropped
+    /// with the stream. For a tokio mpsc channel, use
+    /// [`from_receiver`](Pipeline::from_receiver), which closes the channel
+    /// and processes what its senders had already put in.
     pub fn from_stream<S>(stream: S) -> Self
     where
         S: Stream<Item = T> + Send + 'static,
@@ -157,10 +164,23 @@ impl<T: Send + 'static> Pipeline<T> {
 
     /// A pipeline whose source is a tokio mpsc channel; it completes when
     /// every sender is dropped.
+    ///
+    /// An item whose `send` succeeded is part of the pipeline: on
+    /// [`shutdown`](crate::Running::shutdown) the source closes the channel
+    /// (later sends fail and hand the item back) and passes on every item
+    /// already in it, which the stages then process like the rest of the
+    /// queued work. If the deadline passes (or a stage fails fast) first,
+    /// the items still in the channel are counted as cancelled.
     pub fn from_receiver(rx: tokio::sync::mpsc::Receiver<T>) -> Self {
-        Self::from_stream(futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        }))
+        Pipeline {
+            name: "pipeline".to_owned(),
+            build: Box::new(move |w, out| {
+                let stats = source_stats(w);
+                let shared = w.shared.clone();
+                let em = Emitter::new(out, stats, shared.clone());
+                w.spawn(receive(rx, em, shared));
+            }),
+        }
     }
 
     /// Names the pipeline (in logs, metrics and the report).
@@ -169,7 +189,7 @@ impl<T: Send + 'static> Pipeline<T> {
         self
     }
 
-    fn stage<U, P>(self, stage: Stage<T>, default_chunk: usize, p: P) -> Pipeline<U>
+    fn stage<U, P>(self, stage: Stage<T>, shape: Shape, default_chunk: usize, p: P) -> Pipeline<U>
     where
         U: Send + 'static,
         P: Process<T, U>,
@@ -177,24 +197,25 @@ impl<T: Send + 'static> Pipeline<T> {
         let prev = self.build;
         Pipeline {
             name: self.name,
-            build: Box::new(
-                move |w, out| match wire_stage(w, stage, default_chunk, p, out) {
+            build: Box::new(move |w, out| {
+                match wire_stage(w, stage, shape, default_chunk, p, out) {
                     Ok(outlet) => prev(w, outlet),
                     Err(e) => w.errors.push(e),
-                },
-            ),
+                }
+            }),
         }
     }
 
     fn sync_stage<U>(
         self,
         stage: impl Into<Stage<T>>,
+        shape: Shape,
         f: impl Fn(T, &mut Vec<U>) -> Result<(), BoxError> + Send + Sync + 'static,
     ) -> Pipeline<U>
     where
         U: Send + 'static,
     {
-        self.stage(stage.into(), DEFAULT_CHUNK, SyncFn(f))
+        self.stage(stage.into(), shape, DEFAULT_CHUNK, SyncFn(f))
     }
 
     fn async_stage<U, F, Fut>(self, stage: impl Into<Stage<T>>, f: F) -> Pipeline<U>
@@ -203,7 +224,7 @@ impl<T: Send + 'static> Pipeline<T> {
         F: Fn(T) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<U, BoxError>> + Send + 'static,
     {
-        self.stage(stage.into(), 1, AsyncFn(f))
+        self.stage(stage.into(), Shape::OneToOne, 1, AsyncFn(f))
     }
 
     /// Transforms each item.
@@ -212,7 +233,7 @@ impl<T: Send + 'static> Pipeline<T> {
         stage: impl Into<Stage<T>>,
         f: impl Fn(T) -> U + Send + Sync + 'static,
     ) -> Pipeline<U> {
-        self.sync_stage(stage, move |t, out| {
+        self.sync_stage(stage, Shape::OneToOne, move |t, out| {
             out.push(f(t));
             Ok(())
         })
@@ -229,7 +250,7 @@ impl<T: Send + 'static> Pipeline<T> {
         U: Send + 'static,
         E: Into<BoxError>,
     {
-        self.sync_stage(stage, move |t, out| {
+        self.sync_stage(stage, Shape::OneToOne, move |t, out| {
             out.push(f(t).map_err(Into::into)?);
             Ok(())
         })
@@ -241,7 +262,7 @@ impl<T: Send + 'static> Pipeline<T> {
         stage: impl Into<Stage<T>>,
         f: impl Fn(&T) -> bool + Send + Sync + 'static,
     ) -> Pipeline<T> {
-        self.sync_stage(stage, move |t, out| {
+        self.sync_stage(stage, Shape::Filter, move |t, out| {
             if f(&t) {
                 out.push(t);
             }
@@ -255,7 +276,7 @@ impl<T: Send + 'static> Pipeline<T> {
         stage: impl Into<Stage<T>>,
         f: impl Fn(T) -> Option<U> + Send + Sync + 'static,
     ) -> Pipeline<U> {
-        self.sync_stage(stage, move |t, out| {
+        self.sync_stage(stage, Shape::Filter, move |t, out| {
             out.extend(f(t));
             Ok(())
         })
@@ -271,7 +292,7 @@ impl<T: Send + 'static> Pipeline<T> {
         U: Send + 'static,
         I: IntoIterator<Item = U>,
     {
-        self.sync_stage(stage, move |t, out| {
+        self.sync_stage(stage, Shape::Other, move |t, out| {
             out.extend(f(t));
             Ok(())
         })
@@ -283,7 +304,7 @@ impl<T: Send + 'static> Pipeline<T> {
         stage: impl Into<Stage<T>>,
         f: impl Fn(&T) + Send + Sync + 'static,
     ) -> Pipeline<T> {
-        self.sync_stage(stage, move |t, out| {
+        self.sync_stage(stage, Shape::OneToOne, move |t, out| {
             f(&t);
             out.push(t);
             Ok(())
@@ -481,6 +502,63 @@ impl<T: Send + 'static> Pipeline<T> {
     }
 }
 
+/// The task behind [`Pipeline::from_receiver`].
+async fn receive<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+    mut em: Emitter<T>,
+    shared: Arc<Shared>,
+) {
+    use tokio::sync::mpsc::error::TryRecvError;
+    // Whether the channel was closed by a shutdown (admission closed; what
+    // is in it is still passed on).
+    let mut closed = false;
+    loop {
+        if shared.kill.is_cancelled() {
+            break;
+        }
+        if !closed && shared.stop.is_cancelled() {
+            rx.close();
+            closed = true;
+        }
+        let item = match rx.try_recv() {
+            Ok(item) => item,
+            Err(TryRecvError::Disconnected) => break,
+            Err(TryRecvError::Empty) => {
+                // Nothing ready: send what we have, then wait.
+                if em.flush().await.is_err() {
+                    break;
+                }
+                tokio::select! {
+                    biased;
+                    _ = shared.kill.cancelled() => break,
+                    _ = shared.stop.cancelled(), if !closed => continue,
+                    next = rx.recv() => match next {
+                        Some(item) => item,
+                        None => break,
+                    },
+                }
+            }
+        };
+        if em.emit(item).await.is_err() {
+            break;
+        }
+        if em.buf.is_empty() {
+            // A chunk went out: let other tasks run even if the channel is
+            // always ready.
+            tokio::task::consume_budget().await;
+        }
+    }
+    // Cut off (or the channel is simply done): whatever the senders put in
+    // the channel and the source did not pass on is cancelled, not lost.
+    rx.close();
+    let mut left = 0u64;
+    while rx.try_recv().is_ok() {
+        left += 1;
+    }
+    em.cancel_unsent(left);
+    let _ = em.flush().await;
+}
+
 async fn drain_sync<T>(ctx: &StageCtx<T>, inlet: &Inlet<T>, mut f: impl FnMut(T)) {
     let stats = &ctx.stats;
     while let Some(chunk) = inlet.recv(&ctx.shared, stats).await {
@@ -508,6 +586,7 @@ async fn drain_sync<T>(ctx: &StageCtx<T>, inlet: &Inlet<T>, mut f: impl FnMut(T)
 fn wire_stage<T, U, P>(
     w: &mut Wiring,
     stage: Stage<T>,
+    shape: Shape,
     default_chunk: usize,
     p: P,
     out: Outlet<U>,
@@ -523,11 +602,10 @@ where
     if stage.chunk == Some(0) {
         return Err(BuildError::ZeroChunk { stage: stage.name });
     }
-    let stats = Arc::new(StageStats::new(
-        stage.name.clone(),
-        StageKind::Stage,
-        stage.workers,
-    ));
+    let stats = Arc::new(StageStats {
+        shape,
+        ..StageStats::new(stage.name.clone(), StageKind::Stage, stage.workers)
+    });
     w.stages.push(stats.clone());
     let keeps = stage.keeps_items();
     let ctx = Arc::new(StageCtx {

@@ -1,6 +1,7 @@
 //! The per-stage counters and the report a run returns.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use weft_core::Counter;
@@ -19,11 +20,25 @@ pub enum StageKind {
     Sink,
 }
 
+/// How many outputs a processing stage makes per input item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shape {
+    /// Exactly one (`map`, `try_map`, `inspect`, `then`, `service`, ...):
+    /// every item it completed must be emitted or cancelled downstream.
+    OneToOne,
+    /// At most one (`filter`, `filter_map`): the difference is `filtered`.
+    Filter,
+    /// Any number (`flat_map`), or not items at all (a batch stage, the
+    /// source and the sink, which have their own kinds).
+    Other,
+}
+
 /// Live counters of one stage, shared by its workers.
 #[derive(Debug)]
 pub(crate) struct StageStats {
     pub(crate) name: String,
     pub(crate) kind: StageKind,
+    pub(crate) shape: Shape,
     pub(crate) workers: usize,
     pub(crate) received: Counter,
     pub(crate) completed: Counter,
@@ -44,6 +59,7 @@ impl StageStats {
         StageStats {
             name: name.into(),
             kind,
+            shape: Shape::Other,
             workers,
             received: Counter::new(),
             completed: Counter::new(),
@@ -146,10 +162,14 @@ impl StageReport {
 /// and times (so the bottleneck is visible).
 ///
 /// For pipelines of one-to-one stages (`map`, `then`, `try_map`, `service`,
-/// `inspect`) and filters:
+/// `inspect`) and filters (`filter`, `filter_map`):
 /// `items_in = items_out + filtered + failed + dead_lettered + dropped + cancelled`.
 /// `flat_map` and `batch` change the number of items, so their downstream
 /// stages count in their own units.
+///
+/// Only filters (and `flat_map`) count items as `filtered`: an item a
+/// one-to-one stage completed but never handed on (which would be a bug)
+/// is in no count, and `is_balanced` says so.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Report {
@@ -159,7 +179,8 @@ pub struct Report {
     pub items_in: u64,
     /// Items the sink consumed.
     pub items_out: u64,
-    /// Items filtered out (completed stages that emitted nothing for them).
+    /// Items filtered out: items a `filter`, `filter_map` or `flat_map`
+    /// stage completed and emitted nothing for.
     pub filtered: u64,
     /// Items that failed, over all stages.
     pub failed: u64,
@@ -176,25 +197,29 @@ pub struct Report {
 }
 
 impl Report {
-    pub(crate) fn from_stages(name: &str, stages: Vec<StageReport>, elapsed: Duration) -> Self {
+    /// The report of the stages' counters as they are now.
+    pub(crate) fn from_stages(name: &str, stats: &[Arc<StageStats>], elapsed: Duration) -> Self {
         let mut r = Report {
             name: name.to_owned(),
             elapsed,
             ..Default::default()
         };
-        for s in &stages {
+        let mut stages = Vec::with_capacity(stats.len());
+        for st in stats {
+            let s = st.snapshot();
             match s.kind {
                 StageKind::Source => r.items_in += s.emitted,
                 StageKind::Sink => r.items_out += s.completed,
-                StageKind::Stage => {
+                StageKind::Stage if st.shape != Shape::OneToOne => {
                     r.filtered += s.completed.saturating_sub(s.emitted);
                 }
-                StageKind::Batch => {}
+                StageKind::Stage | StageKind::Batch => {}
             }
             r.failed += s.failed;
             r.dead_lettered += s.dead_lettered;
             r.dropped += s.dropped;
             r.cancelled += s.cancelled;
+            stages.push(s);
         }
         r.stages = stages;
         r

@@ -1,6 +1,8 @@
 //! Running a pipeline: the driver task, the handle, and `Drain`.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
@@ -11,9 +13,12 @@ use weft_core::{Drain, Panicked, ShutdownReport};
 
 use crate::channel::{Shared, Wiring};
 use crate::error::{BuildError, PipelineError};
-use crate::report::{Report, StageStats};
+use crate::report::{Report, Shape, StageKind, StageStats};
 
 pub(crate) type Slot<R> = Arc<Mutex<Option<R>>>;
+
+/// Counts what is left in a queue once every task is gone.
+pub(crate) type Leftover = Box<dyn FnOnce() + Send>;
 
 type Outcome<R> = Result<(R, Report), PipelineError>;
 
@@ -80,18 +85,23 @@ impl<R: Send + 'static> Runnable<R> {
             started: Instant::now(),
             outcome: Mutex::new(None),
             report: Mutex::new(None),
+            leftovers: Mutex::new(w.leftovers),
+            lost: AtomicBool::new(false),
             done: done_rx,
         });
         tracing::info!(pipeline = %shared.name, stages = stages.len(), "pipeline started");
         let tasks = w.tasks;
-        let leftovers = w.leftovers;
         let slot = self.slot;
         let driver_inner = inner.clone();
         tokio::spawn(async move {
             let inner = driver_inner;
             let mut set = JoinSet::new();
+            // Which stage each task belongs to, so that a panic that escapes
+            // a stage's own unwind boundaries still names the stage.
+            let mut stage_of = HashMap::with_capacity(tasks.len());
             for t in tasks {
-                set.spawn(t);
+                let id = set.spawn(t.fut).id();
+                stage_of.insert(id, t.stage);
             }
             #[cfg(feature = "metrics")]
             let mut emitted = crate::metrics::Emitted::default();
@@ -100,25 +110,25 @@ impl<R: Send + 'static> Runnable<R> {
             loop {
                 #[cfg(feature = "metrics")]
                 let next = tokio::select! {
-                    r = set.join_next() => r,
+                    r = set.join_next_with_id() => r,
                     _ = tick.tick() => {
                         emitted.emit(&inner.shared.name, &inner.stages);
                         continue;
                     }
                 };
                 #[cfg(not(feature = "metrics"))]
-                let next = set.join_next().await;
+                let next = set.join_next_with_id().await;
                 let Some(r) = next else { break };
                 if let Err(e) = r {
                     if e.is_panic() {
+                        let stage = stage_of.get(&e.id()).map_or("pipeline", String::as_str);
                         let p = Panicked::from_payload(e.into_panic().as_ref());
-                        inner.shared.fail("pipeline", p.into());
+                        tracing::error!(pipeline = %inner.shared.name, stage, error = %p, "stage task panicked");
+                        inner.shared.fail(stage, p.into());
                     }
                 }
             }
-            for l in leftovers {
-                l();
-            }
+            inner.count_leftovers();
             #[cfg(feature = "metrics")]
             emitted.emit(&inner.shared.name, &inner.stages);
             let report = inner.snapshot();
@@ -134,7 +144,7 @@ impl<R: Send + 'static> Runnable<R> {
                     error,
                     report: Box::new(report.clone()),
                 })
-            } else if shared.sink_closed.load(std::sync::atomic::Ordering::SeqCst) {
+            } else if shared.sink_closed.load(Ordering::SeqCst) {
                 Err(PipelineError::SinkClosed {
                     report: Box::new(report.clone()),
                 })
@@ -194,21 +204,55 @@ struct Inner<R> {
     started: Instant,
     outcome: Mutex<Option<Outcome<R>>>,
     report: Mutex<Option<Report>>,
+    /// Run once, by the driver when every task has finished, or by the
+    /// handle if the driver is gone.
+    leftovers: Mutex<Vec<Leftover>>,
+    /// The driver task was dropped unfinished (see [`Inner::lost`]).
+    lost: AtomicBool,
     done: watch::Receiver<bool>,
 }
 
 impl<R> Inner<R> {
     fn snapshot(&self) -> Report {
-        Report::from_stages(
-            &self.shared.name,
-            self.stages.iter().map(|s| s.snapshot()).collect(),
-            self.started.elapsed(),
-        )
+        Report::from_stages(&self.shared.name, &self.stages, self.started.elapsed())
     }
 
+    /// Waits for the driver task to finish (or to be dropped unfinished,
+    /// when its runtime shuts down).
     async fn finished(&self) {
         let mut done = self.done.clone();
         let _ = done.wait_for(|d| *d).await;
+    }
+
+    /// Whether every stage counts in the source's items: each passes items
+    /// on one for one or filters them (no `flat_map`, no batch stage).
+    fn counts_in_items(&self) -> bool {
+        self.stages.iter().all(|s| match s.kind {
+            StageKind::Source | StageKind::Sink => true,
+            StageKind::Stage => s.shape != Shape::Other,
+            StageKind::Batch => false,
+        })
+    }
+
+    fn count_leftovers(&self) {
+        let leftovers =
+            std::mem::take(&mut *self.leftovers.lock().unwrap_or_else(|p| p.into_inner()));
+        for l in leftovers {
+            l();
+        }
+    }
+
+    /// The report of a run whose driver task was dropped before it stored
+    /// one (its runtime shut down, dropping every task of the run): what was
+    /// still queued is counted as cancelled; items that a dropped task held
+    /// are in no count.
+    fn lost(&self) -> Report {
+        if !self.lost.swap(true, Ordering::SeqCst) {
+            tracing::warn!(pipeline = %self.shared.name, "the pipeline's tasks were dropped before it finished (did its runtime shut down?)");
+        }
+        self.shared.kill.cancel();
+        self.count_leftovers();
+        self.snapshot()
     }
 }
 
@@ -264,6 +308,12 @@ impl<R> Running<R> {
 
     /// Waits for the pipeline to finish; returns the sink's output and the
     /// report, or why it stopped.
+    ///
+    /// If the runtime the pipeline was spawned on shut down before the
+    /// pipeline finished (its tasks were dropped), returns
+    /// [`PipelineError::Cancelled`] with the counts as they were: items
+    /// still queued between stages count as cancelled, items a dropped task
+    /// was holding are in no count.
     pub async fn join(self) -> Result<(R, Report), PipelineError> {
         self.inner.finished().await;
         let outcome = self
@@ -272,12 +322,23 @@ impl<R> Running<R> {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        outcome.expect("the driver stores the outcome before signalling")
+        outcome.unwrap_or_else(|| {
+            Err(PipelineError::Cancelled {
+                report: Box::new(self.inner.lost()),
+            })
+        })
     }
 
     /// Stops the source now; the stages drain what is queued, batches are
     /// flushed. If that has not finished by `deadline`, every stage is
     /// cancelled (items still queued are counted as cancelled).
+    ///
+    /// A [`from_receiver`](crate::Pipeline::from_receiver) source closes its
+    /// channel (later sends fail and hand the item back) and passes on what
+    /// the senders had already put in it; other sources simply stop pulling.
+    ///
+    /// If the pipeline's runtime has shut down, returns the counts as they
+    /// were (see [`join`](Running::join)).
     pub async fn shutdown(&self, deadline: Instant) -> Report {
         let shared = &self.inner.shared;
         tracing::info!(pipeline = %shared.name, "pipeline shutting down");
@@ -290,29 +351,56 @@ impl<R> Running<R> {
             shared.kill.cancel();
             self.inner.finished().await;
         }
-        self.inner
+        let report = self
+            .inner
             .report
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .expect("the driver stores the report before signalling")
+            .clone();
+        report.unwrap_or_else(|| self.inner.lost())
     }
 }
 
 impl<R: Send> Drain for Running<R> {
     /// Stops the source, drains the stages and flushes batches until
-    /// `deadline`, then cancels. In the `ShutdownReport`, `accepted` is the
-    /// items the source produced; `failed` counts failed, dead-lettered and
-    /// shed items; `cancelled` the items discarded; `completed` the rest.
+    /// `deadline`, then cancels (see [`shutdown`](Running::shutdown)).
+    ///
+    /// In the `ShutdownReport`, `accepted` is the items the source produced
+    /// (for [`from_receiver`](crate::Pipeline::from_receiver), every item
+    /// whose `send` succeeded); `failed` counts failed, dead-lettered and
+    /// shed items; `cancelled` the items discarded at the deadline.
+    ///
+    /// When every stage passes items on one for one or filters them (no
+    /// `flat_map`, no `batch`), `completed` is what was finished: the items
+    /// the sink consumed plus the items a filter dropped. Nothing is
+    /// derived, so an item that went missing shows as an unbalanced report.
+    /// If the pipeline's runtime shut down under it, the items its dropped
+    /// tasks were holding are counted as `aborted`.
+    ///
+    /// `flat_map` and `batch` change the unit of the stages after them (a
+    /// failed batch counts once), so for those pipelines `completed` is
+    /// `accepted` less the failed and cancelled counts of every stage, each
+    /// in its own unit, capped so that the report balances.
     fn drain(&self, deadline: Instant) -> BoxFuture<'_, ShutdownReport> {
         Box::pin(async move {
             let start = Instant::now();
             let r = self.shutdown(deadline).await;
             let mut s = ShutdownReport::new(r.name.clone());
             s.accepted = r.items_in;
-            s.failed = (r.failed + r.dead_lettered + r.dropped).min(s.accepted);
-            s.cancelled = r.cancelled.min(s.accepted - s.failed);
-            s.completed = s.accepted - s.failed - s.cancelled;
+            if self.inner.counts_in_items() {
+                s.completed = r.items_out + r.filtered;
+                s.failed = r.failed + r.dead_lettered + r.dropped;
+                s.cancelled = r.cancelled;
+                if self.inner.lost.load(Ordering::SeqCst) {
+                    s.aborted = s
+                        .accepted
+                        .saturating_sub(s.completed + s.failed + s.cancelled);
+                }
+            } else {
+                s.failed = (r.failed + r.dead_lettered + r.dropped).min(s.accepted);
+                s.cancelled = r.cancelled.min(s.accepted - s.failed);
+                s.completed = s.accepted - s.failed - s.cancelled;
+            }
             s.elapsed = start.elapsed();
             s
         })

@@ -5,7 +5,7 @@ use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 use std::time::Duration;
 
-use weft_core::{BoxError, Classify, DefaultClassifier, Outcome, Overflow};
+use weft_core::{BoxError, Classify, DefaultClassifier, Outcome, Overflow, Panicked};
 
 use crate::error::DeadLetter;
 
@@ -68,7 +68,9 @@ impl<T> fmt::Debug for OnError<T> {
 /// An error is retried when the classifier says it is a
 /// [`Outcome::Failure`] (the default classifier retries every error);
 /// [`Outcome::Ignored`] goes straight to the policy. Panics are never
-/// retried. Waits `backoff`, doubling after each attempt up to `max_backoff`.
+/// retried; a panic in the classifier counts as the item's panic (the
+/// stage's [`OnError`] policy applies to it). Waits `backoff`, doubling
+/// after each attempt up to `max_backoff`.
 #[derive(Clone)]
 pub struct Retry {
     pub(crate) attempts: u32,
@@ -108,11 +110,15 @@ impl Retry {
         self
     }
 
-    pub(crate) fn should_retry(&self, err: BoxError) -> (bool, BoxError) {
+    /// Whether `err` is worth retrying, with the error back; `Err` if the
+    /// classifier panicked (a panic is not let out of a stage).
+    pub(crate) fn should_retry(&self, err: BoxError) -> Result<(bool, BoxError), Panicked> {
         let r: Result<(), BoxError> = Err(err);
-        let retry = self.classify.classify(&r) == Outcome::Failure;
+        let outcome =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.classify.classify(&r)))
+                .map_err(|p| Panicked::from_payload(p.as_ref()))?;
         match r {
-            Err(e) => (retry, e),
+            Err(e) => Ok((outcome == Outcome::Failure, e)),
             Ok(()) => unreachable!("only errors are classified here"),
         }
     }

@@ -232,7 +232,12 @@ where
     let item = backup.expect("checked above");
     let mut attempts = 1;
     loop {
-        let (again, e) = retry.should_retry(err);
+        let (again, e) = match retry.should_retry(err) {
+            Ok(r) => r,
+            Err(p) => {
+                return R::handled(Handled::Flow(ctx.give_up(Some(item), p.into())), None);
+            }
+        };
         err = e;
         if !again || attempts >= retry.attempts {
             return R::handled(

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::time::{Instant, advance, sleep};
-use weft_pipeline::{Batch, Pipeline, TimeRule};
+use weft_pipeline::{Batch, Pipeline, PipelineError, Stage, TimeRule};
 
 #[tokio::test]
 async fn by_size_flushes_the_partial_batch_on_completion() {
@@ -127,6 +127,86 @@ async fn shutdown_flushes_the_partial_batch() {
     assert_eq!(report.items_in, 3);
     assert_eq!(report.cancelled, 0);
     drop(tx);
+}
+
+/// Guards `max_age` when the batch stage is held up: blocked handing
+/// earlier batches to a slow downstream, it is past the open batch's
+/// deadline by the time it reads its input again. The overdue batch must
+/// close before it takes items that came after it was due (the timer alone
+/// did not do it: the input is read first, so under constant input a
+/// `max_age` batch closed only by size).
+#[tokio::test(start_paused = true)]
+async fn max_age_closes_an_overdue_batch_before_it_takes_more() {
+    let (tx, rx) = mpsc::channel(1_000);
+    let feeder = tokio::spawn(async move {
+        // Six full batches fill the slow downstream; item 600 opens a
+        // batch that is due at 50 ms.
+        for i in 0..=600u32 {
+            tx.send(i).await.unwrap();
+        }
+        // Sent 50 ms after that batch was due.
+        sleep(Duration::from_millis(100)).await;
+        for i in 1_000..1_005u32 {
+            tx.send(i).await.unwrap();
+        }
+    });
+    let (batches, report) = Pipeline::from_receiver(rx)
+        .batch("b", Batch::size(100).max_age(Duration::from_millis(50)))
+        .map(Stage::new("pass").capacity(2), |b| b)
+        .then(Stage::new("slow").capacity(1), |b: Vec<u32>| async move {
+            sleep(Duration::from_millis(500)).await;
+            b
+        })
+        .collect()
+        .run()
+        .await
+        .unwrap();
+    feeder.await.unwrap();
+    assert_eq!(report.items_in, 606);
+    let overdue = batches.iter().find(|b| b.contains(&600)).unwrap();
+    assert_eq!(
+        overdue,
+        &vec![600],
+        "the overdue batch took items sent after it was due"
+    );
+    assert_eq!(batches.last(), Some(&(1_000..1_005).collect::<Vec<_>>()));
+    assert_eq!(batches.len(), 8);
+}
+
+/// Guards the weigh function's unwind boundary: a panic in it fails the
+/// batch stage (named in the error), and the items the batcher held are
+/// counted (as cancelled), not lost with the task.
+#[tokio::test(start_paused = true)]
+async fn a_panicking_weigh_fn_is_contained_and_counted() {
+    let r = Pipeline::from_iter(0u64..10)
+        .batch(
+            "group",
+            Batch::size(100).max_weight(100, |x: &u64| {
+                if *x == 5 {
+                    panic!("cannot weigh 5")
+                }
+                1
+            }),
+        )
+        .collect()
+        .run()
+        .await;
+    let Err(PipelineError::Failed {
+        stage,
+        error,
+        report,
+    }) = r
+    else {
+        panic!("unexpected {r:?}")
+    };
+    let group = &report.stages[1];
+    assert!(
+        group.received == group.completed + group.failed + group.cancelled,
+        "the batch stage's items vanished: {group:?}"
+    );
+    assert_eq!(stage, "group", "the failing stage is named");
+    assert!(error.is_panic(), "{error}");
+    assert_eq!((group.failed, group.panicked), (1, 1), "{group:?}");
 }
 
 mod props {

@@ -262,6 +262,101 @@ async fn panics_are_contained_and_follow_the_policy() {
     ));
 }
 
+/// Guards the Retry classifier's unwind boundary: a panicking classifier
+/// is the item's panic (the stage's policy applies; here, skip), so the
+/// stage's items are all counted and the run goes on.
+#[tokio::test(start_paused = true)]
+async fn a_panicking_classifier_is_contained_and_counted() {
+    let (out, report) = Pipeline::from_iter(0u64..10)
+        .try_map(
+            Stage::new("parse").skip_errors().retry(
+                Retry::attempts(3)
+                    .classify(|_: &Result<(), BoxError>| -> Outcome { panic!("classifier bug") }),
+            ),
+            |x: u64| if x == 3 { Err("bad") } else { Ok(x) },
+        )
+        .collect()
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(out, vec![0, 1, 2, 4, 5, 6, 7, 8, 9]);
+    let parse = &report.stages[1];
+    assert_eq!(
+        (
+            parse.received,
+            parse.completed,
+            parse.failed,
+            parse.panicked
+        ),
+        (10, 9, 1, 1),
+        "{parse:?}"
+    );
+    assert!(report.is_balanced(), "{report}");
+
+    // Under fail fast the run fails, naming the stage, and still balances.
+    let err = Pipeline::from_iter(0u64..10)
+        .try_map(
+            Stage::new("parse").retry(
+                Retry::attempts(3)
+                    .classify(|_: &Result<(), BoxError>| -> Outcome { panic!("classifier bug") }),
+            ),
+            |x: u64| if x == 3 { Err("bad") } else { Ok(x) },
+        )
+        .collect()
+        .run()
+        .await
+        .unwrap_err();
+    let report = err.report().unwrap();
+    // Every item a stage emitted is finished or cancelled by the next one
+    // (`cancelled` includes the items queued in front of it).
+    for pair in report.stages.windows(2) {
+        let (up, s) = (&pair[0], &pair[1]);
+        assert_eq!(
+            up.emitted,
+            s.completed + s.failed + s.dead_lettered + s.dropped + s.cancelled,
+            "items vanished between {:?} and {:?}:\n{report}",
+            up.name,
+            s.name
+        );
+    }
+    assert!(report.is_balanced(), "{report}");
+    let PipelineError::Failed { stage, error, .. } = err else {
+        panic!("unexpected {err:?}")
+    };
+    assert_eq!(stage, "parse");
+    assert!(error.is_panic(), "{error}");
+}
+
+/// Guards the backstop behind the stages' own unwind boundaries: a panic
+/// that escapes a task (here in the source's iterator, which no boundary
+/// wraps) fails the run under the name of the stage the task belongs to,
+/// not an anonymous "pipeline".
+#[tokio::test(start_paused = true)]
+async fn a_panic_that_escapes_a_task_names_its_stage() {
+    let err = Pipeline::from_iter((0..1_000u32).inspect(|&x| {
+        assert!(x < 300, "the iterator broke at {x}");
+    }))
+    .map("double", |x| x * 2)
+    .collect()
+    .run()
+    .await
+    .unwrap_err();
+    let PipelineError::Failed {
+        stage,
+        error,
+        report,
+    } = err
+    else {
+        panic!("unexpected {err:?}")
+    };
+    assert_eq!(stage, "source");
+    assert!(
+        matches!(&error, StageError::Panicked(p) if p.message() == "the iterator broke at 300"),
+        "{error}"
+    );
+    assert!(report.is_balanced(), "{report}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn overflow_policies_shed_and_count() {
     for (overflow, kind) in [

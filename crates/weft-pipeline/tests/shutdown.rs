@@ -105,3 +105,139 @@ async fn dropping_the_run_future_cancels_the_pipeline() {
         "the stage kept running after run() was dropped"
     );
 }
+
+/// Guards the hand-off of a stage's output: a `map` feeding an async stage
+/// (chunk 1) is cut off by the drain deadline while it is blocked handing
+/// its output over one item at a time. The rest of its output vector must
+/// be counted as cancelled, not vanish (it showed up as "filtered" in the
+/// report and as "completed" in the drain report, though nothing reached
+/// the sink).
+#[tokio::test(start_paused = true)]
+async fn items_cut_off_mid_hand_off_are_counted_cancelled_not_completed() {
+    let sunk = Arc::new(AtomicU64::new(0));
+    let s = sunk.clone();
+    let running = Pipeline::from_iter(0u64..10_000)
+        .map("parse", |x| x) // no filter anywhere
+        .then("stuck", |x| async move {
+            sleep(Duration::from_secs(3600)).await;
+            x
+        })
+        .for_each(move |_| {
+            s.fetch_add(1, Ordering::SeqCst);
+        })
+        .spawn()
+        .unwrap();
+    sleep(Duration::from_millis(10)).await;
+    let drained = running.drain(Instant::now() + Duration::from_secs(1)).await;
+    let err = running.join().await.unwrap_err();
+    let r = err.report().unwrap();
+    assert_eq!(sunk.load(Ordering::SeqCst), 0);
+    assert_eq!(r.filtered, 0, "nothing was filtered, yet:\n{r}");
+    assert!(r.is_balanced(), "{r}");
+    assert_eq!(
+        drained.completed, 0,
+        "nothing reached the sink, yet the drain report says: {drained:?}"
+    );
+    assert!(drained.is_balanced(), "{drained}");
+}
+
+/// Guards `from_receiver` under drain: items the caller already sent into
+/// the channel (the send succeeded, so they were accepted) but the source
+/// had not pulled yet are processed before the pipeline finishes, not
+/// dropped with the receiver.
+#[tokio::test(start_paused = true)]
+async fn drain_of_a_receiver_source_keeps_buffered_items() {
+    let (tx, rx) = tokio::sync::mpsc::channel(100);
+    for i in 0..50u64 {
+        tx.send(i).await.unwrap(); // accepted
+    }
+    let running = Pipeline::from_receiver(rx)
+        .then(Stage::new("slow").capacity(1), |x| async move {
+            sleep(Duration::from_millis(10)).await;
+            x
+        })
+        .collect()
+        .spawn()
+        .unwrap();
+    sleep(Duration::from_millis(15)).await;
+    let report = running
+        .drain(Instant::now() + Duration::from_secs(60))
+        .await;
+    let (out, _) = running.join().await.unwrap();
+    assert_eq!(
+        out.len() + report.returned as usize,
+        50,
+        "items sent successfully were dropped by drain: {report:?}"
+    );
+    assert!(report.is_clean(), "{report}");
+    // Admission is closed: a send after the drain is refused.
+    assert!(tx.send(50).await.is_err());
+}
+
+/// Guards `from_receiver` when the drain deadline passes: what is still in
+/// the channel is counted as cancelled, so the reports balance.
+#[tokio::test(start_paused = true)]
+async fn a_receiver_source_cut_off_at_the_deadline_counts_the_rest() {
+    let (tx, rx) = tokio::sync::mpsc::channel(100);
+    for i in 0..50u64 {
+        tx.send(i).await.unwrap();
+    }
+    let running = Pipeline::from_receiver(rx)
+        .then(Stage::new("slow").capacity(1), |x| async move {
+            sleep(Duration::from_millis(10)).await;
+            x
+        })
+        .collect()
+        .spawn()
+        .unwrap();
+    sleep(Duration::from_millis(15)).await;
+    let drained = running
+        .drain(Instant::now() + Duration::from_millis(100))
+        .await;
+    assert_eq!(drained.accepted, 50, "{drained}");
+    assert!(drained.is_balanced(), "{drained}");
+    assert!(drained.cancelled > 0, "{drained}");
+    let err = running.join().await.unwrap_err();
+    let r = err.report().unwrap();
+    assert_eq!(r.items_in, 50, "{r}");
+    assert!(r.is_balanced(), "{r}");
+    drop(tx);
+}
+
+/// Guards `join` and `shutdown` when the runtime that ran the driver is
+/// gone (shut down with the pipeline unfinished): they return an error and
+/// a report instead of panicking.
+#[test]
+fn join_after_the_runtime_is_gone_returns_an_error() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (running, other) = rt.block_on(async {
+        let make = || {
+            Pipeline::from_iter(0u64..)
+                .then("w", |x| async move {
+                    sleep(Duration::from_secs(1)).await;
+                    x
+                })
+                .collect()
+                .spawn()
+                .unwrap()
+        };
+        (make(), make())
+    });
+    drop(rt);
+    let rt2 = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let r = rt2.block_on(running.join());
+    assert!(
+        matches!(r, Err(PipelineError::Cancelled { .. })),
+        "unexpected {r:?}"
+    );
+    let report = rt2.block_on(other.shutdown(Instant::now() + Duration::from_secs(1)));
+    assert_eq!(report.items_out, 0);
+    let drained = rt2.block_on(other.drain(Instant::now() + Duration::from_secs(1)));
+    assert!(drained.is_balanced(), "{drained}");
+}
