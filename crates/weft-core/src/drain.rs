@@ -72,8 +72,18 @@ impl ShutdownReport {
     /// Whether every accepted item is accounted for:
     /// `accepted = completed + failed + cancelled + aborted + returned`.
     pub fn is_balanced(&self) -> bool {
-        self.accepted
-            == self.completed + self.failed + self.cancelled + self.aborted + self.returned
+        // Checked: a component's counting bug (a huge field) must read as
+        // unbalanced, not overflow (a panic in debug, a wrap in release).
+        [
+            self.completed,
+            self.failed,
+            self.cancelled,
+            self.aborted,
+            self.returned,
+        ]
+        .iter()
+        .try_fold(0u64, |sum, &n| sum.checked_add(n))
+            == Some(self.accepted)
     }
 
     /// Whether the shutdown was clean: balanced, nothing aborted, nothing

@@ -47,7 +47,9 @@ pub enum Overflow {
     /// Refuse the new item, hand it back and count it as dropped rather than
     /// rejected. For work that may be shed under load without alarming anyone.
     DropNewest,
-    /// Wait up to the given duration for room, then hand the item back.
+    /// Wait up to the given duration for room, then hand the item back. A
+    /// duration too long for the clock (`Duration::MAX`) waits as `Block`
+    /// does.
     WaitTimeout(Duration),
 }
 

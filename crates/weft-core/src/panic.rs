@@ -90,6 +90,13 @@ pub enum PanicPolicy {
 /// future is polled as it is (`AssertUnwindSafe`): after a panic it is dropped
 /// and never polled again, so no broken state is observed through it.
 ///
+/// The future is dropped inside the boundary too: as soon as it finishes or
+/// panics, and when the boundary itself is dropped early (a cancelled
+/// task). A panic in that drop does not escape into whoever drops the
+/// boundary (a worker, a shutdown): as tokio does for a task's future, it
+/// is caught and ignored, the panic hook having already reported it, and a
+/// result the future produced is still returned.
+///
 /// ```
 /// use weft_core::catch_unwind;
 ///
@@ -101,16 +108,29 @@ pub enum PanicPolicy {
 /// # }
 /// ```
 pub fn catch_unwind<F: Future>(fut: F) -> impl Future<Output = Result<F::Output, Panicked>> {
-    CatchUnwind { fut }
+    CatchUnwind { fut: Some(fut) }
 }
 
 pin_project! {
     /// [`catch_unwind`]'s future: one `std::panic::catch_unwind` per poll,
     /// with no adapter layers (it runs around every actor message and
-    /// executor task).
+    /// executor task); the inner future is dropped inside the boundary.
     struct CatchUnwind<F> {
         #[pin]
-        fut: F,
+        fut: Option<F>,
+    }
+    impl<F> PinnedDrop for CatchUnwind<F> {
+        fn drop(this: Pin<&mut Self>) {
+            drop_contained(this.project().fut);
+        }
+    }
+}
+
+/// Drops the inner future (if still there), containing a panic in its drop.
+#[inline]
+fn drop_contained<F>(mut fut: Pin<&mut Option<F>>) {
+    if fut.is_some() {
+        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| fut.set(None)));
     }
 }
 
@@ -119,12 +139,17 @@ impl<F: Future> Future for CatchUnwind<F> {
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let fut = self.project().fut;
-        match std::panic::catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
-            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
-            Ok(Poll::Pending) => Poll::Pending,
-            Err(payload) => Poll::Ready(Err(Panicked::from_payload(payload.as_ref()))),
-        }
+        let mut fut = self.project().fut;
+        let Some(inner) = fut.as_mut().as_pin_mut() else {
+            panic!("weft_core::catch_unwind's future polled after it completed");
+        };
+        let out = match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(Poll::Ready(v)) => Ok(v),
+            Ok(Poll::Pending) => return Poll::Pending,
+            Err(payload) => Err(Panicked::from_payload(payload.as_ref())),
+        };
+        drop_contained(fut);
+        Poll::Ready(out)
     }
 }
 

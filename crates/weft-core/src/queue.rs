@@ -238,7 +238,14 @@ impl<T> Queue<T> {
     }
 
     async fn push_timeout(&self, mut item: T, wait: Duration) -> Result<Admitted<T>, PushError<T>> {
-        let deadline = Instant::now() + wait;
+        // A wait too long for the clock (`Duration::MAX`) never ends: wait
+        // as `Block` does.
+        let Some(deadline) = Instant::now().checked_add(wait) else {
+            return match self.tx.send(item).await {
+                Ok(()) => Ok(Admitted::Queued),
+                Err(e) => Err(PushError::Closed(e.0)),
+            };
+        };
         loop {
             match self.tx.try_send(item) {
                 Ok(()) => return Ok(Admitted::Queued),
