@@ -6,14 +6,14 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use tokio::sync::watch;
-use tokio::task::{AbortHandle, JoinSet};
-use tokio::time::{Instant, sleep_until};
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use weft_core::{Drain, Panicked, ShutdownReport};
+use weft_core::{Drain, ShutdownReport};
 
 use crate::admission::ShutdownLayer;
 use crate::error::{BuildError, DEFAULT_PHASE_TIMEOUT, RegisterError, SpawnError};
-use crate::report::{ComponentOutcome, ComponentReport, PhaseReport, Report, Trigger};
+use crate::report::{Report, Trigger};
 use crate::tasks::Tasks;
 
 /// How long after its phase's deadline a component is cut off. Components are
@@ -24,22 +24,24 @@ pub const CUTOFF_MARGIN: Duration = Duration::from_millis(50);
 /// The default phases, in order, each with a 10 s timeout.
 pub const DEFAULT_PHASES: [&str; 4] = ["stop-accepting", "drain", "flush", "close"];
 
-type DrainFn = Box<dyn FnOnce(Instant) -> BoxFuture<'static, Option<ShutdownReport>> + Send>;
+pub(crate) type DrainFn =
+    Box<dyn FnOnce(Instant) -> BoxFuture<'static, Option<ShutdownReport>> + Send>;
 
-enum Component {
+pub(crate) enum Component {
     Drain(Arc<dyn Drain>),
     Fn(DrainFn),
 }
 
-struct Registered {
-    name: String,
-    component: Component,
+pub(crate) struct Registered {
+    pub(crate) name: String,
+    pub(crate) component: Component,
 }
 
-struct Phase {
-    name: String,
-    timeout: Duration,
-    components: Mutex<Option<Vec<Registered>>>,
+pub(crate) struct Phase {
+    pub(crate) name: String,
+    pub(crate) timeout: Duration,
+    /// `None` once the phase has started.
+    pub(crate) components: Mutex<Option<Vec<Registered>>>,
 }
 
 /// Builds a [`Coordinator`].
@@ -85,6 +87,11 @@ impl Builder {
     /// within a phase drain concurrently and are cut off at the phase's
     /// timeout. Without any `phase` call the coordinator uses
     /// [`DEFAULT_PHASES`], each with a 10 s timeout.
+    ///
+    /// A timeout too large to add to the clock (`Duration::MAX`, the way to
+    /// say "as long as it takes") gives a deadline about 30 years away, as
+    /// `tokio::time::sleep` does; a zero timeout is refused by
+    /// [`build`](Builder::build).
     pub fn phase(mut self, name: impl Into<String>, timeout: Duration) -> Self {
         self.phases.push((name.into(), timeout));
         self
@@ -106,7 +113,8 @@ impl Builder {
 
     /// How long tracked tasks get after their cancellation token fires before
     /// they are aborted. Default: 5 s, enough for a task to notice the token
-    /// and finish its current unit of work.
+    /// and finish its current unit of work. `Duration::MAX` waits about 30
+    /// years, as `tokio::time::sleep` does.
     pub fn task_grace(mut self, grace: Duration) -> Self {
         self.task_grace = grace;
         self
@@ -168,6 +176,7 @@ impl Builder {
                 task_grace: self.task_grace,
                 listeners: Mutex::new(listeners),
                 running: AtomicBool::new(false),
+                driver: Mutex::new(None),
                 report: report_tx,
             }),
         })
@@ -179,9 +188,9 @@ impl Builder {
 #[derive(Debug, Default)]
 pub(crate) struct TriggerState {
     count: AtomicUsize,
-    reason: Mutex<Option<Trigger>>,
-    requested: CancellationToken,
-    forced: CancellationToken,
+    pub(crate) reason: Mutex<Option<Trigger>>,
+    pub(crate) requested: CancellationToken,
+    pub(crate) forced: CancellationToken,
 }
 
 impl TriggerState {
@@ -204,20 +213,32 @@ impl TriggerState {
     }
 }
 
-struct Inner {
-    phases: Vec<Phase>,
-    trigger: Arc<TriggerState>,
-    tasks: Arc<Tasks>,
-    task_grace: Duration,
-    listeners: Mutex<Vec<AbortHandle>>,
-    running: AtomicBool,
-    report: watch::Sender<Option<Report>>,
+pub(crate) struct Inner {
+    pub(crate) phases: Vec<Phase>,
+    pub(crate) trigger: Arc<TriggerState>,
+    pub(crate) tasks: Arc<Tasks>,
+    pub(crate) task_grace: Duration,
+    pub(crate) listeners: Mutex<Vec<AbortHandle>>,
+    /// Whether a driver task has been started (and has not gone away before
+    /// the trigger): the first `run` to set it starts one.
+    pub(crate) running: AtomicBool,
+    /// The driver task, aborted when the coordinator is dropped (it only
+    /// holds a weak reference until the trigger, so this stops a driver
+    /// that would otherwise wait for a trigger that can no longer come).
+    pub(crate) driver: Mutex<Option<AbortHandle>>,
+    /// The report, once the driver has published it; every `run` waits on
+    /// it. Also poked (with the value unchanged) when a driver goes away
+    /// before the trigger, so that a waiting `run` starts another.
+    pub(crate) report: watch::Sender<Option<Report>>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         for l in lock(&self.listeners).drain(..) {
             l.abort();
+        }
+        if let Some(d) = lock(&self.driver).take() {
+            d.abort();
         }
     }
 }
@@ -318,6 +339,10 @@ impl Coordinator {
     }
 
     /// Registers an async closure into a phase; it gets the phase's deadline.
+    /// The closure is called when its phase starts, on the component's own
+    /// task: a panic in it, before or after it returns its future, is
+    /// reported as [`ComponentOutcome::Panicked`](crate::ComponentOutcome::Panicked)
+    /// and does not stop the shutdown.
     pub fn register_fn<F, Fut>(
         &self,
         phase: &str,
@@ -328,10 +353,12 @@ impl Coordinator {
         F: FnOnce(Instant) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
+        // `f` is called inside the component's task, not where the phase
+        // starts it: a panic while it builds its future (before its first
+        // `.await`) is then contained like any other panic of the component.
         let f: DrainFn = Box::new(move |deadline| {
-            let fut = f(deadline);
             Box::pin(async move {
-                fut.await;
+                f(deadline).await;
                 None
             })
         });
@@ -390,158 +417,51 @@ impl Coordinator {
     /// Waits for a trigger, runs every phase in order, then cancels and
     /// aborts the tracked tasks, and returns the report.
     ///
-    /// Any number of clones may call `run`; the first drives the shutdown and
-    /// the others wait for its report. Dropping the driving future abandons
-    /// the shutdown where it is: the running phase's components are aborted,
-    /// later phases and the tracked tasks' cancellation never happen, and
-    /// any other `run` (now or later) waits forever. Put a hard limit on the
-    /// whole shutdown with phase timeouts and `task_grace`, not by dropping
-    /// `run`.
+    /// The shutdown runs on a task of its own, spawned on the current tokio
+    /// runtime by the first call; every call, that first one included, waits
+    /// for its report. So any number of clones may call `run` and all get the
+    /// same report, and dropping a `run` future (a `select!` or a timeout
+    /// around it) stops only that wait: the shutdown goes on, and a later
+    /// `run` returns its report. A hard limit on the whole shutdown comes
+    /// from the phase timeouts and `task_grace`.
+    ///
+    /// The shutdown's task holds the coordinator only once triggered: if
+    /// every clone is dropped before the trigger, it ends. If the runtime it
+    /// runs on shuts down before the trigger, the next `run` (on another
+    /// runtime) starts it again; if that happens during the shutdown, or if
+    /// the coordinator itself panics, the report is still published, with
+    /// [`Report::interrupted`] saying what happened.
+    ///
+    /// # Panics
+    ///
+    /// If no shutdown is running yet and `run` is polled outside a tokio
+    /// runtime (as `tokio::spawn` would).
     pub async fn run(&self) -> Report {
-        if self.inner.running.swap(true, Ordering::SeqCst) {
-            let mut rx = self.inner.report.subscribe();
-            loop {
-                if let Some(r) = rx.borrow_and_update().clone() {
-                    return r;
-                }
-                if rx.changed().await.is_err() {
-                    // Unreachable while `self` holds the sender; wait forever
-                    // rather than invent a report.
-                    std::future::pending::<()>().await;
-                }
-            }
-        }
-        let report = self.drive().await;
-        self.inner.report.send_replace(Some(report.clone()));
-        report
-    }
-
-    async fn drive(&self) -> Report {
-        let trigger = &self.inner.trigger;
-        trigger.requested.cancelled().await;
-        let started = Instant::now();
-        let reason = lock(&trigger.reason)
-            .clone()
-            .unwrap_or(Trigger::Programmatic);
-        let mut phases = Vec::with_capacity(self.inner.phases.len());
-        for phase in &self.inner.phases {
-            let components = lock(&phase.components).take().unwrap_or_default();
-            phases.push(self.run_phase(phase, components).await);
-        }
-        let tasks = self
-            .inner
-            .tasks
-            .finish(self.inner.task_grace, &trigger.forced)
-            .await;
-        for l in lock(&self.inner.listeners).drain(..) {
-            l.abort();
-        }
-        let report = Report {
-            trigger: reason,
-            forced: trigger.forced.is_cancelled(),
-            phases,
-            tasks,
-            elapsed: started.elapsed(),
-        };
-        if report.is_clean() {
-            tracing::info!(elapsed = ?report.elapsed, "shutdown complete");
-        } else {
-            tracing::warn!(unfinished = ?report.unfinished(), "shutdown complete, not clean");
-        }
-        report
-    }
-
-    async fn run_phase(&self, phase: &Phase, components: Vec<Registered>) -> PhaseReport {
-        let start = Instant::now();
-        let forced = &self.inner.trigger.forced;
-        let mut reports: Vec<ComponentReport> = components
-            .iter()
-            .map(|c| ComponentReport {
-                name: c.name.clone(),
-                outcome: ComponentOutcome::Skipped,
-                elapsed: Duration::ZERO,
-                detail: None,
-            })
-            .collect();
-        if forced.is_cancelled() {
-            tracing::warn!(phase = %phase.name, "phase skipped: shutdown forced");
-            return PhaseReport {
-                name: phase.name.clone(),
-                timeout: phase.timeout,
-                elapsed: Duration::ZERO,
-                components: reports,
-            };
-        }
-        tracing::info!(phase = %phase.name, components = components.len(), "shutdown phase starting");
-        let deadline = start + phase.timeout;
-        let mut set = JoinSet::new();
-        let mut ids = std::collections::HashMap::new();
-        for (i, c) in components.into_iter().enumerate() {
-            let fut: BoxFuture<'static, Option<ShutdownReport>> = match c.component {
-                Component::Drain(d) => Box::pin(async move { Some(d.drain(deadline).await) }),
-                Component::Fn(f) => f(deadline),
-            };
-            let handle = set.spawn(fut);
-            ids.insert(handle.id(), i);
-        }
-        let mut cut_off: Option<ComponentOutcome> = None;
-        let cutoff = sleep_until(deadline + CUTOFF_MARGIN);
-        tokio::pin!(cutoff);
+        let mut rx = self.inner.report.subscribe();
         loop {
-            tokio::select! {
-                biased;
-                joined = set.join_next_with_id() => {
-                    let Some(joined) = joined else { break };
-                    let (id, outcome, detail) = match joined {
-                        Ok((id, detail)) => (id, ComponentOutcome::Completed, detail),
-                        Err(e) if e.is_panic() => {
-                            let id = e.id();
-                            let p = Panicked::from_payload(e.into_panic().as_ref());
-                            (id, ComponentOutcome::Panicked(p.message().to_owned()), None)
-                        }
-                        Err(e) => (e.id(), cut_off.clone().unwrap_or(ComponentOutcome::Aborted), None),
-                    };
-                    let i = ids[&id];
-                    let r = &mut reports[i];
-                    match &outcome {
-                        ComponentOutcome::Completed => tracing::info!(component = %r.name, "component drained"),
-                        ComponentOutcome::Panicked(m) => tracing::error!(component = %r.name, panic = %m, "component panicked while draining"),
-                        _ => tracing::warn!(component = %r.name, outcome = ?outcome, "component cut off"),
+            if let Some(report) = rx.borrow_and_update().clone() {
+                return report;
+            }
+            if !self.inner.running.load(Ordering::SeqCst) {
+                let handle = tokio::runtime::Handle::try_current().expect(
+                    "Coordinator::run must be awaited inside a tokio runtime (e.g. in #[tokio::main])",
+                );
+                if !self.inner.running.swap(true, Ordering::SeqCst) {
+                    crate::driver::start(&self.inner, &handle);
+                    if !self.inner.running.load(Ordering::SeqCst) {
+                        // The runtime dropped the new task at once: it is
+                        // shutting down, and this call with it. Starting
+                        // another would only loop; a `run` on another
+                        // runtime (woken by that drop) takes over.
+                        std::future::pending::<()>().await;
                     }
-                    r.outcome = outcome;
-                    r.elapsed = start.elapsed();
-                    r.detail = detail;
-                }
-                _ = forced.cancelled(), if cut_off.is_none() => {
-                    cut_off = Some(ComponentOutcome::Aborted);
-                    set.abort_all();
-                }
-                _ = &mut cutoff, if cut_off.is_none() => {
-                    cut_off = Some(ComponentOutcome::TimedOut);
-                    set.abort_all();
                 }
             }
-        }
-        #[cfg(feature = "metrics")]
-        {
-            metrics::histogram!("weft_shutdown_phase_duration_seconds", "phase" => phase.name.clone())
-                .record(start.elapsed().as_secs_f64());
-            for r in &reports {
-                let outcome = match r.outcome {
-                    ComponentOutcome::Completed => "completed",
-                    ComponentOutcome::TimedOut => "timed_out",
-                    ComponentOutcome::Panicked(_) => "panicked",
-                    ComponentOutcome::Aborted => "aborted",
-                    ComponentOutcome::Skipped => "skipped",
-                };
-                metrics::counter!("weft_shutdown_components_total", "phase" => phase.name.clone(), "outcome" => outcome).increment(1);
+            if rx.changed().await.is_err() {
+                // Unreachable while `self` holds the sender; wait forever
+                // rather than invent a report.
+                std::future::pending::<()>().await;
             }
-        }
-        PhaseReport {
-            name: phase.name.clone(),
-            timeout: phase.timeout,
-            elapsed: start.elapsed(),
-            components: reports,
         }
     }
 }

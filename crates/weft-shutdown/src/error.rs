@@ -44,11 +44,23 @@ pub enum RegisterError {
     PhaseStarted(String),
 }
 
-/// A task could not be spawned because tracked tasks have already been
-/// cancelled and aborted.
+/// A tracked task could not be spawned through
+/// [`Coordinator::spawn`](crate::Coordinator::spawn). Nothing was started,
+/// and the report does not count it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("shutdown has finished its tracked tasks; nothing more can be spawned through it")]
-pub struct SpawnError;
+#[non_exhaustive]
+pub enum SpawnError {
+    /// The shutdown has already cancelled and aborted the tracked tasks.
+    #[error("shutdown has finished its tracked tasks; nothing more can be spawned through it")]
+    Finished,
+    /// `spawn` was called outside a tokio runtime (the closure was not
+    /// called).
+    #[error(
+        "no tokio runtime to spawn the task on: call spawn inside a tokio runtime \
+         (e.g. in #[tokio::main], a task, or Runtime::enter)"
+    )]
+    NoRuntime,
+}
 
 /// The default timeout of each default phase, used in docs.
 pub(crate) const DEFAULT_PHASE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -59,12 +59,20 @@
 //!
 //! # How it fails
 //!
-//! A component that panics while draining is reported as
-//! [`ComponentOutcome::Panicked`] and does not stop the others; one that
-//! overruns is [`ComponentOutcome::TimedOut`]; a task that ignores its
-//! cancellation token is aborted and named in [`TaskReport::aborted`]. The
-//! coordinator itself never panics on bad input: misconfiguration is a
-//! [`BuildError`] or [`RegisterError`] that says what to change.
+//! A component that panics while draining (or while its closure builds its
+//! future) is reported as [`ComponentOutcome::Panicked`] and does not stop
+//! the others; one that overruns is [`ComponentOutcome::TimedOut`]; a task
+//! that ignores its cancellation token is aborted and named in
+//! [`TaskReport::aborted`]. The coordinator itself never panics on bad input:
+//! misconfiguration is a [`BuildError`], [`RegisterError`] or [`SpawnError`]
+//! that says what to change (the one exception: [`Coordinator::run`] polled
+//! outside a tokio runtime panics, as `tokio::spawn` does).
+//!
+//! The shutdown runs on a task of its own, and every
+//! [`run`](Coordinator::run) only waits for its report: dropping a `run`
+//! future does not stop the shutdown. Should the coordinator's own task
+//! panic, or its runtime shut down in the middle, the report is still
+//! published, with [`Report::interrupted`] saying what happened.
 //!
 //! # Comparison to tokio-graceful-shutdown
 //!
@@ -77,6 +85,7 @@
 
 pub mod admission;
 mod coordinator;
+mod driver;
 mod error;
 mod report;
 mod signal;

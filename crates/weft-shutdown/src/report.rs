@@ -34,11 +34,15 @@ pub enum ComponentOutcome {
     Completed,
     /// It was still running at the phase's deadline and was cut off.
     TimedOut,
-    /// Its drain panicked; the other components were not affected.
+    /// Its drain panicked (while building its future or while running);
+    /// the other components were not affected.
     Panicked(String),
-    /// It was aborted because a second trigger forced the shutdown.
+    /// It was aborted while running because a second trigger forced the
+    /// shutdown, or because the shutdown was interrupted (see
+    /// [`Report::interrupted`]).
     Aborted,
-    /// Its phase was skipped because the shutdown was forced before it.
+    /// It never ran: its phase was skipped because the shutdown was forced
+    /// before it, or because the shutdown was interrupted before it.
     Skipped,
 }
 
@@ -120,13 +124,22 @@ pub struct Report {
     pub tasks: TaskReport,
     /// How long the whole shutdown took.
     pub elapsed: Duration,
+    /// Why the shutdown did not run to its end, if it did not: the
+    /// coordinator itself panicked (outside any component or task, whose
+    /// panics are reported above), or the tokio runtime running it shut down
+    /// first. The phases are then reported as far as they got (components
+    /// running at that moment `Aborted`, later ones `Skipped`), and tracked
+    /// tasks are still cancelled and aborted. `None` for a shutdown that ran
+    /// to its end, clean or not.
+    pub interrupted: Option<String>,
 }
 
 impl Report {
-    /// Whether everything finished in time: not forced, every component
-    /// completed cleanly, no task aborted.
+    /// Whether everything finished in time: not forced, not interrupted,
+    /// every component completed cleanly, no task aborted.
     pub fn is_clean(&self) -> bool {
         !self.forced
+            && self.interrupted.is_none()
             && self.tasks.aborted.is_empty()
             && self
                 .phases
@@ -163,7 +176,7 @@ impl Report {
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
+        write!(
             f,
             "shutdown ({}) took {:.3}s{}{}",
             self.trigger,
@@ -171,6 +184,12 @@ impl fmt::Display for Report {
             if self.forced { ", FORCED" } else { "" },
             if self.is_clean() { ", clean" } else { "" }
         )?;
+        match &self.interrupted {
+            Some(why) => writeln!(f, ", INTERRUPTED: {why}")?,
+            None => writeln!(f)?,
+        }
+        // What cut components off or skipped phases.
+        let why = if self.forced { "forced" } else { "interrupted" };
         for p in &self.phases {
             writeln!(
                 f,
@@ -184,8 +203,8 @@ impl fmt::Display for Report {
                     ComponentOutcome::Completed => "completed".to_owned(),
                     ComponentOutcome::TimedOut => "TIMED OUT".to_owned(),
                     ComponentOutcome::Panicked(m) => format!("PANICKED ({m})"),
-                    ComponentOutcome::Aborted => "ABORTED (forced)".to_owned(),
-                    ComponentOutcome::Skipped => "skipped (forced)".to_owned(),
+                    ComponentOutcome::Aborted => format!("ABORTED ({why})"),
+                    ComponentOutcome::Skipped => format!("skipped ({why})"),
                 };
                 write!(
                     f,

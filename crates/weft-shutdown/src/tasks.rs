@@ -50,8 +50,11 @@ impl Tasks {
         Fut: Future<Output = ()> + Send + 'static,
     {
         if this.finished.load(Ordering::SeqCst) {
-            return Err(SpawnError);
+            return Err(SpawnError::Finished);
         }
+        // Before anything is counted or registered: a task that cannot be
+        // spawned must not show up in the report.
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| SpawnError::NoRuntime)?;
         let token = this.cancel.clone();
         // User code runs outside the lock (it may spawn tracked tasks itself).
         let fut = f(token.clone());
@@ -61,7 +64,7 @@ impl Tasks {
         let mut done = {
             let mut live = lock(&this.live);
             if live.finished {
-                return Err(SpawnError);
+                return Err(SpawnError::Finished);
             }
             live.tasks.insert(id, (name, abort));
             this.spawned.fetch_add(1, Ordering::Relaxed);
@@ -76,7 +79,7 @@ impl Tasks {
         };
         // `done` moves into the task: dropping the task, even unpolled,
         // accounts for it.
-        tokio::spawn(async move {
+        handle.spawn(async move {
             let Ok(result) = Abortable::new(weft_core::catch_unwind(fut), registration).await
             else {
                 return; // aborted: `done` records it
@@ -115,6 +118,34 @@ impl Tasks {
             self.tracker.wait().await;
         }
         let mut aborted = std::mem::take(&mut *lock(&self.aborted));
+        aborted.sort();
+        TaskReport {
+            spawned: self.spawned.load(Ordering::Relaxed),
+            completed: self.completed.load(Ordering::Relaxed),
+            cancelled: self.cancelled.load(Ordering::Relaxed),
+            panicked: self.panicked.load(Ordering::Relaxed),
+            aborted,
+        }
+    }
+}
+
+impl Tasks {
+    /// What `finish` does, without waiting: for a shutdown that cannot await
+    /// any more (its runtime is dropping it). Cancels the tasks, aborts the
+    /// ones still running and names them as aborted (the runtime drops them
+    /// anyway). Best effort: a task ending during this call may be missed.
+    pub(crate) fn abandon(&self) -> TaskReport {
+        self.finished.store(true, Ordering::SeqCst);
+        self.tracker.close();
+        self.cancel.cancel();
+        let mut live = lock(&self.live);
+        live.finished = true;
+        let mut aborted = std::mem::take(&mut *lock(&self.aborted));
+        for (name, abort) in live.tasks.values() {
+            abort.abort();
+            aborted.push(name.clone());
+        }
+        drop(live);
         aborted.sort();
         TaskReport {
             spawned: self.spawned.load(Ordering::Relaxed),

@@ -1,6 +1,7 @@
 //! The coordinator: triggers, ordered phases, deadlines, forced shutdown, tracked tasks.
 mod support;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -185,7 +186,7 @@ async fn tracked_tasks_are_cancelled_then_aborted_and_none_stays_alive() {
     assert_eq!(report.tasks.aborted, vec!["stubborn".to_owned()]);
     tokio::task::yield_now().await;
     assert_eq!(alive(), baseline, "every tracked task is gone");
-    assert_eq!(c.spawn("late", |_| async {}), Err(SpawnError));
+    assert_eq!(c.spawn("late", |_| async {}), Err(SpawnError::Finished));
 }
 
 #[tokio::test(start_paused = true)]
@@ -369,4 +370,349 @@ fn tracked_tasks_are_counted_once_under_a_multi_thread_runtime() {
             );
         });
     }
+}
+
+/// Guards against a component closure that panics while it builds its future
+/// (before any `.await`): the panic is contained to that component, reported
+/// as `Panicked`, and the rest of the shutdown (later phases, tracked tasks,
+/// every `run` caller's report) goes on.
+#[tokio::test(start_paused = true)]
+async fn a_component_closure_that_panics_before_returning_its_future_is_contained() {
+    let c = coordinator();
+    c.register_fn("one", "bad", |_deadline| -> std::future::Ready<()> {
+        panic!("bad config")
+    })
+    .unwrap();
+    let ran = Arc::new(AtomicBool::new(false));
+    let r = ran.clone();
+    c.register_fn("two", "good", move |_deadline| async move {
+        r.store(true, Ordering::SeqCst);
+    })
+    .unwrap();
+    let task_cancelled = Arc::new(AtomicBool::new(false));
+    let t = task_cancelled.clone();
+    c.spawn("ticker", move |cancel| async move {
+        cancel.cancelled().await;
+        t.store(true, Ordering::SeqCst);
+    })
+    .unwrap();
+    c.trigger();
+    let driver = c.clone();
+    let outcome = tokio::spawn(async move { driver.run().await }).await;
+    // Another `run` (e.g. from a second clone) gets the same report.
+    let other = tokio::time::timeout(Duration::from_secs(60), c.run()).await;
+    let report = outcome.expect("run() panicked: the component's panic escaped its phase");
+    assert_eq!(
+        report.component("bad").unwrap().outcome,
+        ComponentOutcome::Panicked("bad config".into())
+    );
+    assert!(ran.load(Ordering::SeqCst), "phase `two` never ran");
+    assert!(
+        task_cancelled.load(Ordering::SeqCst),
+        "tracked task never cancelled"
+    );
+    assert_eq!(other.expect("a second run() waits forever"), report);
+}
+
+/// Guards that the shutdown does not belong to the future of the first `run`
+/// call: dropping it (a `select!` or a timeout around `run`) lets the
+/// shutdown go on, and any later `run` gets the report of the whole shutdown.
+#[tokio::test(start_paused = true)]
+async fn dropping_the_first_run_future_does_not_stop_the_shutdown() {
+    let c = coordinator();
+    c.register_fn("one", "slow", |_| sleep(Duration::from_secs(2)))
+        .unwrap();
+    let ran = Arc::new(AtomicBool::new(false));
+    let r = ran.clone();
+    c.register_fn("two", "after", move |_| async move {
+        r.store(true, Ordering::SeqCst);
+    })
+    .unwrap();
+    c.spawn("ticker", |cancel| async move { cancel.cancelled().await })
+        .unwrap();
+    // Dropped before the trigger: the shutdown still waits for it.
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), c.run())
+            .await
+            .is_err()
+    );
+    c.trigger();
+    let start = Instant::now();
+    // Dropped in the middle of phase `one`.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), c.run())
+            .await
+            .is_err()
+    );
+    let report = c.run().await;
+    assert_eq!(start.elapsed(), Duration::from_secs(2));
+    assert!(report.is_clean(), "{report}");
+    assert!(report.component("slow").unwrap().outcome.is_completed());
+    assert!(ran.load(Ordering::SeqCst), "phase `two` ran");
+    assert_eq!(report.tasks.cancelled, 1, "{report}");
+    assert_eq!(
+        c.run().await,
+        report,
+        "every later run gets the same report"
+    );
+}
+
+/// Guards against `Duration::MAX` (the natural way to say "no limit") as a
+/// phase timeout or task grace: the deadline is clamped to about 30 years
+/// from now, as tokio's `sleep` does, instead of overflowing the clock and
+/// panicking in `run`.
+#[tokio::test(start_paused = true)]
+async fn a_phase_timeout_of_duration_max_is_refused_or_works() {
+    let c = Coordinator::builder()
+        .phase("drain", Duration::MAX)
+        .task_grace(Duration::MAX)
+        .signals(false)
+        .build()
+        .expect("Duration::MAX is accepted as no practical limit");
+    let seen = Arc::new(Mutex::new(None));
+    let s = seen.clone();
+    c.register_fn("drain", "x", move |deadline| async move {
+        *s.lock().unwrap() = Some(deadline);
+    })
+    .unwrap();
+    c.spawn("ticker", |cancel| async move { cancel.cancelled().await })
+        .unwrap();
+    c.trigger();
+    let start = Instant::now();
+    let report = tokio::spawn(async move { c.run().await })
+        .await
+        .expect("run() panicked on a Duration::MAX timeout");
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(report.phases[0].timeout, Duration::MAX);
+    assert_eq!(report.tasks.cancelled, 1);
+    assert_eq!(
+        seen.lock().unwrap().unwrap(),
+        start + Duration::from_secs(86_400 * 365 * 30),
+        "the deadline is 30 years away"
+    );
+}
+
+/// Guards `spawn` outside a tokio runtime: it is refused with an error that
+/// says what to do, before the task is counted, so the report has no phantom
+/// aborted task.
+#[test]
+fn spawn_outside_a_runtime_is_an_error_and_leaves_the_report_alone() {
+    // signals(false): building outside a runtime is allowed.
+    let c = Coordinator::builder().signals(false).build().unwrap();
+    let called = Arc::new(AtomicBool::new(false));
+    let k = called.clone();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        c.spawn("ticker", move |cancel| {
+            k.store(true, Ordering::SeqCst);
+            async move { cancel.cancelled().await }
+        })
+    }));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let report = rt.block_on(async {
+        c.trigger();
+        c.run().await
+    });
+    assert!(
+        r.is_ok() && report.tasks.spawned == 0 && report.tasks.aborted.is_empty(),
+        "spawn panicked: {}; report: {report}",
+        r.is_err()
+    );
+    let err = r.unwrap().unwrap_err();
+    assert_eq!(err, SpawnError::NoRuntime);
+    assert!(
+        err.to_string()
+            .contains("call spawn inside a tokio runtime"),
+        "{err}"
+    );
+    assert!(!called.load(Ordering::SeqCst), "the closure is not called");
+    assert!(report.is_clean(), "{report}");
+}
+
+fn paused_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap()
+}
+
+/// Panics in its `Drop`: dropped by the coordinator itself (a component of a
+/// skipped phase), it panics outside any component's task.
+struct Bomb;
+
+impl Drop for Bomb {
+    fn drop(&mut self) {
+        panic!("bomb went off");
+    }
+}
+
+/// Guards the report when the coordinator's own task panics (here: a
+/// skipped component's `Drop`, run by the coordinator): every `run` still
+/// gets a report that says so, with the phases as far as they got, and the
+/// tracked tasks are still finished.
+#[tokio::test(start_paused = true)]
+async fn a_panic_in_the_coordinator_itself_still_publishes_a_report() {
+    let c = coordinator();
+    c.register_fn("one", "stuck", |_| sleep(Duration::from_secs(3600)))
+        .unwrap();
+    let bomb = Bomb;
+    c.register_fn("two", "bomb", move |_| {
+        let _bomb = bomb;
+        async {}
+    })
+    .unwrap();
+    c.register_fn("three", "later", |_| async {}).unwrap();
+    c.spawn("ticker", |cancel| async move { cancel.cancelled().await })
+        .unwrap();
+    let c2 = c.clone();
+    tokio::spawn(async move {
+        sleep(Duration::from_secs(1)).await;
+        c2.trigger(); // forced: phase `two` is skipped, its components dropped
+    });
+    c.trigger();
+    let report = c.run().await;
+    assert_eq!(
+        report.interrupted.as_deref(),
+        Some("the coordinator panicked: bomb went off"),
+        "{report}"
+    );
+    assert!(report.forced);
+    assert!(!report.is_clean());
+    let outcome = |name| report.component(name).unwrap().outcome.clone();
+    assert_eq!(outcome("stuck"), ComponentOutcome::Aborted);
+    assert_eq!(outcome("bomb"), ComponentOutcome::Skipped);
+    assert_eq!(outcome("later"), ComponentOutcome::Skipped);
+    assert_eq!(
+        report
+            .phases
+            .iter()
+            .map(|p| &p.name[..])
+            .collect::<Vec<_>>(),
+        ["one", "two", "three"]
+    );
+    assert_eq!(report.tasks.spawned, 1);
+    assert_eq!(
+        report.tasks.aborted,
+        ["ticker"],
+        "tracked tasks are still finished (forced: aborted at once)"
+    );
+    assert!(
+        report
+            .to_string()
+            .contains("INTERRUPTED: the coordinator panicked"),
+        "{report}"
+    );
+    assert_eq!(c.run().await, report);
+}
+
+/// Guards a shutdown whose runtime shuts down while it runs: a `run` on
+/// another runtime gets a report that says so and names what did not
+/// finish, instead of waiting forever.
+#[test]
+fn a_runtime_that_goes_away_mid_shutdown_still_reports_to_other_runs() {
+    let c = coordinator();
+    c.register_fn("one", "slow", |_| sleep(Duration::from_secs(3600)))
+        .unwrap();
+    c.register_fn("two", "later", |_| async {}).unwrap();
+    let rt = paused_runtime();
+    rt.block_on(async {
+        c.spawn("ticker", |cancel| async move { cancel.cancelled().await })
+            .unwrap();
+        c.trigger();
+        assert!(
+            tokio::time::timeout(Duration::from_secs(1), c.run())
+                .await
+                .is_err()
+        );
+    });
+    drop(rt); // drops the shutdown's task in the middle of phase `one`
+    let report = paused_runtime().block_on(c.run());
+    assert_eq!(
+        report.interrupted.as_deref(),
+        Some("the tokio runtime running the shutdown shut down before it finished")
+    );
+    assert!(!report.is_clean());
+    let outcome = |name| report.component(name).unwrap().outcome.clone();
+    assert_eq!(outcome("slow"), ComponentOutcome::Aborted);
+    assert_eq!(outcome("later"), ComponentOutcome::Skipped);
+    assert_eq!(report.tasks.spawned, 1);
+    assert_eq!(report.tasks.aborted, ["ticker"]);
+    assert_eq!(
+        report.unfinished(),
+        ["slow", "later", "task ticker"],
+        "{report}"
+    );
+}
+
+/// Guards a `run` whose runtime shuts down before the trigger: the shutdown
+/// has not started, so a `run` already waiting on another runtime is woken
+/// and takes it over, and the shutdown runs in full.
+#[test]
+fn a_runtime_that_goes_away_before_the_trigger_hands_the_shutdown_over() {
+    let c = coordinator();
+    let ran = Arc::new(AtomicBool::new(false));
+    let r = ran.clone();
+    c.register_fn("one", "x", move |_| async move {
+        r.store(true, Ordering::SeqCst);
+    })
+    .unwrap();
+    let first = paused_runtime();
+    first.block_on(async {
+        assert!(
+            tokio::time::timeout(Duration::from_secs(1), c.run())
+                .await
+                .is_err()
+        );
+    });
+    let second = paused_runtime();
+    let mut waiting = tokio_test::task::spawn(c.run());
+    {
+        let _rt = second.enter();
+        assert!(
+            waiting.poll().is_pending(),
+            "a shutdown is waiting on `first`"
+        );
+    }
+    assert!(!waiting.is_woken());
+    drop(first);
+    assert!(waiting.is_woken(), "the waiting run is told to take over");
+    {
+        let _rt = second.enter();
+        assert!(
+            waiting.poll().is_pending(),
+            "now waiting on its own shutdown task"
+        );
+    }
+    c.trigger();
+    let report = second.block_on(waiting);
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(report.interrupted, None);
+    assert!(ran.load(Ordering::SeqCst));
+}
+
+/// Guards against leaking the shutdown's task: until the trigger it holds
+/// the coordinator only weakly, so once every clone is dropped (and with it
+/// any way to trigger) the task ends instead of waiting forever.
+#[tokio::test(start_paused = true)]
+async fn dropping_every_clone_before_the_trigger_ends_the_shutdown_task() {
+    let baseline = alive();
+    let c = coordinator();
+    c.register_fn("one", "x", |_| async {}).unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), c.run())
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        alive(),
+        baseline + 1,
+        "the shutdown's task waits for a trigger"
+    );
+    drop(c);
+    tokio::task::yield_now().await;
+    assert_eq!(alive(), baseline, "and ends with the coordinator");
 }

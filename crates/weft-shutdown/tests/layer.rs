@@ -206,3 +206,30 @@ async fn the_coordinator_report_names_requests_cut_off_at_the_deadline() {
     );
     running.abort();
 }
+
+/// Guards the layer's accounting when the inner service's `call` panics: the
+/// request must not be counted accepted (it never got a response future that
+/// could count an outcome), so the drain's report still balances.
+#[tokio::test(start_paused = true)]
+async fn a_call_that_panics_in_the_inner_service_leaves_the_report_balanced() {
+    let layer = ShutdownLayer::new("api");
+    let mut svc = tower::Layer::layer(
+        &layer,
+        service_fn(
+            |_: u32| -> std::future::Ready<Result<u32, std::convert::Infallible>> {
+                panic!("handler bug")
+            },
+        ),
+    );
+    svc.ready().await.unwrap();
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        drop(svc.call(1));
+    }));
+    assert!(caught.is_err());
+    let report = layer.drain(Instant::now() + Duration::from_secs(1)).await;
+    assert!(report.is_balanced(), "{report}");
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(report.accepted, 0, "{report}");
+    let s = layer.stats();
+    assert_eq!((s.accepted, s.in_flight), (0, 0), "the slot is released");
+}

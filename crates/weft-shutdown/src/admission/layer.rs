@@ -53,7 +53,8 @@ pub struct ShutdownLayer {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
-    /// Requests admitted (called).
+    /// Requests admitted: the inner service's `call` returned a response
+    /// future (a `call` that panics is not counted; its slot is released).
     pub accepted: u64,
     /// Requests whose response was `Ok`.
     pub completed: u64,
@@ -118,11 +119,14 @@ impl Drain for ShutdownLayer {
             let start = Instant::now();
             self.close();
             let idle = self.state.idle_until(deadline).await;
-            // Outcomes before `accepted`: a request is counted accepted before
-            // it has an outcome, so a request admitted through an earlier
-            // reservation and finishing during this read cannot make the
-            // outcomes exceed `accepted` (the subtraction below saturates
-            // anyway: the counters are relaxed).
+            // Outcomes before `accepted`: `call` counts a request accepted
+            // (right after the inner service's `call` returned, before the
+            // response future exists) before it can have an outcome, so a
+            // request admitted through an earlier reservation and finishing
+            // during this read cannot make the outcomes exceed `accepted`
+            // (the subtraction below saturates anyway: the counters are
+            // relaxed). A request whose inner `call` is running during this
+            // read still holds only its reservation, and is reported as one.
             let (completed, failed, cancelled) = (
                 self.state.completed.get(),
                 self.state.failed.get(),

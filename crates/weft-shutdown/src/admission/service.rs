@@ -89,8 +89,15 @@ where
         let reservation = self.reservation.take().expect(
             "Shutdown::call without a successful poll_ready: call poll_ready (or ServiceExt::ready) first",
         );
+        // The inner call first: if it panics, the request was never accepted
+        // (no response future will count an outcome for it) and the
+        // reservation, dropped while unwinding, releases its slot, so the
+        // report still balances. Counted accepted before the response future
+        // exists, so before any outcome can be counted for it (the drain's
+        // read order relies on that).
+        let fut = self.inner.call(req);
         self.state.accepted.incr();
-        ResponseFuture::new(self.inner.call(req), reservation)
+        ResponseFuture::new(fut, reservation)
     }
 }
 
