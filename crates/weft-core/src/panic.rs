@@ -93,9 +93,11 @@ pub enum PanicPolicy {
 /// The future is dropped inside the boundary too: as soon as it finishes or
 /// panics, and when the boundary itself is dropped early (a cancelled
 /// task). A panic in that drop does not escape into whoever drops the
-/// boundary (a worker, a shutdown): as tokio does for a task's future, it
-/// is caught and ignored, the panic hook having already reported it, and a
-/// result the future produced is still returned.
+/// boundary (a worker, a shutdown). When the future had finished, it is
+/// reported like any other panic, as `Err(Panicked)` (the output is dropped
+/// with it): the user's code panicked at this boundary. When the boundary
+/// is dropped early there is nobody to report it to, so it is ignored
+/// after the panic hook has printed it.
 ///
 /// ```
 /// use weft_core::catch_unwind;
@@ -140,16 +142,31 @@ impl<F: Future> Future for CatchUnwind<F> {
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut fut = self.project().fut;
-        let Some(inner) = fut.as_mut().as_pin_mut() else {
-            panic!("weft_core::catch_unwind's future polled after it completed");
-        };
-        let out = match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
-            Ok(Poll::Ready(v)) => Ok(v),
-            Ok(Poll::Pending) => return Poll::Pending,
-            Err(payload) => Err(Panicked::from_payload(payload.as_ref())),
-        };
-        drop_contained(fut);
-        Poll::Ready(out)
+        assert!(
+            fut.is_some(),
+            "weft_core::catch_unwind's future polled after it completed"
+        );
+        // Polled, and dropped once it is done, in one boundary.
+        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let inner = fut.as_mut().as_pin_mut().expect("checked above");
+            match inner.poll(cx) {
+                Poll::Ready(v) => {
+                    fut.set(None);
+                    Poll::Ready(v)
+                }
+                Poll::Pending => Poll::Pending,
+            }
+        }));
+        match polled {
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(payload) => {
+                // It panicked in its poll or its drop: it must not be
+                // polled again (nor its drop run twice).
+                drop_contained(fut);
+                Poll::Ready(Err(Panicked::from_payload(payload.as_ref())))
+            }
+        }
     }
 }
 

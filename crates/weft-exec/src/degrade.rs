@@ -162,8 +162,13 @@ impl DegradationBuilder {
         self
     }
 
-    /// Called on every level change (in the thread that recorded the signal;
-    /// keep it short).
+    /// Called on every level change, in the order the changes happened, on
+    /// a thread that recorded a signal (keep it short). When two threads
+    /// change the level at once, the first to deliver also delivers the
+    /// other's change, after its own: the last change the callback sees is
+    /// always the current level. A panic in the callback is caught, logged
+    /// and counted (`stats().callback_panics`); it never reaches `record`.
+    /// The callback may call `record` itself.
     pub fn on_change(mut self, f: impl Fn(&LevelChange) + Send + Sync + 'static) -> Self {
         self.on_change = Some(Box::new(f));
         self
@@ -202,6 +207,9 @@ impl DegradationBuilder {
                     level: Level::Full,
                     below_since: None,
                     changes: 0,
+                    pending: std::collections::VecDeque::new(),
+                    delivering: false,
+                    callback_panics: 0,
                 }),
             }),
         })
@@ -224,6 +232,11 @@ struct State {
     /// Since when the signals have allowed a lower level.
     below_since: Option<Instant>,
     changes: u64,
+    /// Changes not yet delivered (gauge, log, callback), in order.
+    pending: std::collections::VecDeque<LevelChange>,
+    /// Whether a thread is delivering `pending` (it delivers them all).
+    delivering: bool,
+    callback_panics: u64,
 }
 
 /// Chooses a degradation [`Level`] from signals the service feeds in, with
@@ -275,6 +288,8 @@ pub struct DegradationStats {
     pub changes: u64,
     /// The last value of each signal (`None` if never recorded).
     pub values: Vec<(String, Option<f64>)>,
+    /// Panics of the `on_change` callback (caught and logged).
+    pub callback_panics: u64,
 }
 
 impl Degradation {
@@ -300,6 +315,10 @@ impl Degradation {
 
     /// Records a signal's value, re-evaluates and returns the level.
     ///
+    /// A NaN value (a 0/0 rate, a failed read) says nothing about load: it
+    /// is ignored (the signal keeps its last value) and logged, rather than
+    /// read as healthy.
+    ///
     /// # Panics
     /// If `signal` was not declared (a typo would otherwise silently never
     /// degrade).
@@ -312,7 +331,11 @@ impl Degradation {
             .unwrap_or_else(|| {
                 panic!("unknown degradation signal {signal:?}: declare it with .signal()")
             });
-        let change = {
+        if value.is_nan() {
+            tracing::warn!(name = %i.name, signal, "degradation signal got NaN: ignored (pass a number)");
+            return self.level();
+        }
+        let (change, deliver) = {
             let mut st = i.state.lock().unwrap_or_else(|e| e.into_inner());
             st.values[idx] = Some(value);
             let (mut up, mut hold) = (Level::Full, Level::Full);
@@ -334,33 +357,62 @@ impl Degradation {
                 st.below_since = None;
                 None
             };
-            to.map(|to| {
+            let change = to;
+            // Queued under the state lock, so in the order they happened;
+            // delivered by one thread at a time, outside the lock.
+            let mut deliver = false;
+            if let Some(to) = change {
                 st.level = to;
                 st.below_since = None;
                 st.changes += 1;
                 i.tx.send_replace(to);
-                LevelChange {
+                st.pending.push_back(LevelChange {
                     from,
                     to,
                     signal: signal.to_owned(),
                     value,
-                }
-            })
-        };
-        match change {
-            Some(c) => {
-                i.gauge.set(f64::from(c.to as u8));
-                if c.to > c.from {
-                    tracing::warn!(name = %i.name, from = %c.from, to = %c.to, signal, value, "degrading");
-                } else {
-                    tracing::info!(name = %i.name, from = %c.from, to = %c.to, signal, value, "recovering");
-                }
-                if let Some(f) = &i.on_change {
-                    f(&c);
-                }
-                c.to
+                });
+                deliver = !std::mem::replace(&mut st.delivering, true);
             }
-            None => self.level(),
+            (change, deliver)
+        };
+        if deliver {
+            self.deliver();
+        }
+        change.unwrap_or_else(|| self.level())
+    }
+
+    /// Delivers queued changes in order until none is left: gauge, log,
+    /// callback (its panics contained).
+    fn deliver(&self) {
+        let i = &*self.inner;
+        loop {
+            let c = {
+                let mut st = i.state.lock().unwrap_or_else(|e| e.into_inner());
+                match st.pending.pop_front() {
+                    Some(c) => c,
+                    None => {
+                        st.delivering = false;
+                        return;
+                    }
+                }
+            };
+            i.gauge.set(f64::from(c.to as u8));
+            if c.to > c.from {
+                tracing::warn!(name = %i.name, from = %c.from, to = %c.to, signal = %c.signal, value = c.value, "degrading");
+            } else {
+                tracing::info!(name = %i.name, from = %c.from, to = %c.to, signal = %c.signal, value = c.value, "recovering");
+            }
+            if let Some(f) = &i.on_change
+                && let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&c)))
+            {
+                let p = weft_core::Panicked::from_payload(p.as_ref());
+                tracing::error!(name = %i.name, panic = %p.message(), "degradation on_change callback panicked");
+                i.state
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .callback_panics += 1;
+            }
         }
     }
 
@@ -377,6 +429,7 @@ impl Degradation {
                 .map(|(n, _)| n.clone())
                 .zip(st.values.iter().copied())
                 .collect(),
+            callback_panics: st.callback_panics,
         }
     }
 }

@@ -21,6 +21,7 @@ pub(crate) struct Limiter<A> {
     pub(crate) window_samples: u32,
     samples: Counter,
     skipped: Counter,
+    algorithm_panics: Counter,
     gauge: crate::metrics::Metric,
 }
 
@@ -52,6 +53,7 @@ impl<A: Algorithm> Limiter<A> {
             window_samples: WINDOW_SAMPLES,
             samples: Counter::new(),
             skipped: Counter::new(),
+            algorithm_panics: Counter::new(),
         }
     }
 
@@ -71,9 +73,16 @@ impl<A: Algorithm> Limiter<A> {
     pub(crate) fn sample(&self, rtt: Duration, in_flight: usize, dropped: bool) {
         // Never wait for the algorithm: a sample that arrives while another
         // is being applied is skipped (and counted).
-        let Ok(mut guard) = self.algorithm.try_lock() else {
-            self.skipped.incr();
-            return;
+        let mut guard = match self.algorithm.try_lock() {
+            Ok(g) => g,
+            // A panic in a user's algorithm is caught below, so the lock is
+            // not poisoned by it; anything else that poisoned it left the
+            // window and algorithm as consistent as a panic can: go on.
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                self.skipped.incr();
+                return;
+            }
         };
         self.samples.incr();
         let (window, algo) = &mut *guard;
@@ -82,8 +91,21 @@ impl<A: Algorithm> Limiter<A> {
             return;
         };
         let old = self.limit();
-        let new = algo.update(old, agg).max(1);
+        // `Algorithm` is a public trait: a panic in a user's `update` keeps
+        // the limit where it was and is logged, never reaching the request
+        // whose response produced the sample.
+        let updated =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| algo.update(old, agg)));
         drop(guard);
+        let new = match updated {
+            Ok(n) => n.max(1),
+            Err(p) => {
+                let p = weft_core::Panicked::from_payload(p.as_ref());
+                self.algorithm_panics.incr();
+                tracing::error!(name = %self.name, panic = %p.message(), "adaptive limit algorithm panicked; the limit stays at {old}");
+                old
+            }
+        };
         if new != old {
             self.slots.set_limit(new);
             self.gauge.set(new as f64);
@@ -185,6 +207,9 @@ pub struct AdaptiveStats {
     pub samples: u64,
     /// Samples skipped because another was being applied.
     pub skipped: u64,
+    /// Updates in which the algorithm panicked (caught and logged; the
+    /// limit stayed where it was).
+    pub algorithm_panics: u64,
 }
 
 async fn wait_for<A: Algorithm>(shared: Arc<Limiter<A>>) {
@@ -222,6 +247,7 @@ impl<S, A: Algorithm> AdaptiveLimit<S, A> {
             in_flight: self.shared.slots.in_flight(),
             samples: self.shared.samples.get(),
             skipped: self.shared.skipped.get(),
+            algorithm_panics: self.shared.algorithm_panics.get(),
         }
     }
 

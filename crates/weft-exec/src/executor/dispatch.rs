@@ -17,11 +17,44 @@ pub(super) async fn sleep_until_opt(deadline: Option<Instant>) {
 }
 
 pub(super) async fn run(shared: Arc<Shared>) {
+    let mut stranded = Stranded(Some(&shared));
     let mut turn: u32 = 0;
     while let Some(q) = next(&shared, &mut turn).await {
         dispatch_one(&shared, q).await;
     }
+    stranded.0 = None;
     tracing::debug!(executor = %shared.name, "dispatcher exits");
+}
+
+/// Armed while the dispatcher runs. If the runtime drops the dispatcher
+/// (it shut down) nothing would ever start the queued tasks: admission is
+/// closed and every waiting task is failed `Aborted` and counted, as the
+/// running tasks the runtime drops are, so handles resolve and a later
+/// shutdown (from another runtime) finds the executor idle.
+struct Stranded<'a>(Option<&'a Arc<Shared>>);
+
+impl Drop for Stranded<'_> {
+    fn drop(&mut self) {
+        let Some(shared) = self.0 else { return };
+        shared.close();
+        let held = shared.held.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let lanes = shared
+            .lanes
+            .iter()
+            .flat_map(|l| std::iter::from_fn(|| l.try_pop()));
+        for q in held.into_iter().chain(lanes) {
+            shared.c.aborted.incr();
+            shared.m.aborted.incr();
+            shared
+                .unfinished
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(format!("task #{}", q.id));
+            tracing::warn!(executor = %shared.name, task = q.id, "queued task aborted: the executor's runtime shut down");
+            q.job.fail(TaskError::Aborted);
+            shared.release_room();
+        }
+    }
 }
 
 /// The lane order for this turn: high first, except every `fairness`-th turn

@@ -277,7 +277,15 @@ where
     }
 
     fn fail(self: Box<Self>, err: TaskError) {
-        let _ = self.tx.send(Err(err));
+        let QueuedJob { id, fut, tx, span } = *self;
+        let _ = tx.send(Err(err));
+        drop(span);
+        // The user's future is dropped without having run: a panic in its
+        // drop must not unwind into the dispatcher or an evicting spawn.
+        if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(fut))) {
+            let p = Panicked::from_payload(p.as_ref());
+            tracing::error!(task = id, panic = %p.message(), "a queued task's future panicked when dropped");
+        }
     }
 
     fn into_any(self: Box<Self>) -> Box<dyn Any> {
@@ -721,7 +729,8 @@ impl BoundedExecutor {
         let q = Queued {
             id,
             weight: opts.weight,
-            deadline: s.queue_timeout.map(|d| Instant::now() + d),
+            // A timeout too long for the clock (`Duration::MAX`) is none.
+            deadline: s.queue_timeout.and_then(|d| Instant::now().checked_add(d)),
             job: Box::new(QueuedJob {
                 id,
                 fut,
@@ -936,8 +945,10 @@ impl BoundedExecutor {
                 s.c.returned.incr();
                 s.m.evicted.incr();
                 crate::throttle::warn_throttled!(s.evictions, executor = %s.name, task = old.id, "queued task evicted (DropOldest)");
-                old.job.fail(TaskError::Evicted);
+                // The new task is in its lane: count it and wake the
+                // dispatcher before the victim's future is dropped.
                 self.queued_ok();
+                old.job.fail(TaskError::Evicted);
                 return Ok(h);
             }
             // Every room permit is in a hand-over that takes no `.await`

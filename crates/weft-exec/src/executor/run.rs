@@ -22,8 +22,10 @@ pin_project_lite::pin_project! {
     /// ever returns `Pending`. Meant to be a tokio task's whole body: it is
     /// not polled again after it returned `Ready`.
     pub(super) struct Run<F> {
+        // Dropped as soon as it is done, inside the panic boundary (a panic
+        // in its drop is the task's panic, not a lost output).
         #[pin]
-        fut: F,
+        fut: Option<F>,
         // Dropped with the task (after its output is stored), which gives
         // the permits back, also when the runtime drops the task.
         guard: RunGuard,
@@ -37,7 +39,7 @@ pin_project_lite::pin_project! {
 impl<F> Run<F> {
     pub(super) fn new(fut: F, guard: RunGuard, span: tracing::Span) -> Self {
         Run {
-            fut,
+            fut: Some(fut),
             guard,
             wait: None,
             span,
@@ -58,14 +60,32 @@ impl<F: Future> Future for Run<F> {
         if guard.shared.aborting.load(Ordering::Acquire) {
             return Poll::Ready(guard.end(Ended::Aborted));
         }
-        let fut = this.fut;
-        match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
+        let mut fut = this.fut;
+        let polled = catch_unwind(AssertUnwindSafe(|| {
+            let inner = fut
+                .as_mut()
+                .as_pin_mut()
+                .expect("a task is not polled after it returned");
+            match inner.poll(cx) {
+                Poll::Ready(v) => {
+                    fut.set(None);
+                    Poll::Ready(v)
+                }
+                Poll::Pending => Poll::Pending,
+            }
+        }));
+        match polled {
             Ok(Poll::Ready(v)) => {
                 guard.completed();
                 return Poll::Ready(Ok(v));
             }
             Ok(Poll::Pending) => {}
             Err(payload) => {
+                // Panicked in its poll or in its drop: drop what is left
+                // inside a boundary too, then report the panic.
+                if fut.is_some() {
+                    let _ = catch_unwind(AssertUnwindSafe(|| fut.set(None)));
+                }
                 let p = Panicked::from_payload(payload.as_ref());
                 return Poll::Ready(guard.end(Ended::Done(Err(p))));
             }
