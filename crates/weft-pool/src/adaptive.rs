@@ -19,6 +19,13 @@ use crate::core::{Runner, WeakShared};
 /// thresholds is the hysteresis; after any change the pool waits `cooldown`
 /// before the next one. Independently, a worker idle for `idle_timeout`
 /// exits while the pool is above `min_workers`.
+///
+/// Building a pool checks the rule and refuses one that makes no sense with
+/// [`BuildError::InvalidScaling`](crate::BuildError::InvalidScaling): a zero
+/// `interval` or `idle_timeout`; thresholds outside
+/// `0 <= shrink_at < grow_at <= 1` (or not numbers); a `grow_by` that is
+/// negative or not finite; a `shrink_by` outside `0..=1`. A step of 0 means
+/// the least step, one worker.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Scaling {
@@ -91,6 +98,42 @@ impl Scaling {
     pub fn idle_timeout(mut self, d: Duration) -> Self {
         self.idle_timeout = d;
         self
+    }
+
+    /// Why this rule makes no sense, in words that say what to pass; `Ok`
+    /// if it does.
+    pub(crate) fn check(&self) -> Result<(), &'static str> {
+        if self.interval.is_zero() {
+            return Err(
+                "interval is 0: pass a non-zero interval (how often utilisation is checked)",
+            );
+        }
+        if self.idle_timeout.is_zero() {
+            return Err(
+                "idle_timeout is 0, so workers above min_workers would exit as soon as they are idle: \
+                 pass a non-zero idle_timeout",
+            );
+        }
+        if !(self.grow_at > 0.0 && self.grow_at <= 1.0) {
+            return Err("grow_at is not a utilisation share in (0, 1]: pass a number such as 0.7");
+        }
+        if !(self.shrink_at >= 0.0 && self.shrink_at < self.grow_at) {
+            return Err(
+                "shrink_at is not a utilisation share in [0, grow_at): pass a number below grow_at, \
+                 such as 0.35 (0 never shrinks on utilisation)",
+            );
+        }
+        if !(self.grow_by.is_finite() && self.grow_by >= 0.0) {
+            return Err(
+                "grow_by is not a finite share of the live workers >= 0: pass a number such as 0.25",
+            );
+        }
+        if !(self.shrink_by >= 0.0 && self.shrink_by <= 1.0) {
+            return Err(
+                "shrink_by is not a share of the live workers in [0, 1]: pass a number such as 0.15",
+            );
+        }
+        Ok(())
     }
 
     /// The scaling rule: given `live` workers, their `utilisation` over the

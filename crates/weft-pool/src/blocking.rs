@@ -3,12 +3,9 @@
 
 use std::any::Any;
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use weft_core::Panicked;
-
-use crate::core::{Env, JobOutcome, Runner};
+use crate::core::{Env, JobOutcome, Runner, discard, guarded};
 use crate::metrics::QueuedAt;
 use crate::oneshot;
 use crate::pool::{Owner, common_pool_methods, state_pool_impls, unbox};
@@ -22,23 +19,28 @@ pub(crate) trait BlockingTask<St>: Send + 'static {
     fn into_any(self: Box<Self>) -> Box<dyn Any + Send>;
 }
 
-fn call<St, F, T>(f: F, st: &mut St, env: &Env<'_>) -> (Result<T, JobError>, bool)
+/// Runs one job on the worker's state inside its own panic boundary and
+/// records its outcome (before the result is delivered, so the stats count
+/// the job once its handle resolves). An output nobody will read (`unread`)
+/// is dropped inside the boundary too: a `Drop` that panics there is the
+/// job's panic. Returns the result and whether the state must be rebuilt.
+fn call<St, F, T>(f: F, st: &mut St, env: &Env<'_>, unread: bool) -> (Result<T, JobError>, bool)
 where
     F: FnOnce(&mut St) -> T,
 {
     let started = env.start_clock();
-    match std::panic::catch_unwind(AssertUnwindSafe(|| f(st))) {
-        Ok(v) => {
-            env.record(JobOutcome::Succeeded, started);
-            (Ok(v), false)
-        }
+    let (mut r, mut outcome) = match guarded(|| f(st)) {
+        Ok(v) => (Ok(v), JobOutcome::Succeeded),
         Err(p) => {
-            let p = Panicked::from_payload(p.as_ref());
             env.log_panic(&p);
-            env.record(JobOutcome::Panicked, started);
-            (Err(JobError::Panicked(p)), true)
+            (Err(JobError::Panicked(p)), JobOutcome::Panicked)
         }
+    };
+    if unread && discard(&mut r, env, JobError::Cancelled) {
+        outcome = JobOutcome::Panicked;
     }
+    env.record(outcome, started);
+    (r, outcome == JobOutcome::Panicked)
 }
 
 struct Job<F, T> {
@@ -69,9 +71,14 @@ where
     fn run(self: Box<Self>, st: &mut St, env: &Env<'_>) -> bool {
         let Job { f, tx, mut queued } = *self;
         queued.started(env.metrics);
-        let (r, panicked) = call(f, st, env);
+        let unread = tx.as_ref().is_none_or(oneshot::Sender::is_unread);
+        let (r, mut panicked) = call(f, st, env, unread);
         if let Some(tx) = tx {
-            tx.send(r);
+            // The handle may be dropped since `unread` was read.
+            if let Err(p) = guarded(move || tx.send(r)) {
+                env.log_drop_panic(&p);
+                panicked = true;
+            }
         }
         panicked
     }
@@ -109,15 +116,21 @@ where
         queued.started(env.metrics);
         let mut out = Vec::with_capacity(if tx.is_some() { jobs.len() } else { 0 });
         let mut any = false;
+        let unread = || tx.as_ref().is_none_or(oneshot::Sender::is_unread);
         for f in jobs {
-            let (r, panicked) = call(f, st, env);
+            let (r, panicked) = call(f, st, env, unread());
             any |= panicked;
             if tx.is_some() {
                 out.push(r);
             }
         }
         if let Some(tx) = tx {
-            tx.send(out);
+            // Sending drops the results if the handle is gone: every job
+            // has its outcome, so a panic is only logged.
+            if let Err(p) = guarded(move || tx.send(out)) {
+                env.log_drop_panic(&p);
+                any = true;
+            }
         }
         any
     }

@@ -101,6 +101,9 @@ impl Builder {
     }
 
     /// The scaling rule of an adaptive pool. Default [`Scaling::default`].
+    /// Checked when the pool is built (even a fixed-size one, which ignores
+    /// it): a rule that makes no sense, such as a zero interval, is refused
+    /// with [`BuildError::InvalidScaling`].
     pub fn scaling(mut self, s: Scaling) -> Self {
         self.scaling = Some(s);
         self
@@ -122,6 +125,8 @@ impl Builder {
 
     /// A per-job time limit: a job running longer is dropped and its handle
     /// gets [`JobError::TimedOut`](crate::JobError::TimedOut). Default none.
+    /// The drop happens inside the job's panic boundary: a `Drop` that
+    /// panics is logged and the job stays timed out (counted once).
     /// Async pools only.
     pub fn timeout(mut self, d: Duration) -> Self {
         self.timeout = Some(d);
@@ -143,6 +148,9 @@ impl Builder {
         }
         if R::THREADS && self.timeout.is_some() {
             return Err(BuildError::TimeoutOnBlocking);
+        }
+        if let Some(s) = &self.scaling {
+            s.check().map_err(BuildError::InvalidScaling)?;
         }
         let default = std::thread::available_parallelism()
             .map(|n| n.get())

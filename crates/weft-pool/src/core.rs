@@ -2,19 +2,21 @@
 //! shutdown. The pools differ only in their [`Runner`].
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
 use tokio::runtime::Handle;
-use tokio::sync::{Notify, OnceCell};
+use tokio::sync::{Notify, OnceCell, Semaphore};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use weft_core::queue::{Admitted, PushError, Queue};
 use weft_core::{Counter, Panicked, ShutdownReport};
 
+use crate::JobError;
 use crate::adaptive::Scaling;
 use crate::metrics::{self, Refused};
 use crate::sizing::Sizing;
@@ -52,6 +54,34 @@ pub(crate) trait Runner: Send + Sync + 'static {
         state: &'a mut Self::State,
         env: &'a Env<'a>,
     ) -> impl Future<Output = bool> + Send + 'a;
+}
+
+/// Runs `f` inside a panic boundary. The runners put every drop of a job's
+/// future or output in one (a timed-out job's future, an output nobody
+/// reads): a `Drop` that panics must not unwind the worker. Costs nothing
+/// unless `f` panics.
+#[inline]
+pub(crate) fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, Panicked> {
+    std::panic::catch_unwind(AssertUnwindSafe(f)).map_err(|p| Panicked::from_payload(p.as_ref()))
+}
+
+/// Drops the value of a finished job inside a panic boundary, leaving
+/// `Err(with)` in its place (nothing if `r` is an error already): for an
+/// output nobody will read, or a job that failed after all. Returns whether
+/// the drop panicked; `r` is then that panic, logged.
+pub(crate) fn discard<T>(r: &mut Result<T, JobError>, env: &Env<'_>, with: JobError) -> bool {
+    if r.is_err() {
+        return false;
+    }
+    let v = std::mem::replace(r, Err(with));
+    match guarded(move || drop(v)) {
+        Ok(()) => false,
+        Err(p) => {
+            env.log_drop_panic(&p);
+            *r = Err(JobError::Panicked(p));
+            true
+        }
+    }
 }
 
 /// Counters written only by their own worker (so never contended), summed
@@ -131,6 +161,17 @@ impl<'a> Env<'a> {
             worker = self.slot.id,
             panic = p.message(),
             "job panicked; worker continues"
+        );
+    }
+
+    /// Logs a panic caught while a job's future or output was dropped.
+    #[cold]
+    pub(crate) fn log_drop_panic(&self, p: &Panicked) {
+        tracing::error!(
+            pool = self.name,
+            worker = self.slot.id,
+            panic = p.message(),
+            "job panicked while it was dropped; worker continues"
         );
     }
 
@@ -220,6 +261,10 @@ pub(crate) struct Shared<R: Runner> {
     token: CancellationToken,
     report: OnceCell<ShutdownReport>,
     returned_items: Mutex<Vec<R::Item>>,
+    /// Queue reservations of the tower services over this pool (one set
+    /// for every `service::Pool` and `PoolLayer` over it); closed with the
+    /// pool, which wakes services waiting for room.
+    service_slots: Arc<Semaphore>,
 }
 
 impl<R: Runner> std::fmt::Debug for Shared<R> {
@@ -247,6 +292,10 @@ impl<R: Runner> Shared<R> {
         let handle = Handle::try_current().map_err(|_| crate::BuildError::NoRuntime)?;
         let spin_idle =
             R::THREADS || handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::CurrentThread;
+        let slots = queue
+            .capacity()
+            .unwrap_or(Semaphore::MAX_PERMITS)
+            .min(Semaphore::MAX_PERMITS);
         let shared = Arc::new(Shared {
             runner,
             queue,
@@ -273,6 +322,7 @@ impl<R: Runner> Shared<R> {
             token: CancellationToken::new(),
             report: OnceCell::new(),
             returned_items: Mutex::new(Vec::new()),
+            service_slots: Arc::new(Semaphore::new(slots)),
         });
         shared.ensure_workers();
         if let Some(scaling) = shared.cfg.scaling.clone() {
@@ -289,6 +339,11 @@ impl<R: Runner> Shared<R> {
 
     pub(crate) fn token(&self) -> &CancellationToken {
         &self.token
+    }
+
+    /// The queue reservations shared by every tower service over this pool.
+    pub(crate) fn service_slots(&self) -> &Arc<Semaphore> {
+        &self.service_slots
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -536,6 +591,7 @@ impl<R: Runner> Shared<R> {
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Release);
         self.queue.close();
+        self.service_slots.close();
         self.wake_idle.notify_waiters();
     }
 
@@ -651,8 +707,12 @@ impl<R: Runner> Shared<R> {
     }
 }
 
+/// Takes a worker out of the registry however it exits. A worker unwound by
+/// a panic that escaped every job boundary (none should: the runners catch
+/// panics in a job's polls and drops) is replaced while the pool is open, so
+/// the pool keeps its size.
 struct ExitGuard<'a, R: Runner> {
-    shared: &'a Shared<R>,
+    shared: &'a Arc<Shared<R>>,
     slot: &'a Slot,
     counted: bool,
 }
@@ -660,6 +720,14 @@ struct ExitGuard<'a, R: Runner> {
 impl<R: Runner> Drop for ExitGuard<'_, R> {
     fn drop(&mut self) {
         self.shared.retire(self.slot, self.counted);
+        if std::thread::panicking() && !self.shared.is_closed() {
+            tracing::error!(
+                pool = &*self.shared.cfg.name,
+                worker = self.slot.id,
+                "worker panicked outside a job's panic boundary; starting a replacement"
+            );
+            self.shared.ensure_workers();
+        }
     }
 }
 
@@ -862,3 +930,70 @@ async fn worker_loop<R: Runner>(shared: Arc<Shared<R>>, slot: Arc<CachePadded<Sl
 
 /// Holds a weak reference for background tasks.
 pub(crate) type WeakShared<R> = Weak<Shared<R>>;
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use weft_core::Overflow;
+
+    /// Runs `false` items; panics on a `true` item outside any job's panic
+    /// boundary (what a bug in a runner would do).
+    #[derive(Default)]
+    struct Fragile {
+        ran: AtomicUsize,
+    }
+
+    impl Runner for Fragile {
+        type Item = bool;
+        type State = ();
+        const THREADS: bool = false;
+
+        fn jobs(_: &bool) -> u64 {
+            1
+        }
+        fn init(&self) {}
+        async fn run<'a>(&'a self, item: bool, _: &'a mut (), env: &'a Env<'a>) -> bool {
+            assert!(!item, "a bug outside the job's panic boundary");
+            self.ran.fetch_add(1, Ordering::SeqCst);
+            env.record(JobOutcome::Succeeded, None);
+            false
+        }
+    }
+
+    /// Guards the backstop in `ExitGuard`: a worker unwound by a panic that
+    /// escaped every job boundary is replaced while the pool is open, so the
+    /// pool keeps its size (it used to lose the worker for good, down to a
+    /// pool with none), and the item it was running counts as aborted.
+    #[tokio::test(start_paused = true)]
+    async fn a_worker_killed_by_a_stray_panic_is_replaced() {
+        let cfg = Config {
+            name: "fragile".into(),
+            timeout: None,
+            cancel_grace: Duration::from_millis(250),
+            scaling: None,
+            metrics: metrics::PoolMetrics::new("fragile"),
+        };
+        let queue = Queue::bounded(8, Overflow::Block).unwrap();
+        let shared = Shared::start(Fragile::default(), queue, cfg, 1, 1, 1).unwrap();
+        shared.push(true).await.unwrap();
+        shared.push(false).await.unwrap();
+        for _ in 0..1000 {
+            if shared.runner.ran.load(Ordering::SeqCst) == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(
+            shared.runner.ran.load(Ordering::SeqCst),
+            1,
+            "the next item never ran: the worker was not replaced"
+        );
+        let st = shared.stats();
+        assert_eq!((st.workers, st.succeeded, st.aborted), (1, 1, 1), "{st:?}");
+        let r = shared
+            .shutdown(Mode::Drain, Instant::now() + Duration::from_secs(1))
+            .await;
+        assert!(r.is_balanced(), "{r}");
+        assert_eq!(r.unfinished.len(), 1, "{r}");
+    }
+}

@@ -112,6 +112,10 @@ pub enum BuildError {
          check a deadline inside the job instead"
     )]
     TimeoutOnBlocking,
+    /// The [`Scaling`](crate::Scaling) rule makes no sense; the message says
+    /// which field and what to pass.
+    #[error("invalid Scaling: {0}")]
+    InvalidScaling(&'static str),
     /// The pool was built outside a tokio runtime.
     #[error("a pool must be built inside a tokio runtime (it spawns its workers there)")]
     NoRuntime,

@@ -46,10 +46,49 @@ pub enum TaskError<E> {
     /// The task never started: the group was cancelled first.
     #[error("task was cancelled before it started")]
     Cancelled,
+    /// The task was dropped before it finished: its runtime shut down while
+    /// it was waiting or running.
+    #[error("task was aborted before it finished: its runtime shut down")]
+    Aborted,
 }
 
 /// A finished task: its spawn index and result.
 type Done<T, E> = (usize, Result<T, TaskError<E>>);
+
+/// The results not yet returned by a join.
+struct Inbox<T, E> {
+    rx: mpsc::UnboundedReceiver<Done<T, E>>,
+    /// Results received so far (every task sends exactly one).
+    received: usize,
+    /// Received but not yet returned (a join dropped half-way keeps them
+    /// here for the next).
+    got: Vec<Done<T, E>>,
+}
+
+/// Sends a task's result exactly once: if the task is dropped before it has
+/// one (its runtime shut down, or the group was dropped), it sends
+/// [`TaskError::Aborted`], so a join never waits for a result that cannot
+/// come.
+struct Report<T, E> {
+    tx: Option<mpsc::UnboundedSender<Done<T, E>>>,
+    index: usize,
+}
+
+impl<T, E> Report<T, E> {
+    fn send(mut self, res: Result<T, TaskError<E>>) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send((self.index, res));
+        }
+    }
+}
+
+impl<T, E> Drop for Report<T, E> {
+    fn drop(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send((self.index, Err(TaskError::Aborted)));
+        }
+    }
+}
 
 struct Shared {
     token: CancellationToken,
@@ -67,7 +106,11 @@ struct Shared {
 ///   it wait for a slot (spawning never waits).
 /// - [`ErrorPolicy`]: first error cancels the rest through a
 ///   [`CancellationToken`] every task receives, or collect all.
-/// - Panics are caught and reported as [`TaskError::Panicked`], never lost.
+/// - Panics are caught and reported as [`TaskError::Panicked`], never lost:
+///   in the task's future, and in the closure that builds it.
+/// - Each [`join`](TaskGroup::join) (or [`join_all`](TaskGroup::join_all))
+///   returns the tasks spawned since the previous one: a group can be
+///   joined, reused and joined again.
 /// - **Dropping the group cancels its token and aborts every task still
 ///   running.** Await [`join`](TaskGroup::join) or
 ///   [`join_all`](TaskGroup::join_all) to let them finish.
@@ -103,7 +146,7 @@ pub struct TaskGroup<T, E> {
     policy: ErrorPolicy,
     order: Order,
     tx: mpsc::UnboundedSender<Done<T, E>>,
-    rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Done<T, E>>>,
+    inbox: tokio::sync::Mutex<Inbox<T, E>>,
 }
 
 impl<T, E> std::fmt::Debug for TaskGroup<T, E> {
@@ -138,7 +181,11 @@ impl<T: Send + 'static, E: Send + 'static> TaskGroup<T, E> {
             policy: ErrorPolicy::default(),
             order: Order::default(),
             tx,
-            rx: tokio::sync::Mutex::new(rx),
+            inbox: tokio::sync::Mutex::new(Inbox {
+                rx,
+                received: 0,
+                got: Vec::new(),
+            }),
         }
     }
 
@@ -176,8 +223,9 @@ impl<T: Send + 'static, E: Send + 'static> TaskGroup<T, E> {
     }
 
     /// Spawns a task on the current tokio runtime. `f` receives the group's
-    /// cancellation token. Never waits: under a limit the task waits for a
-    /// slot inside.
+    /// cancellation token; it is called on the task, inside the task's panic
+    /// boundary. Never waits: under a limit the task waits for a slot
+    /// inside.
     pub fn spawn<F, Fut>(&self, f: F)
     where
         F: FnOnce(CancellationToken) -> Fut + Send + 'static,
@@ -185,7 +233,10 @@ impl<T: Send + 'static, E: Send + 'static> TaskGroup<T, E> {
     {
         let index = self.shared.spawned.fetch_add(1, Ordering::AcqRel);
         let shared = self.shared.clone();
-        let tx = self.tx.clone();
+        let report = Report {
+            tx: Some(self.tx.clone()),
+            index,
+        };
         let first_error = self.policy == ErrorPolicy::FirstError;
         let task = tokio::spawn(async move {
             let _permit = match &shared.limit {
@@ -199,7 +250,10 @@ impl<T: Send + 'static, E: Send + 'static> TaskGroup<T, E> {
             let res = if first_error && shared.token.is_cancelled() {
                 Err(TaskError::Cancelled)
             } else {
-                match catch_unwind(f(shared.token.clone())).await {
+                let token = shared.token.clone();
+                // `f` runs inside the boundary: a panic while it builds the
+                // future is the task's panic too.
+                match catch_unwind(async move { f(token).await }).await {
                     Ok(Ok(v)) => Ok(v),
                     Ok(Err(e)) => Err(TaskError::Failed(e)),
                     Err(p) => {
@@ -211,14 +265,14 @@ impl<T: Send + 'static, E: Send + 'static> TaskGroup<T, E> {
             if first_error && matches!(res, Err(TaskError::Failed(_) | TaskError::Panicked(_))) {
                 shared.token.cancel();
             }
-            let _ = tx.send((index, res));
+            report.send(res);
         });
         let mut aborts = self.shared.aborts.lock().unwrap_or_else(|p| p.into_inner());
         aborts.retain(|a| !a.is_finished());
         aborts.push(task.abort_handle());
     }
 
-    /// Tasks spawned so far.
+    /// Tasks spawned so far (joined or not).
     pub fn len(&self) -> usize {
         self.shared.spawned.load(Ordering::Acquire)
     }
@@ -228,21 +282,27 @@ impl<T: Send + 'static, E: Send + 'static> TaskGroup<T, E> {
         self.len() == 0
     }
 
-    /// Every result so far, in completion order, with its spawn index.
+    /// The results of every task not yet joined, in completion order, with
+    /// their spawn indexes. Cancel-safe: results received by a join that is
+    /// dropped half-way are kept for the next.
     async fn collect(&self) -> Vec<(usize, Result<T, TaskError<E>>)> {
-        let mut rx = self.rx.lock().await;
-        let mut got = Vec::new();
-        while got.len() < self.len() {
-            match rx.recv().await {
-                Some(r) => got.push(r),
+        let mut inbox = self.inbox.lock().await;
+        while inbox.received < self.len() {
+            match inbox.rx.recv().await {
+                Some(r) => {
+                    inbox.received += 1;
+                    inbox.got.push(r);
+                }
                 None => break,
             }
         }
-        got
+        std::mem::take(&mut inbox.got)
     }
 
-    /// Waits for every task spawned so far (including tasks they spawn
-    /// meanwhile) and returns every result, in the group's [`Order`].
+    /// Waits for every task spawned since the previous join (including
+    /// tasks they spawn meanwhile) and returns their results, in the group's
+    /// [`Order`]. Each task's result is returned by exactly one join; with
+    /// nothing spawned since the last, the result is empty.
     pub async fn join_all(&self) -> Vec<Result<T, TaskError<E>>> {
         let mut got = self.collect().await;
         if self.order == Order::Submission {
@@ -251,9 +311,23 @@ impl<T: Send + 'static, E: Send + 'static> TaskGroup<T, E> {
         got.into_iter().map(|(_, r)| r).collect()
     }
 
-    /// Waits for every task; the values in the group's [`Order`], or the
-    /// first failure by completion (a [`TaskError::Cancelled`] only if no
-    /// task actually failed).
+    /// Waits for every task spawned since the previous join (as
+    /// [`join_all`](TaskGroup::join_all)); their values in the group's
+    /// [`Order`], or the first failure by completion (a
+    /// [`TaskError::Cancelled`] only if no task actually failed).
+    ///
+    /// ```
+    /// use weft_pool::group::TaskGroup;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let group = TaskGroup::<u32, ()>::new();
+    /// group.spawn(|_| async { Ok(1) });
+    /// assert_eq!(group.join().await, Ok(vec![1]));
+    /// group.spawn(|_| async { Ok(2) });
+    /// assert_eq!(group.join().await, Ok(vec![2])); // only what is new
+    /// # }
+    /// ```
     pub async fn join(&self) -> Result<Vec<T>, TaskError<E>> {
         let mut got = self.collect().await;
         let mut first: Option<TaskError<E>> = None;

@@ -55,8 +55,13 @@
 //! A panicking job fails only its own handle ([`JobError::Panicked`]); it is
 //! counted and logged with `tracing::error!`, and the worker goes on (a
 //! stateful worker rebuilds its state). A job over the per-job timeout is
-//! dropped ([`JobError::TimedOut`]). Building refuses a zero capacity, zero
-//! workers and a zero timeout with a [`BuildError`] that says what to pass.
+//! dropped ([`JobError::TimedOut`]). Jobs are dropped inside their panic
+//! boundary too (a timed-out job's future, an output nobody reads): a `Drop`
+//! that panics is the job's panic if it had not failed already, and never
+//! takes a worker down; a worker lost to a panic outside every boundary is
+//! replaced. Building refuses a zero capacity, zero workers, a zero timeout
+//! and a [`Scaling`] rule that makes no sense with a [`BuildError`] that says
+//! what to pass.
 //!
 //! # How it shuts down
 //!

@@ -76,6 +76,13 @@ impl<V> Sender<V> {
         }
     }
 
+    /// Whether a value sent now would be dropped unread: the sender is
+    /// detached, or the receiver is gone. (A receiver dropped right after
+    /// this says `false` still lets [`send`](Sender::send) drop the value.)
+    pub(crate) fn is_unread(&self) -> bool {
+        self.slot.as_ref().is_none_or(|s| Arc::strong_count(s) == 1)
+    }
+
     /// Delivers `v` to the receiver (dropped with the slot if the receiver
     /// is gone).
     pub(crate) fn send(mut self, v: V) {

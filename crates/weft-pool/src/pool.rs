@@ -13,13 +13,16 @@ use crate::core::{Mode, Runner, Shared};
 use crate::oneshot;
 use crate::stats::PoolStats;
 use crate::task::{
-    AnyOk, AsyncRunner, BatchHandle, BatchTask, BoxTask, IsOk, JobHandle, JobTask, Judge, Timer,
+    AnyOk, AsyncRunner, BatchHandle, BatchTask, BoxTask, IsOk, JobHandle, JobTask, Judge,
 };
 use crate::{Builder, JobError, SubmitError};
 
 /// How [`WorkerPool::shutdown`] treats queued work. Either way admission
 /// closes at once, and at the deadline running jobs are first asked to stop
 /// (the pool's cancellation token) and then aborted.
+///
+/// The duration is the time the shutdown may take; `Duration::MAX` (or any
+/// duration past about 30 years) waits as long as the work takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ShutdownMode {
@@ -32,10 +35,22 @@ pub enum ShutdownMode {
 impl ShutdownMode {
     pub(crate) fn split(self) -> (Mode, Instant) {
         match self {
-            ShutdownMode::Drain(d) => (Mode::Drain, Instant::now() + d),
-            ShutdownMode::Cancel(d) => (Mode::Cancel, Instant::now() + d),
+            ShutdownMode::Drain(d) => (Mode::Drain, deadline_after(d)),
+            ShutdownMode::Cancel(d) => (Mode::Cancel, deadline_after(d)),
         }
     }
+}
+
+/// About 30 years: the deadline of a duration too long to add to an instant
+/// (as tokio's own timers do for their far future).
+const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
+
+/// `now + d`, or about 30 years from now when `d` is longer than that (or
+/// would overflow an `Instant`, as `Duration::MAX` does).
+pub(crate) fn deadline_after(d: Duration) -> Instant {
+    let now = Instant::now();
+    let far = now + FAR_FUTURE;
+    now.checked_add(d).map_or(far, |t| t.min(far))
 }
 
 /// Closes admission when the last clone of a pool is dropped; workers then
@@ -199,9 +214,7 @@ impl Unstarted {
         let slot = crate::core::Slot::default();
         let flag = std::sync::atomic::AtomicBool::new(false);
         let env = crate::core::Env::detached(&slot, &flag);
-        let mut task = Box::into_pin(self.task);
-        let mut sleep: Timer = None;
-        std::future::poll_fn(|cx| task.as_mut().poll_run(cx, &env, &mut sleep)).await;
+        crate::task::run_task(self.task, &env).await;
     }
 }
 
@@ -384,6 +397,11 @@ impl WorkerPool {
             .map(|task| Unstarted { task })
             .collect();
         (r, back)
+    }
+
+    /// The queue reservations shared by every tower service over this pool.
+    pub(crate) fn service_slots(&self) -> std::sync::Arc<tokio::sync::Semaphore> {
+        self.inner.0.service_slots().clone()
     }
 
     /// How many queue items may wait.

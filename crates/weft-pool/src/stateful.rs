@@ -2,19 +2,17 @@
 
 use std::any::Any;
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::task::Poll;
 
-use futures::FutureExt;
 use futures::future::BoxFuture;
-use weft_core::Panicked;
 
 use crate::blocking::Factory;
-use crate::core::{Env, JobOutcome, Runner};
+use crate::core::{Env, JobOutcome, Runner, discard, guarded};
 use crate::metrics::QueuedAt;
 use crate::oneshot;
 use crate::pool::{Owner, common_pool_methods, state_pool_impls, unbox};
-use crate::task::{BatchHandle, BatchOut, BatchSender, JobHandle};
+use crate::task::{BatchHandle, BatchOut, BatchSender, JobHandle, poll_guarded};
 use crate::{Builder, JobError, SubmitError};
 
 pub(crate) trait StatefulTask<St>: Send + 'static {
@@ -25,35 +23,67 @@ pub(crate) trait StatefulTask<St>: Send + 'static {
 }
 
 /// Runs one job against the worker's state inside its own panic boundary and
-/// timeout, and records its outcome. The flag says whether the state must be
-/// rebuilt: after a panic, or a timeout (which may have left it half-used).
-async fn call<St, F, T>(f: F, st: &mut St, env: &Env<'_>) -> (Result<T, JobError>, bool)
+/// timeout, and records its outcome (before the result is delivered, so the
+/// stats count the job once its handle resolves). The future is dropped
+/// inside the boundary too (a timed-out one is still live), and so is the
+/// output when nobody will read it (`unread`): a `Drop` that panics there is
+/// the job's panic unless it already failed, and never unwinds the worker.
+/// Returns the result and whether the state must be rebuilt: after a panic
+/// (in the job or in a drop) or a timeout (which may have left it
+/// half-used).
+async fn call<St, F, T>(
+    f: F,
+    st: &mut St,
+    env: &Env<'_>,
+    unread: bool,
+) -> (Result<T, JobError>, bool)
 where
     F: for<'s> FnOnce(&'s mut St) -> BoxFuture<'s, T>,
 {
     let started = env.start_clock();
-    let guarded = AssertUnwindSafe(async move { f(st).await }).catch_unwind();
-    let res = match env.timeout {
-        Some(d) => tokio::time::timeout(d, guarded).await.ok(),
-        None => Some(guarded.await),
-    };
-    let (r, outcome) = match res {
-        None => (
-            Err(JobError::TimedOut(env.timeout.unwrap_or_default())),
-            JobOutcome::TimedOut,
-        ),
-        Some(Ok(v)) => (Ok(v), JobOutcome::Succeeded),
-        Some(Err(p)) => {
-            let p = Panicked::from_payload(p.as_ref());
+    let mut rebuild = false;
+    let (mut r, mut outcome) = match guarded(move || f(st)) {
+        Err(p) => {
             env.log_panic(&p);
             (Err(JobError::Panicked(p)), JobOutcome::Panicked)
         }
+        Ok(mut fut) => {
+            let run = std::future::poll_fn(|cx| match poll_guarded(fut.as_mut(), cx) {
+                Ok(poll) => poll.map(Ok),
+                Err(p) => Poll::Ready(Err(p)),
+            });
+            let res = match env.timeout {
+                Some(d) => tokio::time::timeout(d, run).await.ok(),
+                None => Some(run.await),
+            };
+            let (mut r, mut outcome) = match res {
+                None => (
+                    Err(JobError::TimedOut(env.timeout.unwrap_or_default())),
+                    JobOutcome::TimedOut,
+                ),
+                Some(Ok(v)) => (Ok(v), JobOutcome::Succeeded),
+                Some(Err(p)) => {
+                    env.log_panic(&p);
+                    (Err(JobError::Panicked(p)), JobOutcome::Panicked)
+                }
+            };
+            if let Err(p) = guarded(move || drop(fut)) {
+                env.log_drop_panic(&p);
+                rebuild = true;
+                if outcome == JobOutcome::Succeeded {
+                    discard(&mut r, env, JobError::Panicked(p));
+                    outcome = JobOutcome::Panicked;
+                }
+            }
+            (r, outcome)
+        }
     };
+    if unread && discard(&mut r, env, JobError::Cancelled) {
+        outcome = JobOutcome::Panicked;
+    }
     env.record(outcome, started);
-    (
-        r,
-        matches!(outcome, JobOutcome::Panicked | JobOutcome::TimedOut),
-    )
+    let rebuild = rebuild || matches!(outcome, JobOutcome::Panicked | JobOutcome::TimedOut);
+    (r, rebuild)
 }
 
 struct Job<F, T> {
@@ -85,9 +115,14 @@ where
         let Job { f, tx, mut queued } = *self;
         Box::pin(async move {
             queued.started(env.metrics);
-            let (r, rebuild) = call(f, st, env).await;
+            let unread = tx.as_ref().is_none_or(oneshot::Sender::is_unread);
+            let (r, mut rebuild) = call(f, st, env, unread).await;
             if let Some(tx) = tx {
-                tx.send(r);
+                // The handle may be dropped since `unread` was read.
+                if let Err(p) = guarded(move || tx.send(r)) {
+                    env.log_drop_panic(&p);
+                    rebuild = true;
+                }
             }
             rebuild
         })
@@ -155,11 +190,16 @@ where
             // is rebuilt once the batch is done.
             let mut rebuild = false;
             for f in jobs {
-                let (r, bad) = call(f, &mut *st, env).await;
+                let (r, bad) = call(f, &mut *st, env, out.is_unread()).await;
                 rebuild |= bad;
                 out.push(r);
             }
-            out.finish(JobError::Cancelled);
+            // Sending drops the results if the handle is gone: every job
+            // has its outcome, so a panic is only logged.
+            if let Err(p) = guarded(move || out.finish(JobError::Cancelled)) {
+                env.log_drop_panic(&p);
+                rebuild = true;
+            }
             rebuild
         })
     }

@@ -14,7 +14,7 @@ use tokio::time::{Instant, Sleep};
 use weft_core::Panicked;
 
 use crate::JobError;
-use crate::core::{Env, JobOutcome, Runner};
+use crate::core::{Env, JobOutcome, Runner, discard, guarded};
 use crate::oneshot;
 
 /// One queue item of an async pool.
@@ -67,7 +67,8 @@ impl<T, E> Judge<Result<T, E>> for IsOk {
 /// Where a batch's results go.
 pub(crate) type BatchSender<T> = oneshot::Sender<Vec<Result<T, JobError>>>;
 
-fn poll_guarded<F: Future>(
+/// Polls a job inside its panic boundary.
+pub(crate) fn poll_guarded<F: Future + ?Sized>(
     fut: Pin<&mut F>,
     cx: &mut Context<'_>,
 ) -> Result<Poll<F::Output>, Panicked> {
@@ -192,14 +193,23 @@ where
         this.clock.start(env);
         match poll_guarded(this.fut, cx) {
             Ok(Poll::Ready(v)) => {
-                let outcome = if J::ok(&v) {
+                let mut outcome = if J::ok(&v) {
                     JobOutcome::Succeeded
                 } else {
                     JobOutcome::Failed
                 };
-                this.tx.take().send(Ok(v));
+                // Sending drops the output if nobody reads it (a detached
+                // job, a dropped handle): a `Drop` that panics there is the
+                // job's panic, unless it already failed.
+                let tx = this.tx.take();
+                if let Err(p) = guarded(move || tx.send(Ok(v))) {
+                    env.log_drop_panic(&p);
+                    if outcome == JobOutcome::Succeeded {
+                        outcome = JobOutcome::Panicked;
+                    }
+                }
                 env.record(outcome, this.clock.started());
-                Poll::Ready(false)
+                Poll::Ready(outcome == JobOutcome::Panicked)
             }
             Ok(Poll::Pending) => {
                 if timed_out(sleep, env.timeout, cx) {
@@ -264,6 +274,12 @@ impl<T> BatchOut<T> {
             tx,
             len,
         }
+    }
+
+    /// Whether results pushed now would be dropped unread: no handle, or
+    /// the handle is gone.
+    pub(crate) fn is_unread(&self) -> bool {
+        self.tx.as_ref().is_none_or(oneshot::Sender::is_unread)
     }
 
     /// The batch was refused before it was queued: nobody holds a handle.
@@ -345,7 +361,13 @@ where
                         *this.started = env.start_clock();
                     }
                     None => {
-                        this.out.finish(JobError::Cancelled);
+                        // Sending drops the results if the handle is gone:
+                        // every job has its outcome, so a panic is only
+                        // logged.
+                        let out = &mut *this.out;
+                        if let Err(p) = guarded(move || out.finish(JobError::Cancelled)) {
+                            env.log_drop_panic(&p);
+                        }
                         return Poll::Ready(*this.panicked);
                     }
                 }
@@ -355,29 +377,41 @@ where
                 .as_mut()
                 .as_pin_mut()
                 .expect("current job set above");
-            let res = match poll_guarded(fut, cx) {
-                Ok(Poll::Ready(v)) => {
-                    env.record(JobOutcome::Succeeded, *this.started);
-                    Ok(v)
-                }
+            let (mut res, mut outcome) = match poll_guarded(fut, cx) {
+                Ok(Poll::Ready(v)) => (Ok(v), JobOutcome::Succeeded),
                 Ok(Poll::Pending) => {
                     if !timed_out(sleep, env.timeout, cx) {
                         return Poll::Pending;
                     }
                     let d = env.timeout.unwrap_or_default();
                     tracing::warn!(pool = env.name, timeout = ?d, "batched job timed out");
-                    env.record(JobOutcome::TimedOut, *this.started);
-                    Err(JobError::TimedOut(d))
+                    (Err(JobError::TimedOut(d)), JobOutcome::TimedOut)
                 }
                 Err(p) => {
                     env.log_panic(&p);
-                    env.record(JobOutcome::Panicked, *this.started);
-                    *this.panicked = true;
-                    Err(JobError::Panicked(p))
+                    (Err(JobError::Panicked(p)), JobOutcome::Panicked)
                 }
             };
-            this.current.set(None);
-            this.out.push(res);
+            // Drop the job (a timed-out one is still live) and, in a
+            // detached batch, its output inside the boundary: a `Drop` that
+            // panics there is the job's panic, unless it already failed.
+            let mut current = this.current.as_mut();
+            if let Err(p) = guarded(|| current.set(None)) {
+                env.log_drop_panic(&p);
+                if outcome == JobOutcome::Succeeded {
+                    discard(&mut res, env, JobError::Panicked(p));
+                    outcome = JobOutcome::Panicked;
+                }
+            }
+            let out = &mut *this.out;
+            if let Err(p) = guarded(move || out.push(res)) {
+                env.log_drop_panic(&p);
+                if outcome == JobOutcome::Succeeded {
+                    outcome = JobOutcome::Panicked;
+                }
+            }
+            env.record(outcome, *this.started);
+            *this.panicked |= outcome == JobOutcome::Panicked;
         }
     }
 
@@ -416,10 +450,21 @@ impl Runner for AsyncRunner {
         _: &'a mut (),
         env: &'a Env<'a>,
     ) -> impl Future<Output = bool> + Send + 'a {
-        let mut task: Pin<BoxTask> = Box::into_pin(item);
-        let mut sleep: Timer = None;
-        std::future::poll_fn(move |cx| task.as_mut().poll_run(cx, env, &mut sleep))
+        run_task(item, env)
     }
+}
+
+/// Runs a queue item to the end, then drops it inside the panic boundary (a
+/// timed-out job's future is still in it). Every job of the item has its
+/// outcome by then, so a panic there is logged, not counted again.
+pub(crate) async fn run_task(item: BoxTask, env: &Env<'_>) -> bool {
+    let mut task: Pin<BoxTask> = Box::into_pin(item);
+    let mut sleep: Timer = None;
+    let panicked = std::future::poll_fn(|cx| task.as_mut().poll_run(cx, env, &mut sleep)).await;
+    if let Err(p) = guarded(move || drop(task)) {
+        env.log_drop_panic(&p);
+    }
+    panicked
 }
 
 /// Awaits one job's result: its value, or why it has none.

@@ -111,3 +111,78 @@ proptest! {
         }
     }
 }
+
+/// Guards the validation of [`Scaling`]: a zero interval (which made the
+/// scaler task panic, so the pool never scaled) and every other value that
+/// makes no sense are refused by `build()` with an error that says what to
+/// pass.
+#[tokio::test(start_paused = true)]
+async fn a_zero_scaling_interval_is_refused_when_built() {
+    let build = |s: Scaling| {
+        WorkerPool::builder()
+            .min_workers(1)
+            .max_workers(4)
+            .scaling(s)
+            .build()
+    };
+    let bad = [
+        ("interval", Scaling::new().interval(Duration::ZERO)),
+        ("idle_timeout", Scaling::new().idle_timeout(Duration::ZERO)),
+        ("grow_at", Scaling::new().thresholds(f64::NAN, 0.35)),
+        ("grow_at", Scaling::new().thresholds(1.5, 0.35)),
+        ("shrink_at", Scaling::new().thresholds(0.7, -0.1)),
+        ("shrink_at", Scaling::new().thresholds(0.7, f64::NAN)),
+        ("shrink_at", Scaling::new().thresholds(0.5, 0.5)),
+        ("shrink_at", Scaling::new().thresholds(0.3, 0.6)),
+        ("grow_by", Scaling::new().steps(-0.25, 0.15)),
+        ("grow_by", Scaling::new().steps(f64::INFINITY, 0.15)),
+        ("shrink_by", Scaling::new().steps(0.25, f64::NAN)),
+        ("shrink_by", Scaling::new().steps(0.25, -1.0)),
+        ("shrink_by", Scaling::new().steps(0.25, 1.5)),
+    ];
+    for (field, s) in bad {
+        let e = build(s.clone()).expect_err(&format!("{s:?} was accepted"));
+        assert!(
+            matches!(e, weft_pool::BuildError::InvalidScaling(_)),
+            "{s:?}: {e:?}"
+        );
+        let msg = e.to_string();
+        assert!(msg.contains(field) && msg.contains("pass"), "{s:?}: {msg}");
+    }
+    // Also refused on a fixed-size pool (where it would be ignored).
+    let e = WorkerPool::builder()
+        .workers(2)
+        .scaling(Scaling::new().interval(Duration::ZERO))
+        .build()
+        .unwrap_err();
+    assert!(matches!(e, weft_pool::BuildError::InvalidScaling(_)), "{e}");
+    // The edges of what makes sense are accepted.
+    for s in [
+        Scaling::new().thresholds(1.0, 0.0),
+        Scaling::new().steps(0.0, 0.0),
+        Scaling::new().steps(3.0, 1.0),
+        Scaling::new().cooldown(Duration::ZERO),
+        Scaling::new().interval(Duration::MAX),
+    ] {
+        assert!(build(s.clone()).is_ok(), "{s:?} was refused");
+    }
+}
+
+/// Control for the test above: with a non-zero interval the same load grows
+/// the pool.
+#[tokio::test(start_paused = true)]
+async fn a_positive_scaling_interval_grows_the_pool() {
+    let pool = WorkerPool::builder()
+        .min_workers(1)
+        .max_workers(4)
+        .scaling(Scaling::new().interval(Duration::from_millis(100)))
+        .build()
+        .unwrap();
+    for _ in 0..40 {
+        pool.execute(async { sleep(Duration::from_secs(1)).await })
+            .await
+            .unwrap();
+    }
+    sleep(Duration::from_secs(5)).await;
+    assert!(pool.stats().target_workers > 1, "{:?}", pool.stats());
+}

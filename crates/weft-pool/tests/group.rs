@@ -140,3 +140,91 @@ async fn dropping_the_group_cancels_and_aborts() {
     }
     assert_eq!(dropped.load(Ordering::SeqCst), 3, "every task was aborted");
 }
+
+/// Guards the panic boundary of a task: a closure that panics before it
+/// returns its future is reported as `Panicked` (it used to escape the
+/// boundary, kill the task without a result, and hang `join`).
+#[tokio::test(start_paused = true)]
+async fn a_task_closure_that_panics_before_returning_its_future_is_contained() {
+    let g = TaskGroup::<u32, String>::new();
+    g.spawn(|_| async { Ok(1) });
+    g.spawn(|_| -> std::future::Ready<Result<u32, String>> { panic!("bad setup") });
+    let r = tokio::time::timeout(Duration::from_secs(60), g.join())
+        .await
+        .expect("join() waits forever: the panic escaped and no result was sent");
+    assert!(matches!(r, Err(TaskError::Panicked(_))), "{r:?}");
+}
+
+/// Guards joining twice: each join returns the tasks spawned since the
+/// previous one (the second join used to wait for every task ever spawned
+/// to report again, forever).
+#[tokio::test(start_paused = true)]
+async fn join_after_join_returns() {
+    let g = TaskGroup::<u32, ()>::new();
+    g.spawn(|_| async { Ok(1) });
+    assert_eq!(g.join().await, Ok(vec![1]));
+    g.spawn(|_| async { Ok(2) });
+    let r = tokio::time::timeout(Duration::from_secs(60), g.join()).await;
+    assert_eq!(
+        r.expect("the second join() waits forever"),
+        Ok(vec![2]),
+        "the second join returns only the task spawned since the first"
+    );
+    g.spawn(|_| async { Ok(3) });
+    g.spawn(|_| async { Err(()) });
+    let r = tokio::time::timeout(Duration::from_secs(60), g.join_all()).await;
+    assert_eq!(
+        r.expect("join_all() after join() waits forever"),
+        vec![Ok(3), Err(TaskError::Failed(()))]
+    );
+    let r = tokio::time::timeout(Duration::from_secs(60), g.join_all()).await;
+    assert_eq!(r.expect("an empty join_all() waits"), vec![]);
+}
+
+/// Guards that results are not lost when a join is dropped half-way: the
+/// results it had already received are returned by the next join.
+#[tokio::test(start_paused = true)]
+async fn a_join_dropped_half_way_loses_no_result() {
+    let g = TaskGroup::<u64, ()>::new();
+    for d in [10u64, 1000] {
+        g.spawn(move |_| async move {
+            sleep(Duration::from_millis(d)).await;
+            Ok(d)
+        });
+    }
+    // Gives up after the first task has reported, before the second.
+    let r = tokio::time::timeout(Duration::from_millis(100), g.join()).await;
+    assert!(r.is_err());
+    let r = tokio::time::timeout(Duration::from_secs(60), g.join()).await;
+    assert_eq!(r.expect("the next join waits forever"), Ok(vec![10, 1000]));
+}
+
+/// Guards the result of a task dropped before it finished (its runtime shut
+/// down): it comes back as `TaskError::Aborted`, so a join awaited elsewhere
+/// returns instead of waiting for a result that cannot come.
+#[test]
+fn a_task_dropped_with_its_runtime_is_reported_aborted() {
+    let g = TaskGroup::<u32, ()>::new().with_policy(ErrorPolicy::CollectAll);
+    let tasks = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    tasks.block_on(async {
+        g.spawn(|_| std::future::pending());
+        g.spawn(|_| async { Ok(1) });
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    });
+    drop(tasks);
+    let other = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let r =
+        other.block_on(async { tokio::time::timeout(Duration::from_secs(60), g.join_all()).await });
+    assert_eq!(
+        r.expect("join_all() waits forever for the dropped task"),
+        vec![Err(TaskError::Aborted), Ok(1)]
+    );
+}

@@ -413,3 +413,140 @@ async fn resize_while_jobs_run() {
     assert_eq!(r.completed, 20);
     assert!(r.is_clean(), "{r}");
 }
+
+/// A guard that panics if it is dropped before its job finished (a "drop
+/// bomb": a transaction that must be committed or rolled back). Dropping a
+/// timed-out job drops it, so its panic comes from the drop, not the poll.
+struct Bomb;
+
+impl Drop for Bomb {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            panic!("guard dropped before the job finished");
+        }
+    }
+}
+
+/// Guards the panic boundary around a job's drop: a timed-out job whose
+/// drop panics gets `TimedOut` (counted once), and the worker survives and
+/// runs the next job (it used to unwind the worker, never replaced: a pool
+/// with no workers).
+#[tokio::test(start_paused = true)]
+async fn a_job_that_panics_when_dropped_at_its_timeout_does_not_kill_the_worker() {
+    let pool = WorkerPool::builder()
+        .workers(1)
+        .queue_capacity(8)
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let h = pool
+        .submit(async {
+            let _guard = Bomb;
+            std::future::pending::<()>().await
+        })
+        .await
+        .unwrap();
+    assert!(matches!(h.await, Err(JobError::TimedOut(_))));
+    let next = pool.submit(async { 7 }).await.unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(60), next).await;
+    assert_eq!(
+        pool.stats().workers,
+        1,
+        "the pool's only worker died and was not replaced"
+    );
+    assert_eq!(r.expect("the next job never ran"), Ok(7));
+    let s = pool.stats();
+    assert_eq!((s.timed_out, s.panicked, s.succeeded), (1, 0, 1), "{s:?}");
+    let report = pool
+        .shutdown(ShutdownMode::Drain(Duration::from_secs(1)))
+        .await;
+    assert!(report.is_clean(), "{report}");
+}
+
+/// A value whose drop panics: the output of a job nobody reads.
+struct PanicsOnDrop(u32);
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            panic!("output {} dropped unread", self.0);
+        }
+    }
+}
+
+/// Guards the panic boundary around an unread output: a fire-and-forget
+/// job (single or batched) whose output panics when the worker drops it is
+/// counted as that job's panic, and the worker survives.
+#[tokio::test(start_paused = true)]
+async fn an_unread_output_that_panics_when_dropped_is_the_jobs_panic() {
+    let pool = WorkerPool::builder()
+        .workers(1)
+        .queue_capacity(8)
+        .build()
+        .unwrap();
+    pool.execute(async { PanicsOnDrop(1) }).await.unwrap();
+    // A handle dropped before the job ran: its output is dropped unread too.
+    drop(pool.submit(async { PanicsOnDrop(2) }).await.unwrap());
+    pool.execute_batch((3..5).map(|i| async move { PanicsOnDrop(i) }))
+        .await
+        .unwrap();
+    let next = pool.submit(async { 7 }).await.unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(60), next).await;
+    assert_eq!(r.expect("the next job never ran"), Ok(7));
+    let s = pool.stats();
+    assert_eq!((s.workers, s.panicked, s.succeeded), (1, 4, 1), "{s:?}");
+    let report = pool
+        .shutdown(ShutdownMode::Drain(Duration::from_secs(1)))
+        .await;
+    assert_eq!(report.accepted, 5);
+    assert!(report.is_balanced(), "{report}");
+}
+
+/// Guards the same boundary in a batch: a batched job whose drop panics at
+/// its timeout gets `TimedOut` in its slot, the rest of the batch runs, and
+/// the worker survives.
+#[tokio::test(start_paused = true)]
+async fn a_batched_job_that_panics_when_dropped_at_its_timeout_does_not_kill_the_worker() {
+    let pool = WorkerPool::builder()
+        .workers(1)
+        .queue_capacity(8)
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let jobs: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = u32> + Send>>> = vec![
+        Box::pin(async {
+            let _guard = Bomb;
+            std::future::pending::<u32>().await
+        }),
+        Box::pin(async { 2 }),
+    ];
+    let b = pool.submit_batch(jobs).await.unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(60), b)
+        .await
+        .expect("the batch never finished");
+    assert!(matches!(r[0], Err(JobError::TimedOut(_))), "{r:?}");
+    assert_eq!(r[1], Ok(2));
+    let next = pool.submit(async { 7 }).await.unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(60), next).await;
+    assert_eq!(r.expect("the next job never ran"), Ok(7));
+    let s = pool.stats();
+    assert_eq!((s.workers, s.timed_out, s.panicked), (1, 1, 0), "{s:?}");
+}
+
+/// Guards against an overflow when the shutdown deadline is computed:
+/// `Drain(Duration::MAX)` (wait as long as it takes) used to panic with
+/// "overflow when adding duration to instant".
+#[tokio::test(start_paused = true)]
+async fn shutdown_with_duration_max_does_not_panic() {
+    let pool = WorkerPool::builder().workers(1).build().unwrap();
+    assert_eq!(pool.submit(async { 1 }).await.unwrap().await, Ok(1));
+    let p = pool.clone();
+    let r = tokio::spawn(async move { p.shutdown(ShutdownMode::Drain(Duration::MAX)).await }).await;
+    let report = r.expect("shutdown(Drain(Duration::MAX)) panicked");
+    assert!(report.is_clean(), "{report}");
+    let pool = WorkerPool::builder().workers(1).build().unwrap();
+    let (report, back) = pool
+        .shutdown_returning(ShutdownMode::Cancel(Duration::MAX))
+        .await;
+    assert!(report.is_clean() && back.is_empty(), "{report}");
+}

@@ -431,3 +431,106 @@ async fn a_stateful_batch_cut_off_at_the_deadline_counts_its_unrun_jobs_as_abort
     assert_eq!((r.accepted, r.completed, r.aborted), (3, 1, 2), "{r}");
     balanced(&r);
 }
+
+// ---- panics when a job is dropped ----
+
+/// A guard that panics if it is dropped before its job finished.
+struct Bomb;
+
+impl Drop for Bomb {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            panic!("guard dropped before the job finished");
+        }
+    }
+}
+
+/// A value whose drop panics: the output of a job nobody reads.
+struct PanicsOnDrop;
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            panic!("output dropped unread");
+        }
+    }
+}
+
+/// Guards the panic boundary around the drop of a stateful job: a job whose
+/// future panics when it is dropped at its timeout gets `TimedOut` (counted
+/// once), the worker survives and its state is rebuilt.
+#[tokio::test(start_paused = true)]
+async fn a_stateful_job_that_panics_when_dropped_at_its_timeout_does_not_kill_the_worker() {
+    let built = Arc::new(AtomicU32::new(0));
+    let b = built.clone();
+    let pool = StatefulPool::builder()
+        .workers(1)
+        .timeout(Duration::from_secs(1))
+        .build_stateful(move || b.fetch_add(1, Ordering::SeqCst))
+        .unwrap();
+    let h = pool
+        .submit(|_: &mut u32| {
+            Box::pin(async move {
+                let _guard = Bomb;
+                std::future::pending::<u32>().await
+            })
+        })
+        .await
+        .unwrap();
+    assert_eq!(h.await, Err(JobError::TimedOut(Duration::from_secs(1))));
+    let next = pool
+        .submit(|id: &mut u32| Box::pin(async move { *id }))
+        .await
+        .unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(60), next).await;
+    assert_eq!(r.expect("the next job never ran"), Ok(1), "state rebuilt");
+    let s = pool.stats();
+    assert_eq!((s.workers, s.timed_out, s.panicked), (1, 1, 0), "{s:?}");
+}
+
+/// Guards the panic boundary around a stateful job's unread output: it
+/// counts as that job's panic, the worker survives and rebuilds its state.
+#[tokio::test(start_paused = true)]
+async fn a_stateful_jobs_unread_output_that_panics_when_dropped_is_the_jobs_panic() {
+    let built = Arc::new(AtomicU32::new(0));
+    let b = built.clone();
+    let pool = StatefulPool::builder()
+        .workers(1)
+        .build_stateful(move || b.fetch_add(1, Ordering::SeqCst))
+        .unwrap();
+    pool.execute(|_: &mut u32| Box::pin(async { PanicsOnDrop }))
+        .await
+        .unwrap();
+    let next = pool
+        .submit(|id: &mut u32| Box::pin(async move { *id }))
+        .await
+        .unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(60), next).await;
+    assert_eq!(r.expect("the next job never ran"), Ok(1), "state rebuilt");
+    let s = pool.stats();
+    assert_eq!((s.workers, s.panicked, s.succeeded), (1, 1, 1), "{s:?}");
+}
+
+/// Guards the panic boundary around a blocking job's unread output: it
+/// counts as that job's panic, and the worker thread survives and rebuilds
+/// its state.
+#[tokio::test]
+async fn a_blocking_jobs_unread_output_that_panics_when_dropped_is_the_jobs_panic() {
+    let built = Arc::new(AtomicU32::new(0));
+    let b = built.clone();
+    let pool = BlockingPool::builder()
+        .workers(1)
+        .build_blocking_with(move || b.fetch_add(1, Ordering::SeqCst))
+        .unwrap();
+    pool.execute(|_: &mut u32| PanicsOnDrop).await.unwrap();
+    let next = pool.submit(|id: &mut u32| *id).await.unwrap();
+    // Real time (the worker is a thread); only waits if the worker died.
+    let r = tokio::time::timeout(Duration::from_secs(10), next).await;
+    assert_eq!(r.expect("the next job never ran"), Ok(1), "state rebuilt");
+    let s = pool.stats();
+    assert_eq!((s.workers, s.panicked, s.succeeded), (1, 1, 1), "{s:?}");
+    let r = pool
+        .shutdown(ShutdownMode::Drain(Duration::from_secs(5)))
+        .await;
+    balanced(&r);
+}

@@ -10,8 +10,9 @@ use crate::JobHandle;
 
 /// Resolves to the inner service's response once a worker has run the call.
 /// The inner service's error passes through (boxed); weft's own errors are
-/// [`Closed`](super::Closed) and [`JobError`](crate::JobError) (panicked,
-/// timed out, cancelled by shutdown), found with `downcast_ref`.
+/// [`Closed`](super::Closed), [`Full`](super::Full) and
+/// [`JobError`](crate::JobError) (panicked, timed out, cancelled by
+/// shutdown), found with `downcast_ref`.
 #[must_use = "futures do nothing unless polled"]
 pub struct ResponseFuture<T, E> {
     state: State<T, E>,

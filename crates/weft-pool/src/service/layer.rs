@@ -1,6 +1,3 @@
-use std::sync::Arc;
-
-use tokio::sync::Semaphore;
 use tower_layer::Layer;
 
 use super::Pool;
@@ -9,20 +6,18 @@ use crate::WorkerPool;
 /// Wraps a service so that its calls run on a [`WorkerPool`]'s workers, with
 /// the pool's queue as backpressure (see [`Pool`]).
 ///
-/// Every service the layer builds (and their clones) shares one pool and one
-/// set of queue reservations.
+/// Every service the layer builds (and their clones) shares one pool and,
+/// with every other [`Pool`] over that pool, one set of queue reservations.
 #[derive(Debug, Clone)]
 pub struct PoolLayer {
     pool: WorkerPool,
-    slots: Arc<Semaphore>,
 }
 
 impl PoolLayer {
-    /// A layer over `pool`. The pool should be dedicated to the service, so
+    /// A layer over `pool`. The pool should be dedicated to its services, so
     /// that a reservation taken in `poll_ready` always finds room.
     pub fn new(pool: WorkerPool) -> Self {
-        let slots = Arc::new(Semaphore::new(pool.queue_capacity()));
-        PoolLayer { pool, slots }
+        PoolLayer { pool }
     }
 }
 
@@ -30,6 +25,6 @@ impl<S> Layer<S> for PoolLayer {
     type Service = Pool<S>;
 
     fn layer(&self, inner: S) -> Pool<S> {
-        Pool::from_parts(inner, self.pool.clone(), self.slots.clone())
+        Pool::new(inner, self.pool.clone())
     }
 }

@@ -7,6 +7,6 @@ mod layer;
 #[allow(clippy::module_inception)]
 mod service;
 
-pub use error::Closed;
+pub use error::{Closed, Full};
 pub use layer::PoolLayer;
 pub use service::Pool;

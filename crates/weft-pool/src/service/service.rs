@@ -1,13 +1,12 @@
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::PollSemaphore;
 use tower_service::Service;
 use weft_core::BoxError;
 
-use super::Closed;
 use super::future::ResponseFuture;
+use super::{Closed, Full};
 use crate::{SubmitError, WorkerPool};
 
 /// Runs each call of the inner service `S` as a job on a [`WorkerPool`].
@@ -15,10 +14,22 @@ use crate::{SubmitError, WorkerPool};
 /// `poll_ready` reserves a slot in the pool's queue (so it returns `Pending`
 /// while the queue is full: backpressure reaches the caller) and `call` uses
 /// the reservation; a reserved slot is released if the service is dropped
-/// without calling. A clone starts without a reservation and shares the
-/// pool. On the worker the inner service (a clone of it per call) is driven
-/// to readiness and called; `Err` responses count as failed jobs in the
-/// pool's stats.
+/// without calling, and when the job leaves the queue. The reservations
+/// belong to the pool: every `Pool` over one [`WorkerPool`] (clones, other
+/// `Pool::new`s, every service a [`PoolLayer`](super::PoolLayer) builds)
+/// shares them, so together they never reserve more than the queue holds.
+/// A clone starts without a reservation. On the worker the inner service (a
+/// clone of it per call) is driven to readiness and called; `Err` responses
+/// count as failed jobs in the pool's stats.
+///
+/// # Errors
+///
+/// Besides the inner service's errors (passed through, boxed), found with
+/// `downcast_ref`: [`Closed`] when the pool is shut down (from `poll_ready`,
+/// or from `call` if it closed in between), [`Full`] when something other
+/// than its services filled the pool's queue (dedicate the pool to avoid
+/// it), and [`JobError`](crate::JobError) when the job panicked, timed out
+/// or was cancelled by the shutdown.
 ///
 /// ```
 /// use tower::{Service, ServiceExt, service_fn};
@@ -43,17 +54,15 @@ pub struct Pool<S> {
 }
 
 impl<S> Pool<S> {
-    /// A service running `inner` on `pool` (which should be dedicated to it).
+    /// A service running `inner` on `pool` (which should be dedicated to its
+    /// services). It takes its reservations from the pool's, shared with
+    /// every other service over the pool.
     pub fn new(inner: S, pool: WorkerPool) -> Self {
-        let slots = Arc::new(Semaphore::new(pool.queue_capacity()));
-        Pool::from_parts(inner, pool, slots)
-    }
-
-    pub(crate) fn from_parts(inner: S, pool: WorkerPool, slots: Arc<Semaphore>) -> Self {
+        let slots = PollSemaphore::new(pool.service_slots());
         Pool {
             inner,
             pool,
-            slots: PollSemaphore::new(slots),
+            slots,
             permit: None,
         }
     }
@@ -141,10 +150,9 @@ where
         match self.pool.try_submit_judged(job) {
             Ok(h) => ResponseFuture::running(h),
             Err(SubmitError::Closed(_)) => ResponseFuture::failed(Box::new(Closed::new())),
-            Err(e) => {
-                let msg = e.to_string();
-                ResponseFuture::failed(msg.into())
-            }
+            // Full, or shed by the pool's overflow policy: the queue was
+            // filled by someone without a reservation.
+            Err(_) => ResponseFuture::failed(Box::new(Full::new())),
         }
     }
 }
