@@ -89,6 +89,11 @@ pub(crate) fn discard<T>(r: &mut Result<T, JobError>, env: &Env<'_>, with: JobEr
 #[derive(Debug, Default)]
 pub(crate) struct Slot {
     pub(crate) id: u64,
+    /// Jobs this worker took from the queue. With the jobs handed back
+    /// (`returned`), the report's `accepted`: counted where a job leaves
+    /// the queue, because a producer's own count after its push can land
+    /// after a worker ran the job (its push wakes the worker first).
+    popped: AtomicU64,
     succeeded: AtomicU64,
     failed: AtomicU64,
     panicked: AtomicU64,
@@ -188,6 +193,7 @@ impl<'a> Env<'a> {
 
 #[derive(Debug, Default)]
 struct Totals {
+    popped: u64,
     succeeded: u64,
     failed: u64,
     panicked: u64,
@@ -198,6 +204,7 @@ struct Totals {
 
 impl Totals {
     fn add(&mut self, s: &Slot) {
+        self.popped += s.popped.load(Ordering::Relaxed);
         self.succeeded += s.succeeded.load(Ordering::Relaxed);
         self.failed += s.failed.load(Ordering::Relaxed);
         self.panicked += s.panicked.load(Ordering::Relaxed);
@@ -509,9 +516,21 @@ impl<R: Runner> Shared<R> {
 
     // ---- stats ----
 
+    /// Jobs taken from the queue by every worker, live and retired.
+    fn popped(&self) -> u64 {
+        let reg = self.registry();
+        reg.retired.popped
+            + reg
+                .workers
+                .iter()
+                .map(|(s, _)| s.popped.load(Ordering::Relaxed))
+                .sum::<u64>()
+    }
+
     pub(crate) fn stats(&self) -> PoolStats {
         let reg = self.registry();
         let mut t = Totals {
+            popped: reg.retired.popped,
             succeeded: reg.retired.succeeded,
             failed: reg.retired.failed,
             panicked: reg.retired.panicked,
@@ -659,7 +678,10 @@ impl<R: Runner> Shared<R> {
         }
         let st = self.stats();
         let mut r = ShutdownReport::new(name);
-        r.accepted = st.submitted;
+        // Every job that entered the queue has left it by now (taken by a
+        // worker, or handed back): counted on that side, the report cannot
+        // miss a job whose producer has not counted it yet.
+        r.accepted = self.popped() + st.returned;
         r.completed = st.succeeded;
         r.failed = st.failed;
         r.cancelled = st.cancelled;
@@ -900,7 +922,9 @@ async fn worker_loop<R: Runner>(shared: Arc<Shared<R>>, slot: Arc<CachePadded<Sl
                 Wait::Exit => break,
             },
         };
-        slot.in_flight.store(R::jobs(&item), Ordering::Relaxed);
+        let jobs = R::jobs(&item);
+        Slot::bump(&slot.popped, jobs);
+        slot.in_flight.store(jobs, Ordering::Relaxed);
         let began = if track_busy {
             Some(Instant::now())
         } else {

@@ -151,3 +151,47 @@ proptest! {
         })?;
     }
 }
+
+/// A shutdown report balances while a producer on another thread keeps
+/// submitting: a job is counted accepted where it leaves the queue (taken
+/// by a worker, or handed back), so a worker cannot finish (and a report
+/// count) a job its producer has not counted yet.
+#[test]
+fn a_shutdown_report_balances_with_a_concurrent_producer() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    for i in 0..1_000 {
+        let pool = rt.block_on(async {
+            WorkerPool::builder()
+                .workers(1)
+                .queue_capacity(64)
+                .overflow(Overflow::Reject)
+                .build()
+                .unwrap()
+        });
+        let producer = pool.clone();
+        let t = std::thread::spawn(move || {
+            let mut accepted = 0u64;
+            loop {
+                match producer.try_execute(async {}) {
+                    Ok(()) => accepted += 1,
+                    Err(weft_pool::SubmitError::Closed(_)) => break accepted,
+                    Err(_) => std::hint::spin_loop(),
+                }
+            }
+        });
+        let report = rt.block_on(async {
+            for _ in 0..(i % 50) {
+                tokio::task::yield_now().await;
+            }
+            pool.shutdown(ShutdownMode::Drain(Duration::from_secs(5)))
+                .await
+        });
+        let accepted = t.join().unwrap();
+        assert!(report.is_balanced(), "iteration {i}: {report}");
+        assert_eq!(report.accepted, accepted, "iteration {i}: {report}");
+    }
+}

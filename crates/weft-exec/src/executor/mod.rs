@@ -213,8 +213,15 @@ pub(crate) struct Shared {
 
 #[derive(Default)]
 struct Counters {
-    /// Queued tasks accepted (fast-path ones are counted by `next_direct`).
+    /// Queued tasks accepted (fast-path ones are counted by `next_direct`),
+    /// counted just before the push that makes them visible to the
+    /// dispatcher: counted after it, a task could be started, finished and
+    /// reported before its spawn had counted it. A push that then fails
+    /// (the executor closed meanwhile) is taken back in `unaccepted`
+    /// before its room permit is, so a shutdown (which waits for every
+    /// room permit) never reads the difference half-made.
     accepted_queued: Counter,
+    unaccepted: Counter,
     completed: Counter,
     panicked: Counter,
     timed_out: Counter,
@@ -851,6 +858,7 @@ impl BoundedExecutor {
     {
         let s = self.shared();
         let (q, h) = self.package(opts, fut);
+        s.c.accepted_queued.incr();
         match s.lanes[opts.priority as usize].try_push(q) {
             Ok(_) => {
                 self.queued_ok();
@@ -858,6 +866,7 @@ impl BoundedExecutor {
             }
             Err(e) => {
                 // Closed since the permit was taken (a lane is never full).
+                s.c.unaccepted.incr();
                 s.release_room();
                 let why = if e.is_closed() {
                     Refusal::Closed
@@ -891,12 +900,14 @@ impl BoundedExecutor {
                 Ok(p) => {
                     p.forget();
                     let q = q.take().expect("not pushed yet");
+                    s.c.accepted_queued.incr();
                     return match s.lanes[opts.priority as usize].try_push(q) {
                         Ok(_) => {
                             self.queued_ok();
                             Ok(h)
                         }
                         Err(e) => {
+                            s.c.unaccepted.incr();
                             s.release_room();
                             Err(self.refuse(Refusal::Closed, unbox::<F>(e.into_inner())))
                         }
@@ -928,6 +939,7 @@ impl BoundedExecutor {
                     // (`close` waits for this lock) and hold at most
                     // `capacity - 1` others, so the push succeeds.
                     let q = q.take().expect("not pushed yet");
+                    s.c.accepted_queued.incr();
                     if let Err(e) = s.lanes[opts.priority as usize].try_push(q) {
                         unreachable!(
                             "lane refused a task with a room permit: {e:?} (victim {})",
@@ -958,10 +970,9 @@ impl BoundedExecutor {
         }
     }
 
+    /// A task entered its lane (already counted): wake the dispatcher.
     fn queued_ok(&self) {
-        let s = self.shared();
-        s.c.accepted_queued.incr();
-        s.wake.notify_one();
+        self.shared().wake.notify_one();
     }
 
     fn refuse<F>(&self, why: Refusal, fut: F) -> SpawnError<F> {
@@ -999,7 +1010,12 @@ impl BoundedExecutor {
         let s = self.shared();
         let c = &s.c;
         let queued = s.queued();
-        let accepted = s.next_direct.load(Ordering::Relaxed) + c.accepted_queued.get();
+        // Taken-back pushes are read first: each was counted accepted
+        // before, so (snapshots of relaxed counters aside, hence saturating)
+        // the difference never goes below zero.
+        let unaccepted = c.unaccepted.get();
+        let accepted = s.next_direct.load(Ordering::Relaxed)
+            + c.accepted_queued.get().saturating_sub(unaccepted);
         let ended = c.completed.get()
             + c.panicked.get()
             + c.timed_out.get()
