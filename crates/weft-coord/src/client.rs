@@ -10,6 +10,13 @@ use etcd_client::{Client, ConnectOptions};
 use crate::error::CoordError;
 use crate::session::{Session, SessionBuilder};
 
+/// The largest request timeout [`CoordBuilder::connect`] accepts.
+const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// How often an HTTP/2 ping checks the connection: twice etcd's default
+/// `--grpc-keepalive-min-time` (5 s), so that pings never count as abuse.
+const KEEP_ALIVE_PING: Duration = Duration::from_secs(10);
+
 /// A connection to an etcd cluster, with the request timeout weft applies to
 /// every call. Cheap to clone (clones share one gRPC channel).
 ///
@@ -60,7 +67,9 @@ impl CoordBuilder {
     /// How long any single etcd request may take before it fails with
     /// [`CoordError::Timeout`]. Default 5 s: long enough for a loaded
     /// cluster's leader election (about 1 s with etcd's defaults), short
-    /// enough that a dead cluster is reported, not waited on forever.
+    /// enough that a dead cluster is reported, not waited on forever. At
+    /// most 1 h ([`connect`](CoordBuilder::connect) refuses more): it bounds
+    /// one request, and deadlines are computed from it.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
         self
@@ -74,8 +83,14 @@ impl CoordBuilder {
     }
 
     /// The key prefix under which weft keeps its locks, semaphores and
-    /// elections. Default `"weft/"`. Processes that coordinate must use the
-    /// same namespace.
+    /// elections. Default `"weft/"` (a `/` is appended if missing).
+    /// Processes that coordinate must use the same namespace.
+    ///
+    /// The keys are `<namespace><kind>/<name>/<lease>-<n>`, with `kind`
+    /// one of `mutex`, `semaphore`, `election`, the name escaped (`%` as
+    /// `%25`, `/` as `%2F`, so that `jobs/eu` is its own lock, not a key
+    /// inside `jobs`), and `<lease>-<n>` one acquisition attempt (the lease
+    /// id in 16 hex digits, a counter in hex).
     pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
         self.namespace = namespace.into();
         self
@@ -95,12 +110,23 @@ impl CoordBuilder {
                 "request timeout of zero; pass a positive duration such as 5s".into(),
             ));
         }
+        if self.request_timeout > MAX_REQUEST_TIMEOUT {
+            return Err(CoordError::InvalidArgument(format!(
+                "request timeout of {:?} is too long (it bounds a single etcd request); \
+                 pass at most 1h, e.g. 5s",
+                self.request_timeout
+            )));
+        }
         let options = ConnectOptions::new()
             .with_connect_timeout(self.connect_timeout)
             .with_timeout(self.request_timeout)
             // HTTP/2 pings find a dead connection under a long-lived watch or
-            // keep-alive stream.
-            .with_keep_alive(Duration::from_secs(1), self.request_timeout)
+            // keep-alive stream. Not more often than etcd allows: it closes
+            // the connection (GOAWAY `too_many_pings`) of a client that
+            // pings more often than `--grpc-keepalive-min-time` (default
+            // 5 s) while the server sends nothing, which cut off every wait
+            // longer than a few seconds on an idle connection.
+            .with_keep_alive(KEEP_ALIVE_PING, self.request_timeout)
             .with_keep_alive_while_idle(true);
         let joined = self.endpoints.join(",");
         let connect = Client::connect(&self.endpoints, Some(options));
@@ -197,8 +223,17 @@ impl Coord {
         &self.inner.endpoints
     }
 
+    /// The prefix of the keys of `kind` named `name`:
+    /// `<namespace><kind>/<escaped name>/` (see [`escape_name`]).
     pub(crate) fn key(&self, kind: &str, name: &str) -> String {
-        format!("{}{}/{}/", self.inner.namespace, kind, name)
+        let ns = &self.inner.namespace;
+        let mut key = String::with_capacity(ns.len() + kind.len() + name.len() + 2);
+        key.push_str(ns);
+        key.push_str(kind);
+        key.push('/');
+        escape_name(name, &mut key);
+        key.push('/');
+        key
     }
 
     /// Runs one etcd request under the request timeout and maps its error.
@@ -215,6 +250,53 @@ impl Coord {
                 other => other,
             }),
             Err(_) => Err(CoordError::Timeout { op, after }),
+        }
+    }
+}
+
+/// Appends `name` to `out` with `%` written `%25` and `/` written `%2F`, so
+/// that no name's key prefix lies inside another's (unescaped, the keys of
+/// `jobs/eu` were keys under `jobs/` and took part in `jobs`'s line) and no
+/// two names share one.
+fn escape_name(name: &str, out: &mut String) {
+    for c in name.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '/' => out.push_str("%2F"),
+            c => out.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape_name;
+    use proptest::prelude::*;
+
+    fn escaped(name: &str) -> String {
+        let mut out = String::new();
+        escape_name(name, &mut out);
+        out
+    }
+
+    #[test]
+    fn names_are_escaped() {
+        assert_eq!(escaped("jobs"), "jobs");
+        assert_eq!(escaped("jobs/eu"), "jobs%2Feu");
+        assert_eq!(escaped("50%/x"), "50%25%2Fx");
+        assert_eq!(escaped(""), "");
+    }
+
+    proptest! {
+        /// Escaped names contain no `/`, and two different names never
+        /// escape to the same string, so `<kind>/<escaped>/` prefixes of
+        /// different names never contain one another.
+        #[test]
+        fn escaping_delimits_and_is_injective(a in "[a/%2F5]{0,8}", b in "[a/%2F5]{0,8}") {
+            let (ea, eb) = (escaped(&a), escaped(&b));
+            prop_assert!(!ea.contains('/'));
+            prop_assert_eq!(a == b, ea == eb);
+            prop_assert_eq!(a == b, format!("{ea}/").starts_with(&format!("{eb}/")));
         }
     }
 }

@@ -27,7 +27,8 @@ pub enum Role {
     Leader(Fence),
 }
 
-/// An election shared by every process that uses the same name.
+/// An election shared by every process that uses the same name. Any string
+/// is a name: `sched/eu` is an election of its own, unrelated to `sched`.
 ///
 /// Candidates line up exactly as for a [`Mutex`](crate::Mutex): the
 /// candidate whose key was created first leads, each other candidate
@@ -112,11 +113,7 @@ impl Election {
         cancel: Option<&CancellationToken>,
     ) -> Result<LeaderGuard, CoordError> {
         let _start = tokio::time::Instant::now();
-        let (entry, admitted) = queue::enqueue(&self.session, &self.prefix, &value, 1).await?;
-        if !admitted {
-            tracing::debug!(election = %self.name, key = %entry.key, "campaigning");
-            queue::wait_turn(&entry, &self.prefix, 1, cancel).await?;
-        }
+        let entry = queue::acquire(&self.session, &self.prefix, &value, 1, cancel).await?;
         let (key, rev) = entry.disarm();
         #[cfg(feature = "metrics")]
         metrics::histogram!("weft_coord_acquire_wait_seconds", "name" => self.session.owner.clone(), "kind" => "leader")
@@ -127,13 +124,11 @@ impl Election {
         // the watcher task has run.
         let lost = self.session.lost.child_token();
         let stop = CancellationToken::new();
-        let hold = Hold::new(self.session.clone(), Kind::Leader, key.clone());
+        let hold = Hold::new(self.session.clone(), Kind::Leader, key.clone(), rev);
         self.role.send_replace(Role::Leader(fence));
         tracing::info!(election = %self.name, %key, fence = rev, "became leader");
         tokio::spawn(watch_leadership(
-            self.session.coord.clone(),
-            self.session.lost.clone(),
-            self.session.closing.clone(),
+            self.session.clone(),
             key,
             rev,
             lost.clone(),
@@ -182,14 +177,33 @@ async fn first_key(coord: &Coord, prefix: &str) -> Result<(Option<Holder>, i64),
     Ok((resp.kvs().first().map(queue::holder), rev))
 }
 
+/// The pause before the `n`th retry in a row of a watch that could not be
+/// opened or that etcd ended: none for the first, then 100 ms doubling up
+/// to 3.2 s, so a watch that keeps failing is not a hot loop against etcd.
+fn retry_pause(n: u32) -> Duration {
+    match n {
+        0 | 1 => Duration::ZERO,
+        n => Duration::from_millis(50 << n.min(6)),
+    }
+}
+
 async fn observe_task(
     coord: Coord,
     prefix: String,
     mut rev: i64,
     tx: watch::Sender<Option<Holder>>,
 ) {
-    let backoff = Duration::from_millis(500);
+    // Watches in a row that failed or ended without an event.
+    let mut failures = 0u32;
     loop {
+        let pause = retry_pause(failures);
+        if !pause.is_zero() {
+            tokio::select! {
+                _ = tx.closed() => return,
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+        failures += 1;
         // Wait for any change under the prefix after `rev`.
         let mut client = coord.inner.client.watch_client();
         let options = WatchOptions::new()
@@ -199,8 +213,8 @@ async fn observe_task(
             _ = tx.closed() => return,
             s = coord.call("watch", client.watch(prefix.as_str(), Some(options))) => s,
         };
-        if let Ok(mut stream) = stream {
-            loop {
+        match stream {
+            Ok(mut stream) => loop {
                 let msg = tokio::select! {
                     _ = tx.closed() => return,
                     m = stream.message() => m,
@@ -208,9 +222,15 @@ async fn observe_task(
                 match msg {
                     Ok(Some(resp)) if resp.canceled() => break,
                     Ok(Some(resp)) if resp.events().is_empty() => continue,
-                    Ok(Some(_)) => break,
+                    Ok(Some(_)) => {
+                        failures = 0;
+                        break;
+                    }
                     _ => break,
                 }
+            },
+            Err(e) => {
+                tracing::debug!(error = %e, "observer could not watch the election; retrying");
             }
         }
         match first_key(&coord, &prefix).await {
@@ -227,20 +247,20 @@ async fn observe_task(
             }
             Err(e) => {
                 tracing::debug!(error = %e, "observer could not read the leader; retrying");
-                tokio::select! {
-                    _ = tx.closed() => return,
-                    _ = tokio::time::sleep(backoff) => {}
-                }
             }
         }
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Follows this node's leader key until leadership ends, and says why.
+///
+/// The watch starts right after the key's creation revision. If etcd
+/// cancels it (that revision was compacted while this node waited in line)
+/// or it ends, the key is read again: gone, or created anew, means
+/// leadership was lost; otherwise the watch resumes from that read, so no
+/// deletion is missed and no cancelled watch is re-created in a loop.
 async fn watch_leadership(
-    coord: Coord,
-    session_lost: CancellationToken,
-    closing: CancellationToken,
+    session: Arc<SessionInner>,
     key: String,
     rev: i64,
     lost: CancellationToken,
@@ -249,45 +269,88 @@ async fn watch_leadership(
     name: String,
 ) {
     let fence = Fence(rev);
-    let why = loop {
-        let mut client = coord.inner.client.watch_client();
-        let options = WatchOptions::new()
-            .with_start_revision(rev + 1)
-            .with_filters([WatchFilterType::NoPut]);
-        let stream = tokio::select! {
-            _ = stop.cancelled() => break "resigned",
-            _ = session_lost.cancelled() => break "session lost",
-            s = coord.call("watch", client.watch(key.as_str(), Some(options))) => s,
-        };
-        let Ok(mut stream) = stream else {
-            // etcd unreachable: the session's keep-alive decides; try again.
-            tokio::select! {
-                _ = stop.cancelled() => break "resigned",
-                _ = session_lost.cancelled() => break "session lost",
-                _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
-            }
-        };
-        let deleted = loop {
-            tokio::select! {
-                _ = stop.cancelled() => return finish(&role, fence, &lost, "resigned", &name),
-                _ = session_lost.cancelled() => return finish(&role, fence, &lost, "session lost", &name),
-                m = stream.message() => match m {
-                    Ok(Some(resp)) if resp.events().iter().any(|e| e.event_type() == EventType::Delete) => break true,
-                    Ok(Some(resp)) if resp.canceled() => break false,
-                    Ok(Some(_)) => continue,
-                    _ => break false,
-                },
-            }
-        };
-        if deleted {
-            break if closing.is_cancelled() {
-                "session closed"
-            } else {
-                "leader key deleted"
-            };
+    let why = leadership_watch(&session, &key, rev, &stop).await;
+    drop(session);
+    finish(&role, fence, &lost, why, &name)
+}
+
+async fn leadership_watch(
+    session: &SessionInner,
+    key: &str,
+    rev: i64,
+    stop: &CancellationToken,
+) -> &'static str {
+    let coord = &session.coord;
+    let session_lost = &session.lost;
+    let deleted = || {
+        if session.closing.is_cancelled() {
+            "session closed"
+        } else {
+            "leader key deleted"
         }
     };
-    finish(&role, fence, &lost, why, &name)
+    let mut from = rev + 1;
+    // Watches in a row that failed or ended without an event.
+    let mut failures = 0u32;
+    loop {
+        let pause = retry_pause(failures);
+        if !pause.is_zero() {
+            tokio::select! {
+                _ = stop.cancelled() => return "resigned",
+                _ = session_lost.cancelled() => return "session lost",
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+        failures += 1;
+        let mut client = coord.inner.client.watch_client();
+        let options = WatchOptions::new()
+            .with_start_revision(from)
+            .with_filters([WatchFilterType::NoPut]);
+        let stream = tokio::select! {
+            _ = stop.cancelled() => return "resigned",
+            _ = session_lost.cancelled() => return "session lost",
+            s = session.call("watch", client.watch(key, Some(options))) => s,
+        };
+        // etcd unreachable: the session's keep-alive decides; try again.
+        if let Ok(mut stream) = stream {
+            let opened = tokio::time::Instant::now();
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return "resigned",
+                    _ = session_lost.cancelled() => return "session lost",
+                    m = stream.message() => match m {
+                        Ok(Some(resp)) if resp.events().iter().any(|e| e.event_type() == EventType::Delete) => return deleted(),
+                        Ok(Some(resp)) if resp.canceled() => break,
+                        Ok(Some(_)) => continue,
+                        _ => break,
+                    },
+                }
+            }
+            // A watch that ran a while before it ended is not a failure in
+            // a row.
+            if opened.elapsed() >= Duration::from_secs(5) {
+                failures = 1;
+            }
+        }
+        // Is the key still the one this leadership created?
+        let mut kv = coord.inner.client.kv_client();
+        let read = tokio::select! {
+            _ = stop.cancelled() => return "resigned",
+            _ = session_lost.cancelled() => return "session lost",
+            r = session.call("get leader key", kv.get(key, None)) => r,
+        };
+        match read {
+            Ok(resp) => match resp.kvs().first() {
+                Some(kv) if kv.create_revision() == rev => {
+                    from = resp.header().map(|h| h.revision()).unwrap_or(rev) + 1;
+                }
+                _ => return deleted(),
+            },
+            Err(e) => {
+                tracing::debug!(error = %e, %key, "could not read the leader key; retrying");
+            }
+        }
+    }
 }
 
 fn finish(
@@ -297,7 +360,6 @@ fn finish(
     why: &str,
     name: &str,
 ) {
-    lost.cancel();
     let changed = role.send_if_modified(|r| {
         if *r == Role::Leader(fence) {
             *r = Role::Follower;
@@ -306,6 +368,8 @@ fn finish(
             false
         }
     });
+    // The token last: whoever wakes on it reads the role as settled.
+    lost.cancel();
     if changed {
         if why == "resigned" || why == "session closed" {
             tracing::info!(election = %name, fence = fence.0, why, "leadership ended");

@@ -157,7 +157,8 @@ impl CoordError {
                     }
                 } else if code == UNAVAILABLE
                     || code == CANCELLED
-                    || (code == UNKNOWN && msg.contains("transport"))
+                    || (code == UNKNOWN
+                        && (msg.contains("transport") || msg.contains("h2 protocol error")))
                     || msg.contains("no leader")
                 {
                     CoordError::Unavailable { op, source }

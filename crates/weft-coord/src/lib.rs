@@ -72,7 +72,14 @@
 //! [`Session`] implements [`weft_core::Drain`]: draining refuses new
 //! acquisitions, cancels waiting ones, lets background releases finish,
 //! revokes the lease (resigning every leadership and releasing every lock
-//! and permit in one step) and reports what was held.
+//! and permit in one step) and reports what was held; it runs to the end
+//! even if its future is dropped. A release etcd does not take (unlock
+//! while etcd is unreachable) returns the error and is retried in the
+//! background until it goes through or the session ends, so a lock is
+//! never left held by nobody while its session lives.
+//!
+//! Names are escaped in keys (`/` and `%`), so `jobs/eu` and `jobs` are two
+//! unrelated locks; see [`CoordBuilder::namespace`] for the key layout.
 //!
 //! # Feature flags
 //!

@@ -98,7 +98,10 @@ impl FenceGate {
 }
 
 /// A mutex shared by every process that uses the same name (and
-/// namespace), held under a [`Session`].
+/// namespace), held under a [`Session`]. Any string is a name: `jobs/eu` is
+/// a lock of its own, unrelated to `jobs` (see
+/// [`CoordBuilder::namespace`](crate::CoordBuilder::namespace) for the key
+/// layout).
 ///
 /// The classic etcd recipe: each `lock` call writes its own key under the
 /// lock's prefix, attached to the session's lease; the key with the lowest
@@ -202,12 +205,8 @@ impl Mutex {
 
     async fn acquire(&self, cancel: Option<&CancellationToken>) -> Result<MutexGuard, CoordError> {
         let start = Instant::now();
-        let (entry, admitted) =
-            queue::enqueue(&self.session, &self.prefix, &self.session.owner, 1).await?;
-        if !admitted {
-            tracing::debug!(lock = %self.name, key = %entry.key, "waiting for the lock");
-            queue::wait_turn(&entry, &self.prefix, 1, cancel).await?;
-        }
+        let entry =
+            queue::acquire(&self.session, &self.prefix, &self.session.owner, 1, cancel).await?;
         Ok(self.guard(entry, start))
     }
 
@@ -219,7 +218,7 @@ impl Mutex {
             .record(_start.elapsed().as_secs_f64());
         MutexGuard {
             lost: self.session.lost.child_token(),
-            hold: Hold::new(self.session.clone(), Kind::Mutex, key),
+            hold: Hold::new(self.session.clone(), Kind::Mutex, key, rev),
             fence: Fence(rev),
             name: self.name.clone(),
         }
@@ -270,7 +269,10 @@ impl MutexGuard {
 
     /// Releases the lock now. Fails with [`CoordError::SessionLost`] if the
     /// lock had already been lost with the session: the protected work may
-    /// have overlapped the next holder's.
+    /// have overlapped the next holder's. If etcd does not take the delete
+    /// (unreachable, timeout), returns that error and keeps deleting the key
+    /// in the background until etcd does, or the session ends: the lock is
+    /// never left held by nobody while the session lives.
     pub async fn unlock(mut self) -> Result<(), CoordError> {
         let r = self.hold.release().await;
         tracing::debug!(lock = %self.name, key = %self.hold.key, ok = r.is_ok(), "unlocked");

@@ -13,7 +13,8 @@ use crate::queue::{self, Entry};
 use crate::session::{Hold, Kind, Session, SessionInner};
 
 /// A semaphore with `permits` permits, shared by every process that uses the
-/// same name, held under a [`Session`].
+/// same name, held under a [`Session`]. Any string is a name: `pool/eu` is a
+/// semaphore of its own, unrelated to `pool`.
 ///
 /// Each `acquire` writes one key attached to the session's lease; the first
 /// `permits` keys by creation revision hold the permits, the rest wait in
@@ -127,17 +128,14 @@ impl Semaphore {
         cancel: Option<&CancellationToken>,
     ) -> Result<SemaphorePermit, CoordError> {
         let start = Instant::now();
-        let (entry, admitted) = queue::enqueue(
+        let entry = queue::acquire(
             &self.session,
             &self.prefix,
             &self.session.owner,
             self.permits,
+            cancel,
         )
         .await?;
-        if !admitted {
-            tracing::debug!(semaphore = %self.name, key = %entry.key, "waiting for a permit");
-            queue::wait_turn(&entry, &self.prefix, self.permits, cancel).await?;
-        }
         Ok(self.permit(entry, start))
     }
 
@@ -149,7 +147,7 @@ impl Semaphore {
             .record(_start.elapsed().as_secs_f64());
         SemaphorePermit {
             lost: self.session.lost.child_token(),
-            hold: Hold::new(self.session.clone(), Kind::Permit, key),
+            hold: Hold::new(self.session.clone(), Kind::Permit, key, rev),
             fence: Fence(rev),
         }
     }
@@ -194,7 +192,10 @@ impl SemaphorePermit {
         !self.lost.is_cancelled()
     }
 
-    /// Releases the permit now.
+    /// Releases the permit now. Fails with [`CoordError::SessionLost`] if
+    /// the permit had already been lost with the session. If etcd does not
+    /// take the delete, returns that error and keeps deleting the key in
+    /// the background until etcd does, or the session ends.
     pub async fn release(mut self) -> Result<(), CoordError> {
         self.hold.release().await
     }

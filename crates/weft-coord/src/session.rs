@@ -2,12 +2,14 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 use futures::future::BoxFuture;
-use tokio::sync::{OnceCell, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -54,8 +56,10 @@ impl SessionBuilder {
     /// cut off) its locks, permits and leadership are released, and how long
     /// a failed keep-alive is retried before the session is declared lost.
     /// Rounded up to whole seconds; etcd may raise very small values to its
-    /// minimum (about 2 s with default settings). Default 10 s: a failover
-    /// within seconds without losing the lease to one slow round trip.
+    /// minimum (about 2 s with default settings), and [`build`](Self::build)
+    /// refuses more than etcd's maximum lease ttl (9,000,000,000 s). Default
+    /// 10 s: a failover within seconds without losing the lease to one slow
+    /// round trip.
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = ttl;
         self
@@ -79,11 +83,22 @@ impl SessionBuilder {
 
     /// Grants the lease and starts keeping it alive.
     pub async fn build(self) -> Result<Session, CoordError> {
-        let secs = self.ttl.as_secs() + u64::from(self.ttl.subsec_nanos() > 0);
+        let secs = self
+            .ttl
+            .as_secs()
+            .saturating_add(u64::from(self.ttl.subsec_nanos() > 0));
         if secs == 0 {
             return Err(CoordError::InvalidArgument(
                 "session ttl of zero; pass a ttl of a few seconds, e.g. 10s".into(),
             ));
+        }
+        if secs > MAX_LEASE_TTL_SECS {
+            return Err(CoordError::InvalidArgument(format!(
+                "session ttl of {:?} is above etcd's maximum lease ttl ({MAX_LEASE_TTL_SECS} s); \
+                 pass a ttl of a few seconds, e.g. 10s: it is how long a dead process keeps \
+                 what it holds",
+                self.ttl
+            )));
         }
         let mut lease_client = self.coord.inner.client.lease_client();
         let grant = self
@@ -110,10 +125,11 @@ impl SessionBuilder {
             lost: CancellationToken::new(),
             closing: CancellationToken::new(),
             stop_keepalive: stop.clone(),
+            revoking: AtomicBool::new(false),
             tracker: TaskTracker::new(),
             holds: std::sync::Mutex::new(Holds::default()),
             free_keys: std::sync::Mutex::new(HashMap::new()),
-            closed: OnceCell::new(),
+            close_report: std::sync::Mutex::new(None),
         });
         let refresh = EtcdRefresh {
             client: lease_client,
@@ -125,7 +141,7 @@ impl SessionBuilder {
         tokio::spawn(async move {
             if let Some(reason) = keepalive::run(refresh, ttl, interval, stop).await {
                 if let Some(inner) = weak.upgrade() {
-                    inner.mark_lost(reason);
+                    inner.lease_gone(reason);
                 }
             }
         });
@@ -133,6 +149,14 @@ impl SessionBuilder {
         Ok(Session { inner })
     }
 }
+
+/// etcd's largest lease ttl (`MaxLeaseTTL` in its lessor), in seconds.
+const MAX_LEASE_TTL_SECS: u64 = 9_000_000_000;
+
+/// The first and the largest pause between two attempts of a background
+/// release that etcd did not take.
+const RELEASE_RETRY_FIRST: Duration = Duration::from_millis(50);
+const RELEASE_RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// A lease kept alive in the background. Everything acquired through a
 /// session — [`Mutex`] guards, [`Semaphore`] permits, [`Election`]
@@ -165,12 +189,17 @@ pub(crate) struct SessionInner {
     pub(crate) lost: CancellationToken,
     pub(crate) closing: CancellationToken,
     stop_keepalive: CancellationToken,
+    /// Set just before `close` revokes the lease: a "lease not found" seen
+    /// from then on is the revoke's doing, so the session ends as closed.
+    revoking: AtomicBool,
+    /// Background releases and enqueue transactions; `close` waits for them.
     tracker: TaskTracker,
     holds: std::sync::Mutex<Holds>,
     /// Keys of this session that were deleted and may be written again,
     /// by prefix (see `next_key`).
     free_keys: std::sync::Mutex<HashMap<String, Vec<String>>>,
-    closed: OnceCell<ShutdownReport>,
+    /// The report of the close, once one has started (see `close`).
+    close_report: std::sync::Mutex<Option<watch::Receiver<Option<ShutdownReport>>>>,
 }
 
 /// What kind of thing a session holds.
@@ -322,15 +351,26 @@ impl Session {
     /// this close, `failed` = lost with the lease earlier, `aborted` = still
     /// held because etcd could not be reached (they expire with the ttl).
     /// Calling it again returns the same report.
+    ///
+    /// The close runs to its end even if this future is dropped (a
+    /// caller's own timeout, a second ctrl-c): it is not left half done
+    /// with keep-alive stopped and guards still reading as held.
     pub async fn close(&self) -> ShutdownReport {
-        let deadline = Instant::now() + self.inner.coord.request_timeout();
-        self.inner.close(deadline).await
+        let timeout = self.inner.coord.request_timeout();
+        let now = Instant::now();
+        let deadline = now.checked_add(timeout).unwrap_or_else(|| far_future(now));
+        SessionInner::close(&self.inner, deadline).await
     }
+}
+
+/// An instant later than any deadline that matters (about 30 years on).
+fn far_future(now: Instant) -> Instant {
+    now + Duration::from_secs(86_400 * 365 * 30)
 }
 
 impl Drain for Session {
     fn drain(&self, deadline: Instant) -> BoxFuture<'_, ShutdownReport> {
-        Box::pin(self.inner.close(deadline))
+        Box::pin(SessionInner::close(&self.inner, deadline))
     }
 }
 
@@ -361,6 +401,8 @@ impl SessionInner {
     }
 
     /// Makes a key deleted by this session available to `next_key` again.
+    /// Only for a key this session deleted itself, at the incarnation it
+    /// wrote: nothing else of the session writes it until it is taken again.
     fn recycle(&self, key: &str) {
         if let Some(cut) = key.rfind('/') {
             let (prefix, _) = key.split_at(cut + 1);
@@ -435,6 +477,67 @@ impl SessionInner {
         }
     }
 
+    /// The lease is gone (etcd said so, or keep-alive failed for a ttl):
+    /// marks the session lost, or closed if `close` is revoking the lease.
+    pub(crate) fn lease_gone(&self, reason: LostReason) {
+        if self.revoking.load(Ordering::Acquire) {
+            self.mark_lost(LostReason::Closed);
+        } else {
+            self.mark_lost(reason);
+        }
+    }
+
+    /// Runs one etcd request made for this session (under its lease, or on
+    /// its keys) under the request timeout. A request that finds the lease
+    /// gone ("lease not found") marks the session lost before the error is
+    /// returned, so every guard under it reads as lost at once rather than
+    /// at the next keep-alive.
+    pub(crate) async fn call<T>(
+        &self,
+        op: &'static str,
+        fut: impl Future<Output = Result<T, etcd_client::Error>>,
+    ) -> Result<T, CoordError> {
+        let r = self.coord.call(op, fut).await;
+        if let Err(CoordError::SessionLost(reason)) = &r {
+            self.lease_gone(*reason);
+        }
+        r
+    }
+
+    /// Asks etcd whether the lease still exists. If not, the session is
+    /// marked lost and `Ok(false)` returned.
+    pub(crate) async fn lease_alive(&self) -> Result<bool, CoordError> {
+        let mut lease = self.coord.inner.client.lease_client();
+        match self
+            .call("lease ttl", lease.time_to_live(self.lease, None))
+            .await
+        {
+            // etcd answers -1 for a lease it does not know.
+            Ok(resp) if resp.ttl() < 0 => {
+                self.lease_gone(LostReason::LeaseExpired);
+                Ok(false)
+            }
+            Ok(_) => Ok(true),
+            Err(CoordError::SessionLost(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Runs `task` on a task `close` waits for, so that it is not cut short
+    /// when the caller stops waiting for it. Without a tokio runtime (never
+    /// the case inside an async call made on tokio) it runs inline.
+    pub(crate) async fn spawn_tracked<F>(&self, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                self.tracker.spawn_on(task, &handle);
+            }
+            Err(_) => task.await,
+        }
+    }
+
     pub(crate) fn mark_lost(&self, reason: LostReason) {
         let changed = self.state.send_if_modified(|s| {
             if *s == SessionState::Alive {
@@ -473,19 +576,36 @@ impl SessionInner {
         self.lost.cancel();
     }
 
-    /// Deletes `key` now.
-    pub(crate) async fn delete(&self, key: &str) -> Result<(), CoordError> {
+    /// Deletes this session's `key` now: the incarnation created at
+    /// revision `rev`, or whatever is there when `rev` is 0 (the answer to
+    /// the put was never seen). Conditional on the creation revision, a
+    /// late delete (one that timed out here but reaches etcd later) cannot
+    /// delete the key written again by a later attempt of this session.
+    /// `Ok` when that incarnation is gone, whoever deleted it.
+    pub(crate) async fn delete(&self, key: &str, rev: i64) -> Result<(), CoordError> {
         let mut kv = self.coord.inner.client.kv_client();
-        self.coord.call("delete", kv.delete(key, None)).await?;
-        self.recycle(key);
+        if rev == 0 {
+            // Not recycled: which incarnation was deleted is unknown.
+            self.call("delete", kv.delete(key, None)).await?;
+            return Ok(());
+        }
+        let txn = Txn::new()
+            .when([Compare::create_revision(key, CompareOp::Equal, rev)])
+            .and_then([TxnOp::delete(key, None)]);
+        if self.call("delete", kv.txn(txn)).await?.succeeded() {
+            self.recycle(key);
+        }
         Ok(())
     }
 
-    /// Deletes `key` in the background (a guard dropped without an explicit
-    /// release). Skipped when the lease is gone or being revoked, which
-    /// deletes the key anyway; without a tokio runtime the key stays until
-    /// the session ends.
-    pub(crate) fn spawn_release(self: &Arc<Self>, key: String, hold: Option<u64>) {
+    /// Deletes `key` (created at `rev`, 0 if unknown) in the background: a
+    /// guard dropped without an explicit release, a release or removal
+    /// that failed, an abandoned attempt. Retried with a back-off until
+    /// etcd takes it, so a key is never left holding a lock for nobody while
+    /// the session lives. Skipped (or given up) when the lease is gone or
+    /// being revoked, which deletes the key anyway; without a tokio runtime
+    /// the key stays until the session ends.
+    pub(crate) fn spawn_release(self: &Arc<Self>, key: String, rev: i64, hold: Option<u64>) {
         if self.lost.is_cancelled() || self.closing.is_cancelled() {
             return;
         }
@@ -495,87 +615,172 @@ impl SessionInner {
         };
         let inner = self.clone();
         self.tracker.spawn_on(
-            async move {
-                match inner.delete(&key).await {
-                    Ok(()) => {
-                        if let Some(id) = hold {
-                            inner.released(id);
-                        }
-                        tracing::debug!(%key, "released in the background");
-                    }
-                    Err(e) => {
-                        tracing::warn!(%key, error = %e, "background release failed; the key goes with the lease")
-                    }
-                }
-            },
+            async move { inner.release_until_done(key, rev, hold).await },
             &handle,
         );
     }
 
-    async fn close(&self, deadline: Instant) -> ShutdownReport {
-        self.closed
-            .get_or_init(|| async {
-                let start = Instant::now();
-                self.closing.cancel();
-                self.stop_keepalive.cancel();
-                self.tracker.close();
-                let _ = tokio::time::timeout_at(deadline, self.tracker.wait()).await;
-                let revoked = if self.lost_reason().is_some() {
-                    true
-                } else {
-                    let mut lease = self.coord.inner.client.lease_client();
-                    let call = self.coord.call("lease revoke", lease.revoke(self.lease));
-                    match tokio::time::timeout_at(deadline, call).await {
-                        Ok(Ok(_)) => true,
-                        Ok(Err(CoordError::SessionLost(_))) => true,
-                        Ok(Err(e)) => {
-                            tracing::warn!(error = %e, "could not revoke the lease; what it holds expires with its ttl");
-                            false
-                        }
-                        Err(_) => {
-                            tracing::warn!("lease revoke did not finish by the deadline; what it holds expires with its ttl");
-                            false
-                        }
+    async fn release_until_done(&self, key: String, rev: i64, hold: Option<u64>) {
+        let mut pause = RELEASE_RETRY_FIRST;
+        let mut failures = 0u32;
+        loop {
+            match self.delete(&key, rev).await {
+                Ok(()) => {
+                    if let Some(id) = hold {
+                        self.released(id);
                     }
-                };
-                let mut report = ShutdownReport::new(format!("weft-coord session {}", self.owner));
-                {
-                    let mut h = self.holds();
-                    let live: Vec<(Kind, String)> = h.live.drain().map(|(_, v)| v).collect();
-                    report.accepted = h.acquired;
-                    report.completed = h.released;
-                    report.failed = h.lost;
-                    report.rejected_after_close = h.rejected_after_close;
-                    if revoked {
-                        report.cancelled = live.len() as u64;
-                    } else {
-                        report.aborted = live.len() as u64;
-                        report.unfinished = live
-                            .iter()
-                            .map(|(kind, key)| format!("{} {key} (held until the ttl expires)", kind.label()))
-                            .collect();
-                    }
-                    h.released += report.cancelled;
-                    h.lost += report.aborted;
+                    tracing::debug!(%key, failures, "released in the background");
+                    return;
                 }
-                report.elapsed = start.elapsed();
-                self.mark_lost(LostReason::Closed);
-                // If the session was lost just before closing, the keep-alive
-                // task may still be settling it; either way every guard
-                // reads as released once `close` returns.
-                self.lost.cancel();
-                tracing::info!(%report, "session closed");
-                report
-            })
-            .await
-            .clone()
+                Err(e) if failures == 0 => {
+                    tracing::warn!(%key, error = %e, "background release failed; retrying until etcd takes it or the session ends");
+                }
+                Err(e) => {
+                    tracing::debug!(%key, error = %e, failures, "background release failed again")
+                }
+            }
+            failures += 1;
+            tokio::select! {
+                _ = self.lost.cancelled() => {
+                    tracing::debug!(%key, "session ended: the key goes with the lease");
+                    return;
+                }
+                // The close revokes the lease, which deletes the key.
+                _ = self.closing.cancelled() => return,
+                _ = tokio::time::sleep(pause) => {}
+            }
+            pause = (pause * 2).min(RELEASE_RETRY_MAX);
+        }
+    }
+
+    /// Closes the session once; every call waits for the same report. The
+    /// work runs on its own task, so a caller that stops waiting (drops the
+    /// future) cannot leave it half done.
+    async fn close(this: &Arc<Self>, deadline: Instant) -> ShutdownReport {
+        let (mut rx, tx) = {
+            let mut slot = this.close_report.lock().unwrap_or_else(|e| e.into_inner());
+            match &*slot {
+                Some(rx) => (rx.clone(), None),
+                None => {
+                    let (tx, rx) = watch::channel(None);
+                    *slot = Some(rx.clone());
+                    (rx, Some(tx))
+                }
+            }
+        };
+        if let Some(tx) = tx {
+            let inner = this.clone();
+            let work = async move {
+                let report = inner.close_now(deadline).await;
+                tx.send_replace(Some(report));
+            };
+            match tokio::runtime::Handle::try_current() {
+                Ok(handle) => drop(handle.spawn(work)),
+                Err(_) => work.await,
+            }
+        }
+        let report = match rx.wait_for(Option::is_some).await {
+            Ok(report) => report.clone(),
+            Err(_) => None,
+        };
+        // `None`: the close task was dropped unfinished (its runtime shut
+        // down); its guard marked the session closed. Report what is known.
+        report.unwrap_or_else(|| this.settle(Instant::now(), false))
+    }
+
+    async fn close_now(&self, deadline: Instant) -> ShutdownReport {
+        /// Marks the session closed if the close is dropped unfinished, so
+        /// no guard keeps reading as held on a lease nobody refreshes.
+        struct Unfinished<'a>(Option<&'a SessionInner>);
+        impl Drop for Unfinished<'_> {
+            fn drop(&mut self) {
+                if let Some(inner) = self.0 {
+                    inner.mark_lost(LostReason::Closed);
+                }
+            }
+        }
+        let mut unfinished = Unfinished(Some(self));
+        let start = Instant::now();
+        self.closing.cancel();
+        self.tracker.close();
+        let _ = tokio::time::timeout_at(deadline, self.tracker.wait()).await;
+        // Keep-alive runs until the revoke has answered (or the deadline):
+        // stopped earlier, the lease could expire while guards still read
+        // as held.
+        let revoked = if self.lost_reason().is_some() {
+            true
+        } else {
+            self.revoking.store(true, Ordering::Release);
+            let mut lease = self.coord.inner.client.lease_client();
+            let call = self.coord.call("lease revoke", lease.revoke(self.lease));
+            match tokio::time::timeout_at(deadline, call).await {
+                Ok(Ok(_)) => true,
+                Ok(Err(CoordError::SessionLost(_))) => true,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "could not revoke the lease; what it holds expires with its ttl");
+                    false
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        "lease revoke did not finish by the deadline; what it holds expires with its ttl"
+                    );
+                    false
+                }
+            }
+        };
+        self.stop_keepalive.cancel();
+        let report = self.settle(start, revoked);
+        unfinished.0 = None;
+        tracing::info!(%report, "session closed");
+        report
+    }
+
+    /// Accounts for what is still held (released by the revoke, or left to
+    /// expire), marks the session closed, and reports.
+    fn settle(&self, start: Instant, revoked: bool) -> ShutdownReport {
+        let mut report = ShutdownReport::new(format!("weft-coord session {}", self.owner));
+        {
+            let mut h = self.holds();
+            let live: Vec<(Kind, String)> = h.live.drain().map(|(_, v)| v).collect();
+            report.accepted = h.acquired;
+            report.rejected_after_close = h.rejected_after_close;
+            if revoked {
+                h.released += live.len() as u64;
+                report.cancelled = live.len() as u64;
+            } else {
+                h.lost += live.len() as u64;
+                report.aborted = live.len() as u64;
+                report.unfinished = live
+                    .iter()
+                    .map(|(kind, key)| {
+                        format!("{} {key} (held until the ttl expires)", kind.label())
+                    })
+                    .collect();
+            }
+            // Released by their holders, and lost with the lease earlier:
+            // what was counted before this close settled the rest.
+            report.completed = h.released - report.cancelled;
+            report.failed = h.lost - report.aborted;
+        }
+        report.elapsed = start.elapsed();
+        self.mark_lost(LostReason::Closed);
+        // If the session was lost just before closing, the keep-alive
+        // task may still be settling it; either way every guard
+        // reads as released once `close` returns.
+        self.lost.cancel();
+        report
     }
 }
 
 impl Drop for SessionInner {
     fn drop(&mut self) {
         self.stop_keepalive.cancel();
-        if self.lost_reason().is_some() || self.closed.initialized() {
+        let closing = self
+            .close_report
+            .get_mut()
+            .map(|r| r.is_some())
+            .unwrap_or(true);
+        if self.lost_reason().is_some() || closing {
             return;
         }
         self.lost.cancel();
@@ -596,41 +801,60 @@ pub(crate) struct Hold {
     pub(crate) session: Arc<SessionInner>,
     pub(crate) id: u64,
     pub(crate) key: String,
+    /// The key's creation revision (the fence).
+    rev: i64,
+    /// The key is deleted, or its deletion is in the background's hands.
     done: bool,
 }
 
 impl Hold {
-    pub(crate) fn new(session: Arc<SessionInner>, kind: Kind, key: String) -> Self {
+    pub(crate) fn new(session: Arc<SessionInner>, kind: Kind, key: String, rev: i64) -> Self {
         let id = session.register(kind, &key);
         Hold {
             session,
             id,
             key,
+            rev,
             done: false,
         }
     }
 
     /// Deletes the key now. After a session loss, says so: the hold had
     /// already ended, and the protected work may have overlapped another
-    /// holder's.
+    /// holder's. If etcd does not take the delete, the error is returned
+    /// and the key handed to a background release that retries until it
+    /// does (or the session ends): the hold stays armed until its key is
+    /// gone, and so does it if this future is dropped midway.
     pub(crate) async fn release(&mut self) -> Result<(), CoordError> {
-        self.done = true;
         if let Some(reason) = self.session.lost_reason() {
+            self.done = true;
             return match reason {
                 LostReason::Closed => Ok(()),
                 r => Err(CoordError::SessionLost(r)),
             };
         }
-        self.session.delete(&self.key).await?;
-        self.session.released(self.id);
-        Ok(())
+        match self.session.delete(&self.key, self.rev).await {
+            Ok(()) => {
+                self.done = true;
+                self.session.released(self.id);
+                Ok(())
+            }
+            Err(e) => {
+                self.done = true;
+                tracing::warn!(key = %self.key, error = %e, "release failed; retrying in the background");
+                self.session
+                    .spawn_release(self.key.clone(), self.rev, Some(self.id));
+                Err(e)
+            }
+        }
     }
 }
 
 impl Drop for Hold {
     fn drop(&mut self) {
         if !self.done {
-            self.session.spawn_release(self.key.clone(), Some(self.id));
+            self.session
+                .spawn_release(self.key.clone(), self.rev, Some(self.id));
         }
     }
 }

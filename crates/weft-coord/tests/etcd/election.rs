@@ -3,7 +3,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use weft_coord::{CoordError, Role};
 
-use crate::support::{Etcd, Proxy};
+use crate::support::{Etcd, Proxy, eventually, keys_under};
 use crate::{TTL, session, short_session};
 
 /// The leader's process is cut off (its session dies): the follower takes
@@ -146,4 +146,82 @@ async fn observer_has_pending(o: &mut weft_coord::LeaderWatch) -> bool {
     tokio::time::timeout(Duration::from_millis(200), o.changed())
         .await
         .is_ok()
+}
+
+/// How many gRPC Watch streams etcd has seen opened, from its /metrics.
+async fn watch_streams_started(endpoint: &str) -> u64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = endpoint.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await.unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).await.unwrap();
+    body.lines()
+        .filter(|l| {
+            l.starts_with("grpc_server_started_total") && l.contains("grpc_method=\"Watch\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// A candidate that waited in line across a compaction becomes leader: its
+/// leadership watch from its key's (compacted) revision is cancelled by
+/// etcd; the watcher re-reads its key and watches from there, so it opens
+/// no stream after stream against etcd and does see its key deleted
+/// (audit: `leader_after_compaction_spins_and_misses_its_key_deletion`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_after_compaction_sees_its_key_deleted_without_spinning() {
+    let etcd = Etcd::start().await;
+    let coord = etcd.coord().await;
+    let a = session(&coord, "a").await;
+    let b = session(&coord, "b").await;
+    let lead_a = a.election("e").campaign("a").await.unwrap();
+    let eb = b.election("e");
+    let role_b = eb.role();
+    let campaign = tokio::spawn(async move { eb.campaign("b").await });
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            keys_under(&coord, "weft/election/e/").await.len() == 2
+        })
+        .await
+    );
+    let mut raw = coord.client();
+    let mut rev = 0;
+    for i in 0..5 {
+        let put = raw
+            .put("weft-test/other", format!("{i}"), None)
+            .await
+            .unwrap();
+        rev = put.header().unwrap().revision();
+    }
+    raw.compact(rev, None).await.unwrap();
+    lead_a.resign().await.unwrap();
+    let lead_b = tokio::time::timeout(Duration::from_secs(10), campaign)
+        .await
+        .expect("b did not take over")
+        .unwrap()
+        .unwrap();
+    // Let the watcher settle: the count stops moving once it watches.
+    let endpoint = etcd.endpoint();
+    let mut before = watch_streams_started(&endpoint).await;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = watch_streams_started(&endpoint).await;
+        if now == before {
+            break;
+        }
+        before = now;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let opened = watch_streams_started(&endpoint).await - before;
+    assert!(
+        opened <= 1,
+        "one idle leader opened {opened} watch streams in 1 s"
+    );
+    // An operator deletes the leader key to force a failover.
+    raw.delete(lead_b.key(), None).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), lead_b.lost_token().cancelled())
+        .await
+        .expect("the leader did not notice its key was deleted");
+    assert_eq!(*role_b.borrow(), Role::Follower);
 }

@@ -1,12 +1,12 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
-use weft_coord::{CoordError, Fence, FenceGate};
+use weft_coord::{Coord, CoordError, Fence, FenceGate};
 
 use crate::session;
-use crate::support::Etcd;
+use crate::support::{Etcd, eventually, keys_under};
 
 /// Several clients (each its own connection and session) hammer one lock:
 /// never two inside at once, and fencing tokens strictly increase in the
@@ -196,4 +196,233 @@ async fn keys_are_reused_and_fences_still_increase() {
         .unwrap();
     assert_ne!(k3, k1);
     assert!(f3 > f2);
+}
+
+/// An `unlock` whose delete fails (etcd down for a moment) still releases
+/// the lock: the key is handed to a background release that retries until
+/// etcd is back, so the lock is not held by nobody while the session lives
+/// on (audit: `failed_unlock_leaves_the_lock_held_forever`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_unlock_is_finished_in_the_background() {
+    let mut etcd = Etcd::start().await;
+    let coord = Coord::builder([etcd.endpoint()])
+        .request_timeout(Duration::from_secs(1))
+        .connect_timeout(Duration::from_millis(300))
+        .connect()
+        .await
+        .unwrap();
+    let a = session(&coord, "a").await;
+    let guard = a.mutex("m").lock().await.unwrap();
+    etcd.kill();
+    let err = guard.unlock().await.unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+    etcd.restart().await;
+    let coord_b = etcd.coord().await;
+    let b = session(&coord_b, "b").await;
+    let got = b
+        .mutex("m")
+        .lock_with_timeout(Duration::from_secs(15))
+        .await;
+    assert!(
+        got.is_ok(),
+        "after a's failed unlock ({err}), nobody can take the lock: {got:?}; keys left: {:?}; \
+         a.stats(): {:?}",
+        keys_under(&coord_b, "weft/mutex/m/").await,
+        a.stats()
+    );
+    assert!(a.is_alive(), "a's session should survive an etcd restart");
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            let st = a.stats();
+            st.released == 1 && st.held == 0
+        })
+        .await,
+        "{:?}",
+        a.stats()
+    );
+}
+
+/// How long one `op` takes here (the fastest of three), so that the
+/// timeouts of the tests below sweep around it on any machine.
+async fn duration_of<F, Fut>(mut op: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut best = Duration::MAX;
+    for _ in 0..3 {
+        let t = Instant::now();
+        op().await;
+        best = best.min(t.elapsed());
+    }
+    best
+}
+
+/// A lock attempt dropped while its enqueue transaction is in flight (here
+/// by `lock_with_timeout`) leaves no key behind: a key written after its
+/// attempt was abandoned would hold the lock (or a place in line) for
+/// nobody as long as the session lives (audit:
+/// `lock_timeout_during_enqueue_leaks_the_key`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_dropped_during_enqueue_leaves_no_key() {
+    let etcd = Etcd::start().await;
+    let coord = etcd.coord().await;
+    let s = session(&coord, "a").await;
+    let probe = s.mutex("probe");
+    let one = duration_of(|| async { probe.lock().await.unwrap().unlock().await.unwrap() }).await;
+    // Timeouts from 0 to about one lock + unlock: some fire after etcd
+    // applied the put but before its answer was processed.
+    const ATTEMPTS: u32 = 80;
+    for i in 0..ATTEMPTS {
+        let m = s.mutex(&format!("m{i}"));
+        let _ = m.lock_with_timeout(one * i / ATTEMPTS).await;
+    }
+    let no_keys = eventually(Duration::from_secs(10), || async {
+        keys_under(&coord, "weft/mutex/").await.is_empty()
+    })
+    .await;
+    let left = keys_under(&coord, "weft/mutex/").await;
+    assert!(
+        no_keys,
+        "{} keys left by abandoned lock attempts (lock + unlock took {one:?}): {:?}",
+        left.len(),
+        &left[..left.len().min(5)]
+    );
+    assert_eq!(s.stats().held, 0);
+}
+
+/// A `try_lock` that finds the lock taken and is dropped while it removes
+/// its key (or whose delete fails) still removes it: a waiting key left in
+/// line would take the lock for nobody once the holder unlocks (audit:
+/// `try_lock_dropped_while_removing_its_key_leaks_a_ghost_waiter`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn try_lock_dropped_while_removing_its_key_leaves_no_ghost() {
+    let etcd = Etcd::start().await;
+    let coord = etcd.coord().await;
+    let a = session(&coord, "a").await;
+    let b = session(&coord, "b").await;
+    let held = a.mutex("m").lock().await.unwrap();
+    let mb = b.mutex("m");
+    let busy = duration_of(|| async {
+        assert!(matches!(
+            mb.try_lock().await,
+            Err(CoordError::WouldBlock { .. })
+        ));
+    })
+    .await;
+    // A busy try_lock is three round trips (enqueue, remove, holder); the
+    // timeouts sweep all of it, so some cut the removal short.
+    const ATTEMPTS: u32 = 80;
+    for i in 0..ATTEMPTS {
+        let _ = tokio::time::timeout(busy * i / ATTEMPTS, mb.try_lock()).await;
+    }
+    let only_holder = eventually(Duration::from_secs(10), || async {
+        keys_under(&coord, "weft/mutex/m/").await == [held.key().to_owned()]
+    })
+    .await;
+    let left = keys_under(&coord, "weft/mutex/m/").await;
+    held.unlock().await.unwrap();
+    let c = session(&coord, "c").await;
+    let got = c.mutex("m").lock_with_timeout(Duration::from_secs(5)).await;
+    assert!(
+        only_holder && got.is_ok(),
+        "the lock was released, yet c gets {got:?}; keys in line before the unlock: {left:?} \
+         (a busy try_lock took {busy:?})"
+    );
+}
+
+/// Names are delimited: `jobs/eu` is its own lock, not a waiter inside
+/// `jobs` (the same for elections and semaphores), and a `%` in a name
+/// cannot forge another name's escape (audit:
+/// `a_nested_name_blocks_its_parent`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nested_name_does_not_block_its_parent() {
+    let etcd = Etcd::start().await;
+    let coord = etcd.coord().await;
+    let a = session(&coord, "a").await;
+    let b = session(&coord, "b").await;
+    let eu = a.mutex("jobs/eu").lock().await.unwrap();
+    let r = b.mutex("jobs").try_lock().await;
+    assert!(
+        r.is_ok(),
+        "mutex `jobs` is free, but try_lock says {:?}",
+        r.map(|g| g.key().to_owned())
+    );
+    assert_eq!(
+        b.mutex("jobs/eu").holder().await.unwrap().unwrap().key,
+        eu.key()
+    );
+    // `a%2Fb` and `a/b` are two names, two locks.
+    let _slash = a.mutex("x/y").lock().await.unwrap();
+    b.mutex("x%2Fy").try_lock().await.unwrap();
+    let _lead = a.election("sched/eu").campaign("a").await.unwrap();
+    assert_eq!(
+        b.election("sched").leader().await.unwrap(),
+        None,
+        "election `sched` has no candidate"
+    );
+    let _permit = a.semaphore("pool/eu", 1).unwrap().acquire().await.unwrap();
+    assert!(
+        b.semaphore("pool", 1)
+            .unwrap()
+            .holders()
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    b.semaphore("pool", 1).unwrap().try_acquire().await.unwrap();
+}
+
+/// A waiter whose key is deleted by someone else while its lease lives on
+/// joins the line again (and gets the lock), rather than failing with
+/// `SessionLost` for a session that is alive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiter_whose_key_is_deleted_joins_the_line_again() {
+    let etcd = Etcd::start().await;
+    let coord = etcd.coord().await;
+    let a = session(&coord, "a").await;
+    let b = session(&coord, "b").await;
+    let held = a.mutex("m").lock().await.unwrap();
+    let mb = b.mutex("m");
+    let waiter = tokio::spawn(async move { mb.lock().await });
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            keys_under(&coord, "weft/mutex/m/").await.len() == 2
+        })
+        .await
+    );
+    let mine = keys_under(&coord, "weft/mutex/m/").await;
+    let waiting = mine.iter().find(|k| **k != held.key()).unwrap().clone();
+    coord.client().delete(waiting, None).await.unwrap();
+    held.unlock().await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("the waiter hung")
+        .unwrap();
+    assert!(got.is_ok(), "{got:?}");
+    assert!(b.is_alive());
+}
+
+/// A waiter may wait longer than a few seconds on an otherwise idle
+/// connection: the client's HTTP/2 pings respect etcd's default keep-alive
+/// policy (`--grpc-keepalive-min-time=5s`), so etcd does not close the
+/// connection with `too_many_pings` under the waiter's watch (pings every
+/// second made every wait longer than about 4 s fail with an `Etcd` error).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_wait_is_not_cut_off_by_etcd_ping_policy() {
+    let etcd = Etcd::start().await;
+    let coord = etcd.coord().await;
+    let a = session(&coord, "a").await;
+    // Its own connection, with no traffic but the wait and a keep-alive
+    // every 5 s.
+    let coord_b = etcd.coord().await;
+    let b = session(&coord_b, "b").await;
+    let _held = a.mutex("m").lock().await.unwrap();
+    // Longer than the ~4 s after which etcd cut off a client pinging every
+    // second.
+    let r = b.mutex("m").lock_with_timeout(Duration::from_secs(5)).await;
+    assert!(
+        matches!(r, Err(CoordError::Timeout { op: "lock", .. })),
+        "{r:?}"
+    );
 }

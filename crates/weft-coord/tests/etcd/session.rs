@@ -3,7 +3,7 @@ use std::time::{Duration, Instant};
 use weft_coord::{Coord, CoordError, LostReason, SessionState};
 use weft_core::Drain;
 
-use crate::support::{Etcd, Proxy};
+use crate::support::{Etcd, Proxy, eventually, keys_under};
 use crate::{TTL, session, short_session};
 
 /// A holder cut off from etcd (its lease expires) loses the lock, is told
@@ -205,4 +205,149 @@ async fn drain_resigns_releases_and_revokes() {
         .unwrap();
     assert!(lead.fence() > leader.fence());
     drop(busy);
+}
+
+/// An operation that finds the lease gone ("lease not found") marks the
+/// session lost at once, so every guard under it reads as lost before
+/// another session can be given what it held (audit:
+/// `lease_not_found_is_not_propagated_to_the_session`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_not_found_marks_the_session_lost() {
+    let etcd = Etcd::start().await;
+    let coord = etcd.coord().await;
+    let a = session(&coord, "a").await; // ttl 15 s: keep-alive every 5 s
+    let b = session(&coord, "b").await;
+    let guard = a.mutex("m").lock().await.unwrap();
+    coord.client().lease_revoke(a.lease_id()).await.unwrap();
+    let err = a.mutex("other").try_lock().await.unwrap_err();
+    assert!(matches!(err, CoordError::SessionLost(_)), "{err:?}");
+    assert!(
+        !guard.is_held(),
+        "a's own call was told the lease is gone ({err}), yet a's guard still reads held; \
+         a.state() = {:?}",
+        a.state()
+    );
+    assert_eq!(a.state(), SessionState::Lost(LostReason::LeaseExpired));
+    let gb = b.mutex("m").try_lock().await.unwrap();
+    assert!(gb.fence() > guard.fence());
+    assert_eq!(a.stats().lost, 1);
+}
+
+/// A waiter that finds its own key gone because its lease is gone (revoked
+/// behind its back) marks the session lost as it fails, rather than
+/// leaving the session and its guards alive until the next keep-alive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiter_whose_lease_is_gone_marks_the_session_lost() {
+    let etcd = Etcd::start().await;
+    let coord = etcd.coord().await;
+    let a = session(&coord, "a").await;
+    let b = session(&coord, "b").await; // ttl 15 s: keep-alive every 5 s
+    let held = a.mutex("m").lock().await.unwrap();
+    let permit = b.semaphore("s", 1).unwrap().acquire().await.unwrap();
+    let mb = b.mutex("m");
+    let waiter = tokio::spawn(async move { mb.lock().await });
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            keys_under(&coord, "weft/mutex/m/").await.len() == 2
+        })
+        .await
+    );
+    coord.client().lease_revoke(b.lease_id()).await.unwrap();
+    held.unlock().await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("the waiter hung")
+        .unwrap();
+    assert!(
+        matches!(got, Err(CoordError::SessionLost(LostReason::LeaseExpired))),
+        "{got:?}"
+    );
+    assert_eq!(b.state(), SessionState::Lost(LostReason::LeaseExpired));
+    assert!(!permit.is_held());
+}
+
+/// A ttl of `Duration::MAX` (a common "forever") is refused with a message
+/// saying what to pass, not an arithmetic-overflow panic (audit:
+/// `huge_ttl_is_refused_not_a_panic`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_ttl_is_refused_not_a_panic() {
+    let etcd = Etcd::start().await;
+    let coord = etcd.coord().await;
+    for ttl in [Duration::MAX, Duration::from_secs(9_000_000_001)] {
+        let c = coord.clone();
+        let r = tokio::spawn(async move { c.session_builder().ttl(ttl).build().await.map(|_| ()) })
+            .await;
+        match r {
+            Ok(Err(CoordError::InvalidArgument(msg))) => {
+                assert!(msg.contains("pass"), "{msg}")
+            }
+            other => panic!("ttl {ttl:?}: expected InvalidArgument, got {other:?}"),
+        }
+    }
+}
+
+/// A request timeout of `Duration::MAX` is refused when connecting (it
+/// would overflow the deadlines computed from it: `Session::close`, the
+/// HTTP/2 keep-alive), with a message saying what to pass (audit:
+/// `huge_request_timeout_is_refused_or_close_works`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_request_timeout_is_refused() {
+    let etcd = Etcd::start().await;
+    let endpoint = etcd.endpoint();
+    let r = tokio::spawn(async move {
+        let coord = Coord::builder([endpoint])
+            .request_timeout(Duration::MAX)
+            .connect()
+            .await?;
+        let s = coord.session().await?;
+        s.close().await;
+        Ok::<_, CoordError>(())
+    })
+    .await;
+    match r {
+        Ok(Err(CoordError::InvalidArgument(msg))) => assert!(msg.contains("pass"), "{msg}"),
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    }
+}
+
+/// A `close` (or `drain`) future dropped after its first poll (a caller's
+/// own timeout, a second ctrl-c) still closes the session: the lease is
+/// revoked and every guard reads as released, rather than keep-alive being
+/// stopped with guards still believing they hold while the lease expires
+/// under them (audit: `close_dropped_midway_leaves_guards_believing_they_hold`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_dropped_midway_still_closes() {
+    let etcd = Etcd::start().await;
+    let coord = etcd.coord().await;
+    let a = short_session(&coord, "a").await;
+    let b = session(&coord, "b").await;
+    let guard = a.mutex("m").lock().await.unwrap();
+    {
+        let mut close = Box::pin(a.close());
+        let _ = futures::poll!(close.as_mut());
+    } // dropped, as a caller's timeout would
+    let gb = b
+        .mutex("m")
+        .lock_with_timeout(TTL * 3)
+        .await
+        .expect("b gets the lock once a's lease is gone");
+    tokio::time::timeout(Duration::from_secs(5), guard.lost_token().cancelled())
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "b holds the lock (fence {}) and a's guard (fence {}) still reads held; \
+                 a.state() = {:?}",
+                gb.fence(),
+                guard.fence(),
+                a.state()
+            )
+        });
+    assert_eq!(a.state(), SessionState::Lost(LostReason::Closed));
+    // The close finished on its own; closing again returns its report.
+    let report = tokio::time::timeout(Duration::from_secs(5), a.close())
+        .await
+        .expect("close hung");
+    assert_eq!(report.accepted, 1, "{report}");
+    assert_eq!(report.cancelled, 1, "{report}");
+    assert!(report.is_clean(), "{report}");
 }

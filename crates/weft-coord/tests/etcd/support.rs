@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use weft_coord::Coord;
+use weft_coord::etcd_client::GetOptions;
 
 fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0")
@@ -21,8 +22,9 @@ fn free_port() -> u16 {
 /// One etcd server, started for one test.
 pub(crate) struct Etcd {
     child: Option<Child>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     pub(crate) port: u16,
+    peer: u16,
 }
 
 impl Etcd {
@@ -45,59 +47,81 @@ impl Etcd {
         }
         let mut last = String::new();
         for _attempt in 0..3 {
-            let dir = tempfile::tempdir().expect("temporary directory");
-            let (client, peer) = (free_port(), free_port());
-            let log = std::fs::File::create(dir.path().join("etcd.log")).unwrap();
-            let child = Command::new("etcd")
-                .arg("--name=weft-test")
-                .arg(format!("--data-dir={}", dir.path().join("data").display()))
-                .arg(format!("--listen-client-urls=http://127.0.0.1:{client}"))
-                .arg(format!("--advertise-client-urls=http://127.0.0.1:{client}"))
-                .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
-                .arg(format!(
-                    "--initial-advertise-peer-urls=http://127.0.0.1:{peer}"
-                ))
-                .arg(format!(
-                    "--initial-cluster=weft-test=http://127.0.0.1:{peer}"
-                ))
-                .arg("--heartbeat-interval=50")
-                .arg("--election-timeout=250")
-                .arg("--logger=zap")
-                .arg("--log-level=error")
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("spawn etcd");
             let mut etcd = Etcd {
-                child: Some(child),
-                _dir: dir,
-                port: client,
+                child: None,
+                dir: tempfile::tempdir().expect("temporary directory"),
+                port: free_port(),
+                peer: free_port(),
             };
-            let start = Instant::now();
-            while start.elapsed() < Duration::from_secs(15) {
-                if let Some(Ok(Some(status))) = etcd.child.as_mut().map(|c| c.try_wait()) {
-                    last = format!("etcd exited with {status}");
-                    break;
-                }
-                if let Ok(c) = Coord::builder([etcd.endpoint()])
-                    .request_timeout(Duration::from_millis(500))
-                    .connect()
-                    .await
-                {
-                    // A write proves a leader was elected.
-                    let mut raw = c.client();
-                    if raw.put("weft-test/ready", "1", None).await.is_ok() {
-                        return etcd;
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
+            match etcd.spawn().await {
+                Ok(()) => return etcd,
+                Err(e) => last = e,
             }
-            let log =
-                std::fs::read_to_string(etcd._dir.path().join("etcd.log")).unwrap_or_default();
-            last = format!("{last}; etcd log:\n{log}");
-            etcd.kill();
         }
         panic!("etcd did not start: {last}");
+    }
+
+    /// Starts the killed server again on the same ports and data directory,
+    /// as an operator restarting it would: keys and leases survive.
+    pub(crate) async fn restart(&mut self) {
+        self.kill();
+        if let Err(e) = self.spawn().await {
+            panic!("etcd did not restart: {e}");
+        }
+    }
+
+    async fn spawn(&mut self) -> Result<(), String> {
+        let (client, peer) = (self.port, self.peer);
+        let dir = self.dir.path();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("etcd.log"))
+            .unwrap();
+        let child = Command::new("etcd")
+            .arg("--name=weft-test")
+            .arg(format!("--data-dir={}", dir.join("data").display()))
+            .arg(format!("--listen-client-urls=http://127.0.0.1:{client}"))
+            .arg(format!("--advertise-client-urls=http://127.0.0.1:{client}"))
+            .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
+            .arg(format!(
+                "--initial-advertise-peer-urls=http://127.0.0.1:{peer}"
+            ))
+            .arg(format!(
+                "--initial-cluster=weft-test=http://127.0.0.1:{peer}"
+            ))
+            .arg("--heartbeat-interval=50")
+            .arg("--election-timeout=250")
+            .arg("--logger=zap")
+            .arg("--log-level=error")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn etcd");
+        self.child = Some(child);
+        let mut last = String::new();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(15) {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                last = format!("etcd exited with {status}");
+                break;
+            }
+            if let Ok(c) = Coord::builder([self.endpoint()])
+                .request_timeout(Duration::from_millis(500))
+                .connect()
+                .await
+            {
+                // A write proves a leader was elected.
+                let mut raw = c.client();
+                if raw.put("weft-test/ready", "1", None).await.is_ok() {
+                    return Ok(());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let log = std::fs::read_to_string(dir.join("etcd.log")).unwrap_or_default();
+        self.kill();
+        Err(format!("{last}; etcd log:\n{log}"))
     }
 
     /// Kills the server (SIGKILL), as a crash would.
@@ -114,6 +138,41 @@ impl Etcd {
             .connect()
             .await
             .expect("connect to the test etcd")
+    }
+}
+
+/// The keys under `prefix`, read directly from etcd.
+pub(crate) async fn keys_under(coord: &Coord, prefix: &str) -> Vec<String> {
+    coord
+        .client()
+        .get(
+            prefix,
+            Some(GetOptions::new().with_prefix().with_keys_only()),
+        )
+        .await
+        .expect("read keys")
+        .kvs()
+        .iter()
+        .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
+        .collect()
+}
+
+/// Waits (up to `limit`, checking every 20 ms) until `cond` holds; returns
+/// whether it did.
+pub(crate) async fn eventually<F, Fut>(limit: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if cond().await {
+            return true;
+        }
+        if start.elapsed() > limit {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
