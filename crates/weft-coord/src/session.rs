@@ -130,6 +130,7 @@ impl SessionBuilder {
             holds: std::sync::Mutex::new(Holds::default()),
             free_keys: std::sync::Mutex::new(HashMap::new()),
             close_report: std::sync::Mutex::new(None),
+            interrupted_report: std::sync::OnceLock::new(),
         });
         let refresh = EtcdRefresh {
             client: lease_client,
@@ -200,6 +201,10 @@ pub(crate) struct SessionInner {
     free_keys: std::sync::Mutex<HashMap<String, Vec<String>>>,
     /// The report of the close, once one has started (see `close`).
     close_report: std::sync::Mutex<Option<watch::Receiver<Option<ShutdownReport>>>>,
+    /// The report of a close whose task was dropped unfinished, settled by
+    /// the first caller to find it so (settling twice would report the
+    /// same holds once as aborted, then as failed).
+    interrupted_report: std::sync::OnceLock<ShutdownReport>,
 }
 
 /// What kind of thing a session holds.
@@ -602,7 +607,8 @@ impl SessionInner {
     /// guard dropped without an explicit release, a release or removal
     /// that failed, an abandoned attempt. Retried with a back-off until
     /// etcd takes it, so a key is never left holding a lock for nobody while
-    /// the session lives. Skipped (or given up) when the lease is gone or
+    /// the session lives (errors that retrying cannot fix, such as a
+    /// permission denied, end the retries with a warning). Skipped (or given up) when the lease is gone or
     /// being revoked, which deletes the key anyway; without a tokio runtime
     /// the key stays until the session ends.
     pub(crate) fn spawn_release(self: &Arc<Self>, key: String, rev: i64, hold: Option<u64>) {
@@ -630,6 +636,12 @@ impl SessionInner {
                         self.released(id);
                     }
                     tracing::debug!(%key, failures, "released in the background");
+                    return;
+                }
+                // Retrying cannot help (permission denied, a bad request):
+                // say so once and leave the key to the lease.
+                Err(e) if !e.is_retryable() && !matches!(e, CoordError::SessionLost(_)) => {
+                    tracing::warn!(%key, error = %e, "background release failed and cannot succeed by retrying; the key goes with the lease");
                     return;
                 }
                 Err(e) if failures == 0 => {
@@ -684,8 +696,13 @@ impl SessionInner {
             Err(_) => None,
         };
         // `None`: the close task was dropped unfinished (its runtime shut
-        // down); its guard marked the session closed. Report what is known.
-        report.unwrap_or_else(|| this.settle(Instant::now(), false))
+        // down); its guard marked the session closed. Report what is known,
+        // settled once, so that every later call returns the same report.
+        report.unwrap_or_else(|| {
+            this.interrupted_report
+                .get_or_init(|| this.settle(Instant::now(), false))
+                .clone()
+        })
     }
 
     async fn close_now(&self, deadline: Instant) -> ShutdownReport {

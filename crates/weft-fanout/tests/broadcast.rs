@@ -418,3 +418,35 @@ proptest! {
         })?;
     }
 }
+
+/// Panics when dropped (unless already unwinding).
+struct PanicsOnDrop;
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            panic!("replica state panicked when dropped");
+        }
+    }
+}
+
+/// A losing replica whose future panics when it is cancelled (dropped)
+/// does not take the caller down: the panic is contained and counted, and
+/// the winner's answer comes back.
+#[tokio::test(start_paused = true)]
+async fn a_loser_panicking_when_cancelled_is_contained() {
+    let replica = |slow: bool| {
+        service_fn(move |x: u32| async move {
+            let _state = slow.then(|| PanicsOnDrop);
+            sleep(ms(if slow { 100 } else { 10 })).await;
+            Ok::<_, BoxError>(x)
+        })
+    };
+    let mut svc = Broadcast::new(vec![replica(true), replica(false)], FirstSuccess).unwrap();
+    let call = svc.ready().await.unwrap().call(7);
+    let answer = tokio::spawn(call)
+        .await
+        .expect("the loser's drop panic escaped");
+    assert_eq!(answer.unwrap(), 7);
+    let s = svc.stats();
+    assert_eq!((s.succeeded, s.losers_cancelled, s.panicked), (1, 1, 1));
+}

@@ -589,3 +589,40 @@ async fn a_huge_fixed_delay_never_hedges_and_does_not_overflow() {
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert_eq!(svc.stats().hedges, 0);
 }
+
+/// Panics when dropped (unless already unwinding).
+struct PanicsOnDrop;
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            panic!("attempt state panicked when dropped");
+        }
+    }
+}
+
+/// A slow primary whose future panics when it is cancelled (the hedge
+/// won) does not take the caller down: the panic is contained and counted.
+#[tokio::test(start_paused = true)]
+async fn a_primary_panicking_when_cancelled_is_contained() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let inner = service_fn(move |()| {
+        let n = c.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let _state = (n == 0).then(|| PanicsOnDrop);
+            sleep(ms(if n == 0 { 1000 } else { 10 })).await;
+            Ok::<_, BoxError>(n)
+        }
+    });
+    let mut svc = HedgeLayer::builder()
+        .fixed_delay(ms(50))
+        .build()
+        .unwrap()
+        .wrap(inner);
+    let call = svc.ready().await.unwrap().call(());
+    let r = tokio::spawn(call)
+        .await
+        .expect("the primary's drop panic escaped");
+    assert_eq!(r.unwrap(), 1, "the hedge answered");
+    assert_eq!(svc.stats().panicked, 1);
+}

@@ -24,6 +24,8 @@ pin_project! {
     pub enum Replica<F> {
         Running { #[pin] fut: F },
         CallPanicked { panic: Option<Panicked> },
+        // Finished: the future was dropped inside the panic boundary.
+        Done,
     }
 }
 
@@ -58,19 +60,37 @@ impl<F: Future> Future for Indexed<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let out = match this.call.project() {
-            // One `catch_unwind` per poll, as `weft_core::catch_unwind`; a
-            // replica that panicked is dropped and never polled again.
-            ReplicaProj::Running { fut } => {
-                match std::panic::catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
+        let mut call = this.call;
+        let out = match call.as_mut().project() {
+            // One `catch_unwind` per poll, as `weft_core::catch_unwind`,
+            // which also drops the finished future (a panic in its drop is
+            // the replica's panic); a replica that panicked is dropped
+            // inside a boundary too, and never polled again.
+            ReplicaProj::Running { .. } => {
+                let polled = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    let ReplicaProj::Running { fut } = call.as_mut().project() else {
+                        unreachable!("matched Running above");
+                    };
+                    let p = fut.poll(cx);
+                    if p.is_ready() {
+                        call.set(Replica::Done);
+                    }
+                    p
+                }));
+                match polled {
                     Ok(Poll::Pending) => return Poll::Pending,
                     Ok(Poll::Ready(out)) => Ok(out),
-                    Err(payload) => Err(Panicked::from_payload(payload.as_ref())),
+                    Err(payload) => {
+                        let _ =
+                            std::panic::catch_unwind(AssertUnwindSafe(|| call.set(Replica::Done)));
+                        Err(Panicked::from_payload(payload.as_ref()))
+                    }
                 }
             }
             ReplicaProj::CallPanicked { panic } => Err(panic
                 .take()
                 .expect("broadcast replica polled after completion")),
+            ReplicaProj::Done => panic!("broadcast replica polled after completion"),
         };
         Poll::Ready((*this.replica, out))
     }
@@ -102,7 +122,17 @@ impl<F, G> ResponseFuture<F, G> {
     fn cancel_losers(&mut self) {
         let losers = self.running.len();
         if losers > 0 {
-            self.running.clear();
+            // Dropping the losers runs their futures' drops: user code,
+            // contained like the rest.
+            if let Err(p) = std::panic::catch_unwind(AssertUnwindSafe(|| self.running.clear())) {
+                let p = Panicked::from_payload(p.as_ref());
+                tracing::error!(
+                    broadcast = self.shared.name,
+                    panic = p.message(),
+                    "a cancelled replica panicked when dropped"
+                );
+                self.shared.panicked.add(1);
+            }
             self.shared.losers_cancelled.add(losers as u64);
             #[cfg(feature = "metrics")]
             self.shared.m.losers.increment(losers as u64);

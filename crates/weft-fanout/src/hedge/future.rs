@@ -25,6 +25,8 @@ pin_project! {
     pub enum Call<F> {
         Running { #[pin] fut: F },
         CallPanicked { panic: Option<Panicked> },
+        // Finished: the future was dropped inside the panic boundary.
+        Done,
     }
 }
 
@@ -60,21 +62,52 @@ impl<F: Future> Future for Attempt<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let out = match this.call.project() {
-            // One `catch_unwind` per poll, as `weft_core::catch_unwind`; an
-            // attempt that panicked is dropped and never polled again.
-            CallProj::Running { fut } => {
-                match std::panic::catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
+        let mut call = this.call;
+        let out = match call.as_mut().project() {
+            // One `catch_unwind` per poll, as `weft_core::catch_unwind`,
+            // which also drops the finished future (a panic in its drop is
+            // the attempt's panic); an attempt that panicked is dropped
+            // inside a boundary too, and never polled again.
+            CallProj::Running { .. } => {
+                let polled = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    let CallProj::Running { fut } = call.as_mut().project() else {
+                        unreachable!("matched Running above");
+                    };
+                    let p = fut.poll(cx);
+                    if p.is_ready() {
+                        call.set(Call::Done);
+                    }
+                    p
+                }));
+                match polled {
                     Ok(Poll::Pending) => return Poll::Pending,
                     Ok(Poll::Ready(out)) => Ok(out),
-                    Err(payload) => Err(Panicked::from_payload(payload.as_ref())),
+                    Err(payload) => {
+                        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| call.set(Call::Done)));
+                        Err(Panicked::from_payload(payload.as_ref()))
+                    }
                 }
             }
             CallProj::CallPanicked { panic } => {
                 Err(panic.take().expect("hedge attempt polled after completion"))
             }
+            CallProj::Done => panic!("hedge attempt polled after completion"),
         };
         Poll::Ready((*this.hedge, this.start.elapsed(), out))
+    }
+}
+
+/// Drops the attempts still running (cancels them): their drops are user
+/// code, so a panic there is contained, logged and counted like the rest.
+fn clear_contained<F>(attempts: &mut FuturesUnordered<Attempt<F>>, shared: &Shared) {
+    if let Err(p) = std::panic::catch_unwind(AssertUnwindSafe(|| attempts.clear())) {
+        let p = Panicked::from_payload(p.as_ref());
+        tracing::error!(
+            hedge = shared.name,
+            panic = p.message(),
+            "a cancelled attempt panicked when dropped"
+        );
+        shared.panicked.incr();
     }
 }
 
@@ -107,7 +140,7 @@ pin_project! {
             let n = this.attempts.len() as u64;
             if n > 0 {
                 this.shared.cancelled.add(n);
-                this.attempts.clear();
+                clear_contained(this.attempts, this.shared);
             }
             refund_unsent(this.readying, this.shared);
         }
@@ -172,7 +205,7 @@ where
                             this.shared.hedge_wins.incr();
                         }
                         let losers = this.attempts.len() as u64;
-                        this.attempts.clear();
+                        clear_contained(this.attempts, this.shared);
                         this.shared.cancelled.add(losers);
                         this.svc.take();
                         this.req.take();
