@@ -373,7 +373,8 @@ impl ReplyWait {
     /// The ask's deadline, fixed on the first call.
     fn deadline(&mut self) -> Option<Instant> {
         if self.deadline.is_none() {
-            self.deadline = self.timeout.map(|d| Instant::now() + d);
+            // A timeout too long for the clock (`Duration::MAX`) is none.
+            self.deadline = self.timeout.and_then(|d| Instant::now().checked_add(d));
         }
         self.deadline
     }

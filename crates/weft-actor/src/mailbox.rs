@@ -340,7 +340,10 @@ impl<M> Mailbox<M> {
         deadline: tokio::time::Instant,
     ) -> Result<Admitted<M>, PushError<M>> {
         let deadline = match self.overflow {
-            Overflow::WaitTimeout(d) => deadline.min(tokio::time::Instant::now() + d),
+            // A wait too long for the clock (`Duration::MAX`) is no limit.
+            Overflow::WaitTimeout(d) => tokio::time::Instant::now()
+                .checked_add(d)
+                .map_or(deadline, |t| deadline.min(t)),
             _ => deadline,
         };
         // Waiting for a slot holds no message, so giving up hands it back.

@@ -18,6 +18,18 @@ thread_local! {
     /// Handler polls in progress on this thread: only a panic unwinding
     /// inside one is caught by the actor (and answers `UNWOUND`).
     static IN_HANDLER: Cell<u32> = const { Cell::new(0) };
+    /// How many replies wait in `UNWOUND`: checked after every handler
+    /// poll instead of `UNWOUND` itself (a `Cell` with no destructor is
+    /// the cheapest thread-local there is; `UNWOUND` has one).
+    static UNWOUND_LEN: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Takes the replies waiting in `UNWOUND`.
+fn take_unwound() -> Vec<Pending> {
+    UNWOUND_LEN.with(|n| n.set(0));
+    UNWOUND
+        .try_with(|u| std::mem::take(&mut *u.borrow_mut()))
+        .unwrap_or_default()
 }
 
 /// The message given to an ask whose reply was dropped by a panic that the
@@ -49,19 +61,17 @@ impl Drop for HandlerPoll {
 /// panic the handler caught itself, so nobody else will answer them.
 #[inline]
 pub(crate) fn after_handler_poll() {
-    let pending = UNWOUND.with(|u| {
-        let mut u = u.borrow_mut();
-        (!u.is_empty()).then(|| std::mem::take(&mut *u))
-    });
-    for answer in pending.into_iter().flatten() {
+    if UNWOUND_LEN.with(Cell::get) == 0 {
+        return;
+    }
+    for answer in take_unwound() {
         answer(Panicked::new(HOLDER_PANICKED));
     }
 }
 
 pub(crate) fn set_panic(p: Option<Panicked>) {
     if let Some(p) = &p {
-        let pending = UNWOUND.with(|u| std::mem::take(&mut *u.borrow_mut()));
-        for answer in pending {
+        for answer in take_unwound() {
             answer(p.clone());
         }
     }
@@ -125,7 +135,9 @@ impl<R: Send + 'static> Drop for Reply<R> {
                 let answer: Pending = Box::new(move |p| {
                     let _ = tx.send(Err(p));
                 });
-                let _ = UNWOUND.try_with(|u| u.borrow_mut().push(answer));
+                if UNWOUND.try_with(|u| u.borrow_mut().push(answer)).is_ok() {
+                    UNWOUND_LEN.with(|n| n.set(n.get() + 1));
+                }
             } else if let Some(p) = PANIC.with(|slot| slot.borrow().clone()) {
                 let _ = tx.send(Err(p));
             }

@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::Poll;
@@ -352,30 +353,51 @@ enum Next<M> {
 
 /// Handles one message; on a panic, a [`Reply`](crate::Reply) dropped with
 /// the handler's future answers `Panicked`.
+///
+/// The actor's own panic boundary rather than `weft_core::catch_unwind`:
+/// the panic must be recorded (`set_panic`) before the handler's future is
+/// dropped, so that a reply held in it (by a combinator or a hand-written
+/// future, which keep their state across the unwind) answers `Panicked`
+/// rather than `NoReply`.
 async fn handle_one<A: Actor>(
     actor: &mut A,
     msg: A::Msg,
     ctx: &mut Context<A>,
 ) -> Result<(), Panicked> {
-    let result = {
-        let mut fut = std::pin::pin!(catch_unwind(actor.handle(msg, ctx)));
-        std::future::poll_fn(|cx| {
-            let poll = {
-                let _in_handler = reply::HandlerPoll::enter();
-                fut.as_mut().poll(cx)
-            };
-            match &poll {
-                Poll::Ready(Err(p)) => reply::set_panic(Some(p.clone())),
-                _ => reply::after_handler_poll(),
+    let mut fut = std::pin::pin!(Some(actor.handle(msg, ctx)));
+    std::future::poll_fn(|cx| {
+        let polled = {
+            let _in_handler = reply::HandlerPoll::enter();
+            std::panic::catch_unwind(AssertUnwindSafe(|| {
+                let inner = fut
+                    .as_mut()
+                    .as_pin_mut()
+                    .expect("a handler is not polled after it returned");
+                let p = inner.poll(cx);
+                if p.is_ready() {
+                    // Dropped inside the boundary: a panic in its drop is
+                    // the handler's panic.
+                    fut.set(None);
+                }
+                p
+            }))
+        };
+        match polled {
+            Ok(p) => {
+                reply::after_handler_poll();
+                p.map(Ok)
             }
-            poll
-        })
-        .await
-        // `fut`, and with it the message and any unanswered reply, is dropped
-        // here, on this thread, while the panic is recorded.
-    };
-    if result.is_err() {
-        reply::set_panic(None);
-    }
-    result
+            Err(payload) => {
+                let p = Panicked::from_payload(payload.as_ref());
+                reply::set_panic(Some(p.clone()));
+                // The future, and with it the message and any unanswered
+                // reply, is dropped here, on this thread, while the panic
+                // is recorded (a second panic in that drop is contained).
+                let _ = std::panic::catch_unwind(AssertUnwindSafe(|| fut.set(None)));
+                reply::set_panic(None);
+                Poll::Ready(Err(p))
+            }
+        }
+    })
+    .await
 }

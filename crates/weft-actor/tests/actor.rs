@@ -658,3 +658,57 @@ async fn a_stop_report_balances_with_a_concurrent_sender() {
         assert_eq!(report.accepted, sent, "iteration {i}: {report}");
     }
 }
+
+/// A handler whose reply is held by a combinator (not an `async` block's
+/// local, which the unwind drops): when the handler panics, the ask still
+/// gets `Panicked`, because the panic is recorded before the handler's
+/// future is dropped.
+struct CombinatorReply;
+impl Actor for CombinatorReply {
+    type Msg = Reply<u32>;
+    fn handle(
+        &mut self,
+        reply: Reply<u32>,
+        _ctx: &mut Context<Self>,
+    ) -> impl Future<Output = ()> + Send {
+        use futures::FutureExt;
+        async { panic!("handler bug") }.map(move |()| {
+            let _ = reply.send(1);
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reply_held_by_a_combinator_answers_panicked() {
+    let actor = Builder::new().spawn(CombinatorReply).unwrap();
+    match actor.ask_with(|r| r).await {
+        Err(AskError::Panicked(p)) => assert_eq!(p.message(), "handler bug"),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Durations too long for the clock (`Duration::MAX` for "no limit") as
+/// the mailbox's wait timeout or as the ask timeout do not panic: an ask
+/// into a full mailbox then waits for room, and gets its answer.
+#[tokio::test(start_paused = true)]
+async fn asks_with_durations_too_long_for_the_clock_wait_without_limit() {
+    for (overflow, ask_timeout) in [
+        (
+            Overflow::WaitTimeout(Duration::MAX),
+            Some(Duration::from_secs(5)),
+        ),
+        (Overflow::Block, Some(Duration::MAX)),
+    ] {
+        let a = Builder::new()
+            .capacity(1)
+            .overflow(overflow)
+            .ask_timeout(ask_timeout)
+            .spawn(Acc::default())
+            .unwrap();
+        a.tell(Msg::Sleep(Duration::from_secs(1))).await.unwrap();
+        tokio::task::yield_now().await;
+        a.tell(Msg::Add(1)).await.unwrap(); // fills the mailbox
+        // Room comes after 1 s, within any of these limits.
+        assert_eq!(a.ask_with(Msg::Get).await.unwrap(), vec![1], "{overflow:?}");
+    }
+}

@@ -385,7 +385,22 @@ impl Degradation {
     /// Delivers queued changes in order until none is left: gauge, log,
     /// callback (its panics contained).
     fn deliver(&self) {
+        /// If something outside the contained callback panics (a metrics
+        /// recorder, a tracing layer), the next change delivers again.
+        struct Unwinding<'a>(&'a Inner);
+        impl Drop for Unwinding<'_> {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    self.0
+                        .state
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .delivering = false;
+                }
+            }
+        }
         let i = &*self.inner;
+        let _unwinding = Unwinding(i);
         loop {
             let c = {
                 let mut st = i.state.lock().unwrap_or_else(|e| e.into_inner());

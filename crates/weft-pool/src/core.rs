@@ -438,7 +438,26 @@ impl<R: Runner> Shared<R> {
             ..Slot::default()
         }));
         self.tasks.fetch_add(1, Ordering::AcqRel);
-        let fut = worker_loop(self.clone(), slot.clone());
+        let shared = self.clone();
+        let worker = worker_loop(self.clone(), slot.clone());
+        // A worker unwound by a panic that escaped every job boundary (none
+        // should: the runners catch panics in a job's polls and drops) is
+        // replaced while the pool is open, so the pool keeps its size.
+        // Caught here, at the worker's own boundary, rather than with
+        // `thread::panicking()` in its exit guard: that is also true when a
+        // runtime drops its tasks while some unrelated panic unwinds.
+        let fut = async move {
+            if let Err(p) = weft_core::catch_unwind(worker).await
+                && !shared.is_closed()
+            {
+                tracing::error!(
+                    pool = &*shared.cfg.name,
+                    panic = p.message(),
+                    "worker panicked outside a job's panic boundary; starting a replacement"
+                );
+                shared.ensure_workers();
+            }
+        };
         let abort = if R::THREADS {
             let handle = self.handle.clone();
             let spawned = std::thread::Builder::new()
@@ -729,10 +748,8 @@ impl<R: Runner> Shared<R> {
     }
 }
 
-/// Takes a worker out of the registry however it exits. A worker unwound by
-/// a panic that escaped every job boundary (none should: the runners catch
-/// panics in a job's polls and drops) is replaced while the pool is open, so
-/// the pool keeps its size.
+/// Takes a worker out of the registry however it exits (a worker unwound by
+/// a stray panic is replaced by `spawn_worker`'s boundary).
 struct ExitGuard<'a, R: Runner> {
     shared: &'a Arc<Shared<R>>,
     slot: &'a Slot,
@@ -742,14 +759,6 @@ struct ExitGuard<'a, R: Runner> {
 impl<R: Runner> Drop for ExitGuard<'_, R> {
     fn drop(&mut self) {
         self.shared.retire(self.slot, self.counted);
-        if std::thread::panicking() && !self.shared.is_closed() {
-            tracing::error!(
-                pool = &*self.shared.cfg.name,
-                worker = self.slot.id,
-                "worker panicked outside a job's panic boundary; starting a replacement"
-            );
-            self.shared.ensure_workers();
-        }
     }
 }
 

@@ -110,7 +110,10 @@ struct Shared {
 ///   in the task's future, and in the closure that builds it.
 /// - Each [`join`](TaskGroup::join) (or [`join_all`](TaskGroup::join_all))
 ///   returns the tasks spawned since the previous one: a group can be
-///   joined, reused and joined again.
+///   joined, reused and joined again. Under `FirstError`, a group whose
+///   token was cancelled by a failure stays cancelled: tasks spawned after
+///   that come back `Cancelled` without running (use a new group, or
+///   `CollectAll`).
 /// - **Dropping the group cancels its token and aborts every task still
 ///   running.** Await [`join`](TaskGroup::join) or
 ///   [`join_all`](TaskGroup::join_all) to let them finish.

@@ -550,3 +550,36 @@ async fn shutdown_with_duration_max_does_not_panic() {
         .await;
     assert!(report.is_clean() && back.is_empty(), "{report}");
 }
+
+/// A runtime dropped while an unrelated panic unwinds (a failing test, a
+/// panicking `main`) drops the pool's workers with `thread::panicking()`
+/// true: that is not a worker panic, so no replacement is started on the
+/// dying runtime, and a later shutdown finds no worker left to wait for.
+#[test]
+fn a_runtime_dropped_during_an_unrelated_panic_starts_no_replacements() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let pool = rt.block_on(async {
+        let pool = WorkerPool::builder().workers(2).build().unwrap();
+        assert_eq!(pool.submit(async { 1 }).await.unwrap().await, Ok(1));
+        pool
+    });
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        let _rt = rt;
+        panic!("an unrelated failure");
+    }));
+    assert!(unwound.is_err());
+    assert_eq!(pool.stats().workers, 0, "{:?}", pool.stats());
+    let rt2 = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let report = rt2.block_on(pool.shutdown(ShutdownMode::Drain(Duration::from_secs(30))));
+    assert!(report.is_balanced(), "{report}");
+    assert!(report.unfinished.is_empty(), "{report}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}

@@ -711,6 +711,17 @@ impl BoundedExecutor {
         }
         if s.nothing_waits() {
             if s.running.try_acquire_fast(opts.weight) {
+                // A shutdown may have closed and found the executor idle
+                // between the check above and the permit: the permit's
+                // SeqCst take against `close`'s SeqCst swap means either
+                // this sees `closed` (and backs out) or the shutdown sees
+                // the permit out (and waits for this task).
+                if s.closed.load(Ordering::SeqCst) {
+                    s.running.release(opts.weight);
+                    s.idle.notify_waiters();
+                    s.c.rejected_after_close.incr();
+                    return Err(Refused::Err(SpawnError::Closed(fut)));
+                }
                 let id = s.next_direct.fetch_add(1, Ordering::Relaxed) * 2;
                 let h = spawn_task(&s.runtime, s.clone(), id, opts.weight, fut);
                 return Ok(TaskHandle::direct(id, h, s.propagates()));

@@ -96,7 +96,9 @@ impl Count {
                 Err(false)
             };
         }
-        let prev = self.state.fetch_sub(n, Ordering::AcqRel);
+        // SeqCst: the spawn then reads `closed` (and a shutdown writes
+        // `closed`, then reads the count), as in `release`.
+        let prev = self.state.fetch_sub(n, Ordering::SeqCst);
         if prev & !PARKED >= BIAS + n {
             Ok(())
         } else {
