@@ -101,6 +101,37 @@ pub(crate) struct Slot {
     cancelled: AtomicU64,
     in_flight: AtomicU64,
     busy_nanos: AtomicU64,
+    /// Set while the worker's task is being polled (see [`Polled`]).
+    polling: AtomicBool,
+}
+
+pin_project_lite::pin_project! {
+    /// A worker's task: marks its slot while it is polled, so that its exit
+    /// guard can tell a panic unwinding out of the worker (replace it) from
+    /// the runtime dropping the task while some unrelated panic unwinds
+    /// (`thread::panicking()` is true in both). Two relaxed stores a poll,
+    /// where a `catch_unwind` around the worker would cost more.
+    struct Polled<F> {
+        #[pin]
+        fut: F,
+        slot: Arc<CachePadded<Slot>>,
+    }
+}
+
+impl<F: Future> Future for Polled<F> {
+    type Output = F::Output;
+
+    #[inline]
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let this = self.project();
+        this.slot.polling.store(true, Ordering::Relaxed);
+        let r = this.fut.poll(cx);
+        this.slot.polling.store(false, Ordering::Relaxed);
+        r
+    }
 }
 
 impl Slot {
@@ -438,25 +469,9 @@ impl<R: Runner> Shared<R> {
             ..Slot::default()
         }));
         self.tasks.fetch_add(1, Ordering::AcqRel);
-        let shared = self.clone();
-        let worker = worker_loop(self.clone(), slot.clone());
-        // A worker unwound by a panic that escaped every job boundary (none
-        // should: the runners catch panics in a job's polls and drops) is
-        // replaced while the pool is open, so the pool keeps its size.
-        // Caught here, at the worker's own boundary, rather than with
-        // `thread::panicking()` in its exit guard: that is also true when a
-        // runtime drops its tasks while some unrelated panic unwinds.
-        let fut = async move {
-            if let Err(p) = weft_core::catch_unwind(worker).await
-                && !shared.is_closed()
-            {
-                tracing::error!(
-                    pool = &*shared.cfg.name,
-                    panic = p.message(),
-                    "worker panicked outside a job's panic boundary; starting a replacement"
-                );
-                shared.ensure_workers();
-            }
+        let fut = Polled {
+            fut: worker_loop(self.clone(), slot.clone()),
+            slot: slot.clone(),
         };
         let abort = if R::THREADS {
             let handle = self.handle.clone();
@@ -748,8 +763,8 @@ impl<R: Runner> Shared<R> {
     }
 }
 
-/// Takes a worker out of the registry however it exits (a worker unwound by
-/// a stray panic is replaced by `spawn_worker`'s boundary).
+/// Takes a worker out of the registry however it exits, and replaces a
+/// worker unwound by a stray panic.
 struct ExitGuard<'a, R: Runner> {
     shared: &'a Arc<Shared<R>>,
     slot: &'a Slot,
@@ -759,6 +774,21 @@ struct ExitGuard<'a, R: Runner> {
 impl<R: Runner> Drop for ExitGuard<'_, R> {
     fn drop(&mut self) {
         self.shared.retire(self.slot, self.counted);
+        // A worker unwound by a panic that escaped every job boundary (none
+        // should: the runners catch panics in a job's polls and drops) is
+        // replaced while the pool is open, so the pool keeps its size; not
+        // when the runtime drops the task (it is not being polled then).
+        if std::thread::panicking()
+            && self.slot.polling.load(Ordering::Relaxed)
+            && !self.shared.is_closed()
+        {
+            tracing::error!(
+                pool = &*self.shared.cfg.name,
+                worker = self.slot.id,
+                "worker panicked outside a job's panic boundary; starting a replacement"
+            );
+            self.shared.ensure_workers();
+        }
     }
 }
 

@@ -383,8 +383,22 @@ fn unbox<F: 'static>(q: Queued) -> F {
         .unwrap_or_else(|_| unreachable!("a queued job holds the future it was built from"))
 }
 
+/// A fast-path spawn that took its permits just as a shutdown closed the
+/// executor: gives them back (waking the shutdown if that made the
+/// executor idle) and refuses. Out of line: it must not weigh on the fast
+/// path's inlining.
+#[cold]
+#[inline(never)]
+fn back_out_closed<F>(s: &Shared, weight: u32, fut: F) -> SpawnError<F> {
+    s.running.release(weight);
+    s.idle.notify_waiters();
+    s.c.rejected_after_close.incr();
+    SpawnError::Closed(fut)
+}
+
 /// Starts a task on tokio. Tasks without a run timeout get a future without
 /// a timer in it (smaller task, faster spawn).
+#[inline]
 fn spawn_task<F>(
     rt: &tokio::runtime::Handle,
     shared: Arc<Shared>,
@@ -695,16 +709,16 @@ impl BoundedExecutor {
     }
 
     /// The fast path: nothing queued and enough permits free, so start now.
+    #[inline]
     fn start_now<F>(&self, opts: TaskOptions, fut: F) -> Result<TaskHandle<F::Output>, Refused<F>>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
         let s = self.shared();
-        if s.closed.load(Ordering::Acquire) {
-            s.c.rejected_after_close.incr();
-            return Err(Refused::Err(SpawnError::Closed(fut)));
-        }
+        // No `closed` check up front: the one after taking the permits is
+        // needed anyway (a close can come in between), and a closed
+        // executor's spawn is refused there or by its closed lane.
         if opts.weight as usize > s.max_running {
             s.c.rejected.incr();
             return Err(Refused::Err(SpawnError::TooHeavy(fut)));
@@ -717,10 +731,7 @@ impl BoundedExecutor {
                 // this sees `closed` (and backs out) or the shutdown sees
                 // the permit out (and waits for this task).
                 if s.closed.load(Ordering::SeqCst) {
-                    s.running.release(opts.weight);
-                    s.idle.notify_waiters();
-                    s.c.rejected_after_close.incr();
-                    return Err(Refused::Err(SpawnError::Closed(fut)));
+                    return Err(Refused::Err(back_out_closed(s, opts.weight, fut)));
                 }
                 let id = s.next_direct.fetch_add(1, Ordering::Relaxed) * 2;
                 let h = spawn_task(&s.runtime, s.clone(), id, opts.weight, fut);
