@@ -61,4 +61,4 @@ pub use drain::{Drain, ShutdownReport};
 pub use error::BoxError;
 pub use metric::Metric;
 pub use overflow::{Overflow, OverflowError};
-pub use panic::{PanicPolicy, Panicked, catch_unwind};
+pub use panic::{PanicPolicy, Panicked, catch_unwind, drop_contained, poll_contained};

@@ -128,11 +128,56 @@ pin_project! {
     }
 }
 
-/// Drops the inner future (if still there), containing a panic in its drop.
+/// Drops the future in `slot` (if still there) inside a panic boundary: a
+/// panic in its drop is caught and ignored (the panic hook has printed it).
+/// For a future given up before it finished (a cancelled task), whose drop
+/// has nobody to report to.
 #[inline]
-fn drop_contained<F>(mut fut: Pin<&mut Option<F>>) {
-    if fut.is_some() {
-        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| fut.set(None)));
+pub fn drop_contained<F>(mut slot: Pin<&mut Option<F>>) {
+    if slot.is_some() {
+        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| slot.set(None)));
+    }
+}
+
+/// Polls the future in `slot` inside a panic boundary and, once it has
+/// finished or panicked, drops it inside a boundary too (leaving `None`):
+/// the body of [`catch_unwind`], for components that keep their user
+/// future in a field of their own. A panic in its poll, or in its drop
+/// right after it finished, is `Err(Panicked)` (the output is dropped with
+/// it).
+///
+/// # Panics
+/// If `slot` is empty: the future was polled after it completed.
+// Always inlined: it is the body of per-call polls (fan-out attempts);
+// left to the heuristics it was compiled as a call.
+#[inline(always)]
+pub fn poll_contained<F: Future>(
+    mut slot: Pin<&mut Option<F>>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<F::Output, Panicked>> {
+    assert!(
+        slot.is_some(),
+        "a contained future polled after it completed"
+    );
+    let polled = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let inner = slot.as_mut().as_pin_mut().expect("checked above");
+        match inner.poll(cx) {
+            Poll::Ready(v) => {
+                slot.set(None);
+                Poll::Ready(v)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }));
+    match polled {
+        Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+        Ok(Poll::Pending) => Poll::Pending,
+        Err(payload) => {
+            // It panicked in its poll or its drop: it must not be polled
+            // again (nor its drop run twice).
+            drop_contained(slot);
+            Poll::Ready(Err(Panicked::from_payload(payload.as_ref())))
+        }
     }
 }
 
@@ -141,32 +186,7 @@ impl<F: Future> Future for CatchUnwind<F> {
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut fut = self.project().fut;
-        assert!(
-            fut.is_some(),
-            "weft_core::catch_unwind's future polled after it completed"
-        );
-        // Polled, and dropped once it is done, in one boundary.
-        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            let inner = fut.as_mut().as_pin_mut().expect("checked above");
-            match inner.poll(cx) {
-                Poll::Ready(v) => {
-                    fut.set(None);
-                    Poll::Ready(v)
-                }
-                Poll::Pending => Poll::Pending,
-            }
-        }));
-        match polled {
-            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
-            Ok(Poll::Pending) => Poll::Pending,
-            Err(payload) => {
-                // It panicked in its poll or its drop: it must not be
-                // polled again (nor its drop run twice).
-                drop_contained(fut);
-                Poll::Ready(Err(Panicked::from_payload(payload.as_ref())))
-            }
-        }
+        poll_contained(self.project().fut, cx)
     }
 }
 

@@ -60,6 +60,9 @@ impl<F: Future> Future for Run<F> {
         if guard.shared.aborting.load(Ordering::Acquire) {
             return Poll::Ready(guard.end(Ended::Aborted));
         }
+        // `weft_core::poll_contained` does the same; written out here
+        // because, in this hottest of polls, it compiled to 24 more
+        // instructions per task (callgrind, 200,000 spawns).
         let mut fut = this.fut;
         let polled = catch_unwind(AssertUnwindSafe(|| {
             let inner = fut

@@ -17,27 +17,17 @@ use super::gather::Gather;
 use super::service::Shared;
 
 pin_project! {
-    /// One replica's call: its future, or the panic of the `call` that was
-    /// to make it.
-    #[doc(hidden)]
-    #[project = ReplicaProj]
-    pub enum Replica<F> {
-        Running { #[pin] fut: F },
-        CallPanicked { panic: Option<Panicked> },
-        // Finished: the future was dropped inside the panic boundary.
-        Done,
-    }
-}
-
-pin_project! {
-    /// A replica's call with its index; a panic while it is made or polled
-    /// becomes its output (`Err(Panicked)`), so it cannot unwind through
-    /// the response future.
+    /// A replica's call with its index; a panic while it is made, polled or
+    /// dropped once done becomes its output (`Err(Panicked)`), so it cannot
+    /// unwind through the response future.
     #[doc(hidden)]
     pub struct Indexed<F> {
         replica: usize,
+        // The call's future, dropped inside the panic boundary once done.
         #[pin]
-        call: Replica<F>,
+        fut: Option<F>,
+        // The panic of the `call` that was to make it.
+        call_panic: Option<Panicked>,
     }
 }
 
@@ -45,13 +35,18 @@ impl<F> Indexed<F> {
     /// Makes the replica's call with `call` (a `Service::call`), catching a
     /// panic there as the replica's own failure.
     pub(super) fn start(replica: usize, call: impl FnOnce() -> F) -> Self {
-        let call = match std::panic::catch_unwind(AssertUnwindSafe(call)) {
-            Ok(fut) => Replica::Running { fut },
-            Err(payload) => Replica::CallPanicked {
-                panic: Some(Panicked::from_payload(payload.as_ref())),
+        match std::panic::catch_unwind(AssertUnwindSafe(call)) {
+            Ok(fut) => Indexed {
+                replica,
+                fut: Some(fut),
+                call_panic: None,
             },
-        };
-        Indexed { replica, call }
+            Err(payload) => Indexed {
+                replica,
+                fut: None,
+                call_panic: Some(Panicked::from_payload(payload.as_ref())),
+            },
+        }
     }
 }
 
@@ -60,37 +55,12 @@ impl<F: Future> Future for Indexed<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let mut call = this.call;
-        let out = match call.as_mut().project() {
-            // One `catch_unwind` per poll, as `weft_core::catch_unwind`,
-            // which also drops the finished future (a panic in its drop is
-            // the replica's panic); a replica that panicked is dropped
-            // inside a boundary too, and never polled again.
-            ReplicaProj::Running { .. } => {
-                let polled = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    let ReplicaProj::Running { fut } = call.as_mut().project() else {
-                        unreachable!("matched Running above");
-                    };
-                    let p = fut.poll(cx);
-                    if p.is_ready() {
-                        call.set(Replica::Done);
-                    }
-                    p
-                }));
-                match polled {
-                    Ok(Poll::Pending) => return Poll::Pending,
-                    Ok(Poll::Ready(out)) => Ok(out),
-                    Err(payload) => {
-                        let _ =
-                            std::panic::catch_unwind(AssertUnwindSafe(|| call.set(Replica::Done)));
-                        Err(Panicked::from_payload(payload.as_ref()))
-                    }
-                }
-            }
-            ReplicaProj::CallPanicked { panic } => Err(panic
-                .take()
-                .expect("broadcast replica polled after completion")),
-            ReplicaProj::Done => panic!("broadcast replica polled after completion"),
+        let out = match this.call_panic.take() {
+            Some(p) => Err(p),
+            None => match weft_core::poll_contained(this.fut, cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(out) => out,
+            },
         };
         Poll::Ready((*this.replica, out))
     }

@@ -18,28 +18,18 @@ use weft_core::{BoxError, Panicked};
 use super::service::Shared;
 
 pin_project! {
-    /// One attempt's call: its future, or the panic of the `call` that was
-    /// to make it.
-    #[doc(hidden)]
-    #[project = CallProj]
-    pub enum Call<F> {
-        Running { #[pin] fut: F },
-        CallPanicked { panic: Option<Panicked> },
-        // Finished: the future was dropped inside the panic boundary.
-        Done,
-    }
-}
-
-pin_project! {
-    /// An attempt: a panic while it is made or polled becomes its output
-    /// (`Err(Panicked)`), a failed attempt, so it cannot unwind through the
-    /// response future.
+    /// An attempt: a panic while it is made, polled or dropped once done
+    /// becomes its output (`Err(Panicked)`), a failed attempt, so it cannot
+    /// unwind through the response future.
     #[doc(hidden)]
     pub struct Attempt<F> {
         hedge: bool,
         start: Instant,
+        // The call's future, dropped inside the panic boundary once done.
         #[pin]
-        call: Call<F>,
+        fut: Option<F>,
+        // The panic of the `call` that was to make it.
+        call_panic: Option<Panicked>,
     }
 }
 
@@ -47,13 +37,16 @@ impl<F> Attempt<F> {
     /// Makes the attempt with `call` (a `Service::call`), catching a panic
     /// there as the attempt's own failure.
     pub(crate) fn start(hedge: bool, start: Instant, call: impl FnOnce() -> F) -> Self {
-        let call = match std::panic::catch_unwind(AssertUnwindSafe(call)) {
-            Ok(fut) => Call::Running { fut },
-            Err(payload) => Call::CallPanicked {
-                panic: Some(Panicked::from_payload(payload.as_ref())),
-            },
+        let (fut, call_panic) = match std::panic::catch_unwind(AssertUnwindSafe(call)) {
+            Ok(fut) => (Some(fut), None),
+            Err(payload) => (None, Some(Panicked::from_payload(payload.as_ref()))),
         };
-        Attempt { hedge, start, call }
+        Attempt {
+            hedge,
+            start,
+            fut,
+            call_panic,
+        }
     }
 }
 
@@ -62,36 +55,12 @@ impl<F: Future> Future for Attempt<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let mut call = this.call;
-        let out = match call.as_mut().project() {
-            // One `catch_unwind` per poll, as `weft_core::catch_unwind`,
-            // which also drops the finished future (a panic in its drop is
-            // the attempt's panic); an attempt that panicked is dropped
-            // inside a boundary too, and never polled again.
-            CallProj::Running { .. } => {
-                let polled = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    let CallProj::Running { fut } = call.as_mut().project() else {
-                        unreachable!("matched Running above");
-                    };
-                    let p = fut.poll(cx);
-                    if p.is_ready() {
-                        call.set(Call::Done);
-                    }
-                    p
-                }));
-                match polled {
-                    Ok(Poll::Pending) => return Poll::Pending,
-                    Ok(Poll::Ready(out)) => Ok(out),
-                    Err(payload) => {
-                        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| call.set(Call::Done)));
-                        Err(Panicked::from_payload(payload.as_ref()))
-                    }
-                }
-            }
-            CallProj::CallPanicked { panic } => {
-                Err(panic.take().expect("hedge attempt polled after completion"))
-            }
-            CallProj::Done => panic!("hedge attempt polled after completion"),
+        let out = match this.call_panic.take() {
+            Some(p) => Err(p),
+            None => match weft_core::poll_contained(this.fut, cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(out) => out,
+            },
         };
         Poll::Ready((*this.hedge, this.start.elapsed(), out))
     }
