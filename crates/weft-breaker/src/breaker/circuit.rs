@@ -311,15 +311,30 @@ impl CircuitBreaker {
     pub fn try_acquire(&self) -> Result<Permit<'_>, Open> {
         let mut event = None;
         let ticket = self.shared.acquire(&mut event)?;
+        if let Some(raw) = event {
+            return Ok(self.admitted_with_event(ticket, raw));
+        }
+        Ok(Permit {
+            shared: &self.shared,
+            ticket,
+            done: false,
+        })
+    }
+
+    /// An admission that made a transition (the first half-open probe):
+    /// the permit exists before the transition is published, so whatever
+    /// unwinds out of publishing drops it and frees the probe slot. Out of
+    /// line, so that the closed-state path has no unwinding edge to carry.
+    #[cold]
+    #[inline(never)]
+    fn admitted_with_event(&self, ticket: Ticket, raw: Raw) -> Permit<'_> {
         let permit = Permit {
             shared: &self.shared,
             ticket,
             done: false,
         };
-        if let Some(raw) = event {
-            self.shared.publish(raw);
-        }
-        Ok(permit)
+        self.shared.publish(raw);
+        permit
     }
 
     /// Like [`try_acquire`](Self::try_acquire), with a permit that owns a
@@ -332,6 +347,7 @@ impl CircuitBreaker {
             ticket,
         };
         if let Some(raw) = event {
+            // As in `admitted_with_event`: the permit first.
             self.shared.publish(raw);
         }
         Ok(permit)

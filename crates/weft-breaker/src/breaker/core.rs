@@ -240,7 +240,33 @@ impl Core {
         now: &mut impl FnMut() -> u64,
         event: &mut Option<Raw>,
     ) -> Result<Ticket, Reject> {
-        let mut w = self.word.load(Ordering::Acquire);
+        // The closed state is the hot path: one load, kept small enough to
+        // inline into every call; the other states go out of line.
+        let w = self.word.load(Ordering::Acquire);
+        if tag(w) == CLOSED {
+            let start = if self.p.slow_threshold.is_some() {
+                now()
+            } else {
+                0
+            };
+            return Ok(Ticket {
+                generation: generation(w),
+                kind: Kind::Closed,
+                start,
+            });
+        }
+        self.acquire_slow(w, now, event)
+    }
+
+    /// [`acquire`](Self::acquire) in any state but a closed one seen first.
+    #[cold]
+    #[inline(never)]
+    fn acquire_slow(
+        &self,
+        mut w: u64,
+        now: &mut impl FnMut() -> u64,
+        event: &mut Option<Raw>,
+    ) -> Result<Ticket, Reject> {
         loop {
             match tag(w) {
                 CLOSED => {
