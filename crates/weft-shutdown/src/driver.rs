@@ -30,6 +30,25 @@ pub(crate) fn deadline_after(start: Instant, d: Duration) -> Instant {
     start.checked_add(d).unwrap_or_else(|| start + FAR_FUTURE)
 }
 
+/// A phase's report before it has run: every component `Skipped`, until
+/// the phase's run says otherwise.
+fn not_started(phase: &Phase, components: &[Registered]) -> PhaseReport {
+    PhaseReport {
+        name: phase.name.clone(),
+        timeout: phase.timeout,
+        elapsed: Duration::ZERO,
+        components: components
+            .iter()
+            .map(|c| ComponentReport {
+                name: c.name.clone(),
+                outcome: ComponentOutcome::Skipped,
+                elapsed: Duration::ZERO,
+                detail: None,
+            })
+            .collect(),
+    }
+}
+
 /// Spawns the driver on `handle` and records it in `inner`, to be aborted if
 /// the coordinator is dropped before the trigger. The caller has set
 /// `inner.running`.
@@ -113,20 +132,7 @@ impl Driver {
         let inner = self.inner.clone();
         for phase in &inner.phases {
             let components = lock(&phase.components).take().unwrap_or_default();
-            let report = PhaseReport {
-                name: phase.name.clone(),
-                timeout: phase.timeout,
-                elapsed: Duration::ZERO,
-                components: components
-                    .iter()
-                    .map(|c| ComponentReport {
-                        name: c.name.clone(),
-                        outcome: ComponentOutcome::Skipped,
-                        elapsed: Duration::ZERO,
-                        detail: None,
-                    })
-                    .collect(),
-            };
+            let report = not_started(phase, &components);
             let start = Instant::now();
             let (report, _) = self.current.insert((report, start));
             run_phase(&inner, phase, components, report, start).await;
@@ -152,20 +158,7 @@ impl Driver {
         let mut never_started = Vec::new();
         for phase in &self.inner.phases[phases.len()..] {
             let components = lock(&phase.components).take().unwrap_or_default();
-            phases.push(PhaseReport {
-                name: phase.name.clone(),
-                timeout: phase.timeout,
-                elapsed: Duration::ZERO,
-                components: components
-                    .iter()
-                    .map(|c| ComponentReport {
-                        name: c.name.clone(),
-                        outcome: ComponentOutcome::Skipped,
-                        elapsed: Duration::ZERO,
-                        detail: None,
-                    })
-                    .collect(),
-            });
+            phases.push(not_started(phase, &components));
             never_started.push(components);
         }
         for l in lock(&self.inner.listeners).drain(..) {
