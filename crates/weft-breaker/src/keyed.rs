@@ -9,7 +9,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use tokio::time::Instant;
-use weft_core::{Classify, DefaultClassifier};
+use weft_core::{Classify, DefaultClassifier, LogThrottle};
 
 use crate::breaker::core::Worth;
 use crate::breaker::{BuildError, Builder, CallError, CircuitBreaker};
@@ -44,9 +44,10 @@ const SHARDS: usize = 16;
 ///   every key held being open, half-open or forced open, an open one past
 ///   its open duration or a half-open one with no probe in flight; else
 ///   the least recently used key whatever its state. Evicting an open,
-///   half-open or forced-open key is logged with `tracing::warn!` and
-///   counted in [`KeyedStats::evicted_open`]: it means `max_keys` is too
-///   small for the dependencies failing at once.
+///   half-open or forced-open key is logged with `tracing::warn!` (one
+///   line a second, saying how many more it stands for; the others at
+///   `debug`) and counted in [`KeyedStats::evicted_open`]: it means
+///   `max_keys` is too small for the dependencies failing at once.
 ///
 /// Choosing a key to evict scans every key held (as the least recently
 /// used choice did before it); a lookup of a key already held never
@@ -100,6 +101,10 @@ struct Inner<K> {
     evicted_lru: AtomicU64,
     evicted_open: AtomicU64,
     overflow: AtomicU64,
+    /// One `warn!` a second for the two events that come once per lookup
+    /// under key pressure (the rest at `debug`; all counted in the stats).
+    log_overflow: LogThrottle,
+    log_evicted_open: LogThrottle,
 }
 
 /// A snapshot of a [`KeyedBreaker`].
@@ -176,6 +181,8 @@ where
                 evicted_lru: AtomicU64::new(0),
                 evicted_open: AtomicU64::new(0),
                 overflow: AtomicU64::new(0),
+                log_overflow: LogThrottle::new(),
+                log_evicted_open: LogThrottle::new(),
             }),
         })
     }
@@ -207,7 +214,12 @@ where
         self.maybe_sweep(now);
         if !self.reserve(now) {
             self.inner.overflow.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(key = ?key, "keyed breaker full; using a breaker that is not kept");
+            const FULL: &str =
+                "keyed breaker full; using a breaker that is not kept (raise max_keys)";
+            match self.inner.log_overflow.admit() {
+                Some(more) => tracing::warn!(key = ?key, more_since_last_line = more, "{FULL}"),
+                None => tracing::debug!(key = ?key, "{FULL}"),
+            }
             return self.build(key);
         }
         let mut map = write(shard);
@@ -344,10 +356,14 @@ where
             tracing::debug!(key = ?k, "evicted least recently used key");
         } else {
             self.inner.evicted_open.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(
-                key = ?k, state = state.as_str(), max_keys = self.inner.cap,
-                "every key held is open, half-open or forced open; evicted the least recently used, its next lookup starts closed (raise max_keys)"
-            );
+            const EVICTED: &str = "every key held is open, half-open or forced open; evicted the least recently used, its next lookup starts closed (raise max_keys)";
+            let (state, cap) = (state.as_str(), self.inner.cap);
+            match self.inner.log_evicted_open.admit() {
+                Some(more) => {
+                    tracing::warn!(key = ?k, state, max_keys = cap, more_since_last_line = more, "{EVICTED}")
+                }
+                None => tracing::debug!(key = ?k, state, max_keys = cap, "{EVICTED}"),
+            }
             #[cfg(feature = "metrics")]
             crate::metrics::keyed_evicted_open(&self.inner.template.name);
         }

@@ -203,6 +203,56 @@ async fn at_the_cap_with_every_key_open_the_lru_goes() {
     assert_eq!(k.get(&"a".to_owned()).stats().opened, 0);
 }
 
+/// Counts the keyed map's own `warn!` events (not the breakers' trips) and keeps their `more_since_last_line` fields.
+#[derive(Clone, Default)]
+struct Warnings(std::sync::Arc<std::sync::Mutex<Vec<Option<u64>>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Warnings {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct More(Option<u64>);
+        impl tracing::field::Visit for More {
+            fn record_u64(&mut self, f: &tracing::field::Field, v: u64) {
+                if f.name() == "more_since_last_line" {
+                    self.0 = Some(v);
+                }
+            }
+            fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
+        }
+        let m = event.metadata();
+        if *m.level() == tracing::Level::WARN && m.module_path() == Some("weft_breaker::keyed") {
+            let mut more = More(None);
+            event.record(&mut more);
+            self.0.lock().unwrap().push(more.0);
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn evicting_open_keys_under_pressure_warns_once_a_second_and_counts_every_one() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let warnings = Warnings::default();
+    let _guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(warnings.clone()));
+    let k = keyed_backoff(2, Duration::from_secs(3600));
+    fail(&k, "a").await;
+    fail(&k, "b").await;
+    // Every new key evicts an open one, then trips itself: 50 evictions of
+    // open keys within one (paused) second.
+    for i in 0..50 {
+        fail(&k, &format!("k{i}")).await;
+    }
+    assert_eq!(k.stats().evicted_open, 50, "every eviction is counted");
+    assert_eq!(*warnings.0.lock().unwrap(), vec![Some(0)], "one line");
+    advance(Duration::from_secs(1)).await;
+    fail(&k, "late").await;
+    assert_eq!(k.stats().evicted_open, 51);
+    assert_eq!(
+        *warnings.0.lock().unwrap(),
+        vec![Some(0), Some(49)],
+        "the next line stands for the 49 not logged"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn at_the_cap_an_elapsed_open_breaker_goes_before_one_still_open() {
     let k = keyed_backoff(2, Duration::from_secs(3600));

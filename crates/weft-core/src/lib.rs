@@ -16,6 +16,9 @@
 //! - [`Counter`]: a counter that does not bounce one cache line between
 //!   cores, for the statistics every component keeps.
 //! - [`BoxError`]: the boxed error type tower middleware passes around.
+//! - [`LogThrottle`]: one log line a second for an event that may come
+//!   thousands of times a second (refusals, evictions), saying how many
+//!   lines it stands for.
 //! - [`Metric`]: a metric whose key is built once, so that emitting to the
 //!   `metrics` facade allocates nothing per event (the `metrics` feature).
 //!
@@ -54,6 +57,7 @@ mod metric;
 mod overflow;
 mod panic;
 pub mod queue;
+mod throttle;
 
 pub use classify::{Classify, DefaultClassifier, Outcome};
 pub use counter::Counter;
@@ -62,3 +66,4 @@ pub use error::BoxError;
 pub use metric::Metric;
 pub use overflow::{Overflow, OverflowError};
 pub use panic::{PanicPolicy, Panicked, catch_unwind, drop_contained, poll_contained};
+pub use throttle::LogThrottle;

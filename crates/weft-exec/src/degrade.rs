@@ -70,7 +70,12 @@ impl Thresholds {
     }
 
     /// A level is left only when the value falls below its threshold minus
-    /// `band` (in the signal's own unit).
+    /// `band` (in the signal's own unit). A negative or NaN band is 0; an
+    /// infinite one is refused by
+    /// [`build`](DegradationBuilder::build) ([`DegradeError::BadHysteresis`]).
+    /// A band wider than the signal's range (say 0.8 under a 0.7 CPU
+    /// threshold, for a CPU that never reads below 0) is not refused, since
+    /// weft does not know the range: the level it guards is never left.
     pub fn hysteresis(mut self, band: f64) -> Self {
         self.hysteresis = band.max(0.0);
         self
@@ -117,6 +122,13 @@ pub enum DegradeError {
     /// The same signal was declared twice.
     #[error("signal {0:?} is declared twice")]
     Duplicate(String),
+    /// A signal's hysteresis band is infinite: no value could ever fall
+    /// below a threshold minus the band, so the controller would never
+    /// recover from a level it entered.
+    #[error(
+        "hysteresis of signal {0:?} must be a finite number (an infinite band never lets a level go)"
+    )]
+    BadHysteresis(String),
 }
 
 type Callback = Box<dyn Fn(&LevelChange) + Send + Sync>;
@@ -185,6 +197,9 @@ impl DegradationBuilder {
                 && t.enter[1] <= t.enter[2];
             if !ok {
                 return Err(DegradeError::BadThresholds(name.clone()));
+            }
+            if t.hysteresis.is_infinite() {
+                return Err(DegradeError::BadHysteresis(name.clone()));
             }
             if self.signals[..i].iter().any(|(n, _)| n == name) {
                 return Err(DegradeError::Duplicate(name.clone()));

@@ -128,6 +128,26 @@ fn build_errors() {
         .build()
         .unwrap_err();
     assert_eq!(e, DegradeError::Duplicate("x".into()));
+    let e = Degradation::builder()
+        .signal(
+            "cpu",
+            Thresholds::new(0.7, 0.8, 0.9).hysteresis(f64::INFINITY),
+        )
+        .build()
+        .unwrap_err();
+    assert_eq!(e, DegradeError::BadHysteresis("cpu".into()));
+    assert!(e.to_string().contains("finite"), "{e}");
+    // NaN and negative bands are no band: the level is left below the
+    // threshold itself.
+    for band in [f64::NAN, -1.0] {
+        let d = Degradation::builder()
+            .signal("cpu", Thresholds::new(0.7, 0.8, 0.9).hysteresis(band))
+            .recovery_delay(std::time::Duration::ZERO)
+            .build()
+            .unwrap();
+        assert_eq!(d.record("cpu", 0.75), Level::Reduced);
+        assert_eq!(d.record("cpu", 0.69), Level::Full, "band {band}");
+    }
 }
 
 mod props {
