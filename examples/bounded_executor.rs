@@ -70,11 +70,16 @@ async fn dependency(dep: Arc<Semaphore>, req: Request) -> Duration {
 }
 
 /// Resident memory in bytes (Linux), or 0 elsewhere.
+/// Resident memory in bytes, from the `VmRSS` line (in kB) of
+/// `/proc/self/status` (whatever the page size); 0 where there is none.
 fn rss() -> usize {
-    std::fs::read_to_string("/proc/self/statm")
+    std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<usize>().ok())
-        .map_or(0, |pages| pages * 4096)
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+            line.split_whitespace().nth(1)?.parse::<usize>().ok()
+        })
+        .map_or(0, |kb| kb * 1024)
 }
 
 struct Report {

@@ -57,3 +57,12 @@ pub fn current_thread() -> tokio::runtime::Runtime {
 pub fn case(iters: u32) -> String {
     format!("jobs/iters={iters}")
 }
+
+/// Resident memory of this process in bytes, from the `VmRSS` line (in kB)
+/// of `/proc/self/status`, whatever the page size; `None` off Linux.
+pub fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}

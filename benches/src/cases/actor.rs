@@ -477,24 +477,16 @@ pub async fn spawn(imp: &str, n: usize) -> Duration {
     elapsed
 }
 
-fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map(|pages| pages * 4096)
-        .unwrap_or(0)
-}
-
 /// Approximate resident bytes per idle actor, over `n` actors, and the
 /// actors (still alive).
 async fn idle_memory(imp: &str, n: usize) -> (u64, Refs) {
-    let before = rss_bytes();
+    let before = crate::workload::resident_bytes().unwrap_or(0);
     let refs = spawn_n(imp, n).await;
     // Let every actor start and park on its empty mailbox.
     for _ in 0..4 {
         tokio::task::yield_now().await;
     }
     tokio::time::sleep(Duration::from_millis(10)).await;
-    let after = rss_bytes();
+    let after = crate::workload::resident_bytes().unwrap_or(0);
     (after.saturating_sub(before) / n as u64, refs)
 }

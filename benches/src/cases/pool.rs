@@ -247,13 +247,6 @@ fn child_rows(stdout: &[u8], rows: &mut Vec<Row>) {
     }
 }
 
-/// Resident memory of this process in bytes (Linux), or `None`.
-fn rss() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096)
-}
-
 /// Bytes per queued job (queue slot + boxed job, + result slot with a
 /// handle; the job's own future and the caller's handle are not counted) and
 /// per idle worker, from the growth of resident memory.
@@ -262,18 +255,18 @@ fn memory(kind: &str, rows: &mut Vec<Row>) {
     const W: usize = 20_000;
     let rt = workload::current_thread();
     rt.block_on(async {
-        if rss().is_none() {
+        if crate::workload::resident_bytes().is_none() {
             return;
         }
         if kind == "idle" {
-            let before = rss().unwrap_or(0);
+            let before = crate::workload::resident_bytes().unwrap_or(0);
             let idle = WorkerPool::builder()
                 .workers(W)
                 .queue_capacity(16)
                 .build()
                 .expect("pool");
             tokio::time::sleep(Duration::from_millis(20)).await; // every worker parks
-            let after = rss().unwrap_or(before);
+            let after = crate::workload::resident_bytes().unwrap_or(before);
             rows.push(Row::new(
                 "pool-memory/per-idle-worker",
                 "weft-pool",
@@ -288,7 +281,7 @@ fn memory(kind: &str, rows: &mut Vec<Row>) {
             if kind != if with_handle { "submit" } else { "execute" } {
                 continue;
             }
-            let before = rss().unwrap_or(0);
+            let before = crate::workload::resident_bytes().unwrap_or(0);
             let pool = WorkerPool::builder()
                 .workers(1)
                 .queue_capacity(N)
@@ -311,7 +304,7 @@ fn memory(kind: &str, rows: &mut Vec<Row>) {
                     pool.try_execute(fut).expect("room");
                 }
             }
-            let after = rss().unwrap_or(before);
+            let after = crate::workload::resident_bytes().unwrap_or(before);
             let caller = handles.capacity() * std::mem::size_of::<weft_pool::JobHandle<u64>>();
             let grown = after.saturating_sub(before) as f64 - caller as f64;
             rows.push(Row {
