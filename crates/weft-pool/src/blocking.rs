@@ -242,7 +242,7 @@ impl<St: Send + 'static> BlockingPool<St> {
         F: FnOnce(&mut St) -> T + Send + 'static,
         T: Send + 'static,
     {
-        let (tx, rx) = oneshot::channel();
+        let (tx, rx) = oneshot::channel_with(self.inner.0.propagates());
         let item: Box<dyn BlockingTask<St>> = Box::new(Job::new(job, Some(tx)));
         match self.inner.0.push(item).await {
             Ok(()) => Ok(JobHandle::new(rx)),
@@ -256,7 +256,7 @@ impl<St: Send + 'static> BlockingPool<St> {
         F: FnOnce(&mut St) -> T + Send + 'static,
         T: Send + 'static,
     {
-        let (tx, rx) = oneshot::channel();
+        let (tx, rx) = oneshot::channel_with(self.inner.0.propagates());
         let item: Box<dyn BlockingTask<St>> = Box::new(Job::new(job, Some(tx)));
         match self.inner.0.try_push(item) {
             Ok(()) => Ok(JobHandle::new(rx)),
@@ -290,7 +290,7 @@ impl<St: Send + 'static> BlockingPool<St> {
     {
         let jobs: Vec<F> = jobs.into_iter().collect();
         let len = jobs.len();
-        let (tx, rx) = oneshot::channel();
+        let (tx, rx) = oneshot::channel_with(self.inner.0.propagates());
         let item: Box<dyn BlockingTask<St>> = Box::new(Batch {
             jobs,
             tx: Some(tx),

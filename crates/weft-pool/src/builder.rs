@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use weft_core::queue::Queue;
-use weft_core::{Overflow, OverflowError};
+use weft_core::{Overflow, OverflowError, PanicPolicy};
 
 use crate::BuildError;
 use crate::adaptive::Scaling;
@@ -43,6 +43,7 @@ pub struct Builder {
     timeout: Option<Duration>,
     cancel_grace: Duration,
     scaling: Option<Scaling>,
+    panic_policy: PanicPolicy,
 }
 
 impl Default for Builder {
@@ -69,6 +70,7 @@ impl Builder {
             timeout: None,
             cancel_grace: Duration::from_millis(250),
             scaling: None,
+            panic_policy: PanicPolicy::Report,
         }
     }
 
@@ -141,6 +143,47 @@ impl Builder {
         self
     }
 
+    /// What a panicking job does beyond being caught, counted and logged
+    /// (the worker carries on either way):
+    ///
+    /// - [`PanicPolicy::Report`] (the default): its handle resolves to
+    ///   [`JobError::Panicked`](crate::JobError::Panicked).
+    /// - [`PanicPolicy::Propagate`]: awaiting its handle (a
+    ///   [`JobHandle`](crate::JobHandle), a
+    ///   [`BatchHandle`](crate::BatchHandle) holding it, or the tower
+    ///   [`Pool`](crate::service::Pool)'s response future) panics again with the
+    ///   job's message, as a tokio `JoinHandle` + `resume_unwind` would. A
+    ///   job nobody awaits (`execute`, a dropped handle) is only reported.
+    /// - [`PanicPolicy::Abort`]: the process aborts once the panic is
+    ///   logged, also for a panic in the drop of a job's future or output.
+    ///
+    /// Jobs handed back by a shutdown and run with
+    /// [`Unstarted::run`](crate::Unstarted::run) run outside the pool:
+    /// `Abort` does not apply there, and their handles follow the policy
+    /// they were made with.
+    ///
+    /// ```
+    /// use weft_core::PanicPolicy;
+    /// use weft_pool::WorkerPool;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let pool = WorkerPool::builder()
+    ///     .workers(1)
+    ///     .panic_policy(PanicPolicy::Propagate)
+    ///     .build()
+    ///     .unwrap();
+    /// let h = pool.submit(async { panic!("boom") }).await.unwrap();
+    /// // Awaited in a task of its own, the panic comes out of that task.
+    /// let err = tokio::spawn(async move { h.await }).await.unwrap_err();
+    /// assert!(err.is_panic());
+    /// # }
+    /// ```
+    pub fn panic_policy(mut self, policy: PanicPolicy) -> Self {
+        self.panic_policy = policy;
+        self
+    }
+
     pub(crate) fn start<R: Runner>(self, runner: R) -> Result<Arc<Shared<R>>, BuildError> {
         OverflowError::check(self.capacity, self.overflow)?;
         if self.timeout == Some(Duration::ZERO) {
@@ -182,6 +225,7 @@ impl Builder {
             timeout: self.timeout,
             cancel_grace: self.cancel_grace,
             scaling,
+            panic_policy: self.panic_policy,
         };
         Shared::start(runner, queue, cfg, workers, min, max)
     }

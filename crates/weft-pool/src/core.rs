@@ -14,7 +14,7 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use weft_core::queue::{Admitted, PushError, Queue};
-use weft_core::{Counter, Panicked, ShutdownReport};
+use weft_core::{Counter, PanicPolicy, Panicked, ShutdownReport};
 
 use crate::JobError;
 use crate::adaptive::Scaling;
@@ -152,6 +152,8 @@ pub(crate) struct Env<'a> {
     /// The pool's metrics; none for a job run outside the pool.
     pub(crate) metrics: Option<&'a metrics::PoolMetrics>,
     cancelling: &'a AtomicBool,
+    /// `PanicPolicy::Abort`: a job's panic aborts the process once logged.
+    abort_on_panic: bool,
 }
 
 impl<'a> Env<'a> {
@@ -163,6 +165,7 @@ impl<'a> Env<'a> {
             name: "detached",
             metrics: None,
             cancelling,
+            abort_on_panic: false,
         }
     }
 
@@ -198,6 +201,27 @@ impl<'a> Env<'a> {
             panic = p.message(),
             "job panicked; worker continues"
         );
+        self.abort_if_asked();
+    }
+
+    /// Under `PanicPolicy::Abort`, aborts the process (the panic was just
+    /// logged).
+    #[inline]
+    fn abort_if_asked(&self) {
+        if self.abort_on_panic {
+            self.abort();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn abort(&self) -> ! {
+        tracing::error!(
+            pool = self.name,
+            worker = self.slot.id,
+            "aborting the process (PanicPolicy::Abort)"
+        );
+        std::process::abort();
     }
 
     /// Logs a panic caught while a job's future or output was dropped.
@@ -209,6 +233,7 @@ impl<'a> Env<'a> {
             panic = p.message(),
             "job panicked while it was dropped; worker continues"
         );
+        self.abort_if_asked();
     }
 
     /// When a job starts, for the duration histogram (only with `metrics`).
@@ -260,6 +285,7 @@ pub(crate) struct Config {
     pub(crate) cancel_grace: Duration,
     pub(crate) scaling: Option<Scaling>,
     pub(crate) metrics: metrics::PoolMetrics,
+    pub(crate) panic_policy: PanicPolicy,
 }
 
 /// What a cancelling shutdown hands back.
@@ -373,6 +399,11 @@ impl<R: Runner> Shared<R> {
 
     fn registry(&self) -> MutexGuard<'_, Registry> {
         self.registry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether handles re-raise their job's panic (`PanicPolicy::Propagate`).
+    pub(crate) fn propagates(&self) -> bool {
+        self.cfg.panic_policy == PanicPolicy::Propagate
     }
 
     pub(crate) fn token(&self) -> &CancellationToken {
@@ -951,6 +982,7 @@ async fn worker_loop<R: Runner>(shared: Arc<Shared<R>>, slot: Arc<CachePadded<Sl
         name: &shared.cfg.name,
         metrics: Some(&shared.cfg.metrics),
         cancelling: &shared.cancelling,
+        abort_on_panic: shared.cfg.panic_policy == PanicPolicy::Abort,
     };
     let track_busy = shared.cfg.scaling.is_some();
     loop {
@@ -1035,6 +1067,7 @@ mod tests {
             cancel_grace: Duration::from_millis(250),
             scaling: None,
             metrics: metrics::PoolMetrics::new("fragile"),
+            panic_policy: PanicPolicy::Report,
         };
         let queue = Queue::bounded(8, Overflow::Block).unwrap();
         let shared = Shared::start(Fragile::default(), queue, cfg, 1, 1, 1).unwrap();

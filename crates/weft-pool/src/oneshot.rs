@@ -36,7 +36,16 @@ enum State<V> {
     Taken,
 }
 
-type Slot<V> = Arc<Mutex<State<V>>>;
+type Slot<V> = Arc<Inner<V>>;
+
+struct Inner<V> {
+    state: Mutex<State<V>>,
+    /// `PanicPolicy::Propagate`: the receiver's owner re-raises a panicked
+    /// job's panic. Kept here, set once when the channel is made, so that a
+    /// handle stays one pointer and reads it only when a job panicked (it
+    /// fits in the slot's padding: the allocation keeps its size class).
+    resume_panics: bool,
+}
 
 fn lock<V>(slot: &Mutex<State<V>>) -> MutexGuard<'_, State<V>> {
     // Nothing that can panic runs under the lock except `Waker::clone`; a
@@ -45,8 +54,18 @@ fn lock<V>(slot: &Mutex<State<V>>) -> MutexGuard<'_, State<V>> {
 }
 
 /// A sender and its receiver.
+#[cfg(test)]
 pub(crate) fn channel<V>() -> (Sender<V>, Receiver<V>) {
-    let slot = Arc::new(Mutex::new(State::Waiting(None)));
+    channel_with(false)
+}
+
+/// A sender and its receiver whose [`Receiver::resumes_panics`] is
+/// `resume_panics`.
+pub(crate) fn channel_with<V>(resume_panics: bool) -> (Sender<V>, Receiver<V>) {
+    let slot = Arc::new(Inner {
+        state: Mutex::new(State::Waiting(None)),
+        resume_panics,
+    });
     (
         Sender {
             slot: Some(slot.clone()),
@@ -87,7 +106,7 @@ impl<V> Sender<V> {
     /// is gone).
     pub(crate) fn send(mut self, v: V) {
         if let Some(slot) = self.slot.take() {
-            finish(&slot, State::Done(v));
+            finish(&slot.state, State::Done(v));
         }
     }
 }
@@ -95,7 +114,7 @@ impl<V> Sender<V> {
 impl<V> Drop for Sender<V> {
     fn drop(&mut self) {
         if let Some(slot) = self.slot.take() {
-            finish(&slot, State::Closed);
+            finish(&slot.state, State::Closed);
         }
     }
 }
@@ -130,7 +149,7 @@ impl<V> Receiver<V> {
     /// # Panics
     /// If polled again after it returned `Ready`.
     pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<V>> {
-        let mut g = lock(&self.slot);
+        let mut g = lock(&self.slot.state);
         if let State::Waiting(w) = &mut *g {
             match w {
                 Some(w) if w.will_wake(cx.waker()) => {}
@@ -150,7 +169,13 @@ impl<V> Receiver<V> {
 
     /// Whether the sender has finished (a poll would be ready).
     pub(crate) fn is_finished(&self) -> bool {
-        !matches!(*lock(&self.slot), State::Waiting(_))
+        !matches!(*lock(&self.slot.state), State::Waiting(_))
+    }
+
+    /// Whether a panicked job's panic is raised again where this receiver's
+    /// result is awaited (`PanicPolicy::Propagate`).
+    pub(crate) fn resumes_panics(&self) -> bool {
+        self.slot.resume_panics
     }
 }
 
@@ -177,6 +202,9 @@ mod tests {
         // One allocation of Arc counts + this: 48 bytes for a u64 job, which
         // malloc serves from a 64-byte chunk.
         assert!(std::mem::size_of::<Mutex<State<Result<u64, crate::JobError>>>>() <= 32);
+        // With the panic-policy flag: still at most 56 bytes with the Arc
+        // counts, which malloc still serves from a 64-byte chunk.
+        assert!(std::mem::size_of::<Inner<Result<u64, crate::JobError>>>() <= 40);
         assert_eq!(
             std::mem::size_of::<Receiver<Result<u64, crate::JobError>>>(),
             8

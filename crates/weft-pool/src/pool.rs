@@ -273,7 +273,7 @@ impl WorkerPool {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        let (tx, rx) = oneshot::channel();
+        let (tx, rx) = oneshot::channel_with(self.inner.0.propagates());
         let task: BoxTask = Box::new(JobTask::<F, AnyOk>::new(job, Some(tx)));
         match self.inner.0.push(task).await {
             Ok(()) => Ok(JobHandle::new(rx)),
@@ -288,7 +288,7 @@ impl WorkerPool {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        let (tx, rx) = oneshot::channel();
+        let (tx, rx) = oneshot::channel_with(self.inner.0.propagates());
         let task: BoxTask = Box::new(JobTask::<F, AnyOk>::new(job, Some(tx)));
         match self.inner.0.try_push(task) {
             Ok(()) => Ok(JobHandle::new(rx)),
@@ -340,7 +340,7 @@ impl WorkerPool {
     {
         let jobs: Vec<F> = jobs.into_iter().collect();
         let len = jobs.len();
-        let (tx, rx) = oneshot::channel();
+        let (tx, rx) = oneshot::channel_with(self.inner.0.propagates());
         let task: BoxTask = Box::new(BatchTask::new(jobs, Some(tx)));
         match self.inner.0.push(task).await {
             Ok(()) => Ok(BatchHandle::new(rx, len)),
@@ -375,7 +375,7 @@ impl WorkerPool {
         T: Send + 'static,
         E: Send + 'static,
     {
-        let (tx, rx) = oneshot::channel();
+        let (tx, rx) = oneshot::channel_with(self.inner.0.propagates());
         let task: BoxTask = Box::new(JobTask::<F, IsOk>::new(job, Some(tx)));
         match self.inner.0.try_push(task) {
             Ok(()) => Ok(JobHandle::new(rx)),

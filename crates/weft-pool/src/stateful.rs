@@ -291,7 +291,7 @@ impl<St: Send + 'static> StatefulPool<St> {
         F: for<'s> FnOnce(&'s mut St) -> BoxFuture<'s, T> + Send + 'static,
         T: Send + 'static,
     {
-        let (tx, rx) = oneshot::channel();
+        let (tx, rx) = oneshot::channel_with(self.inner.0.propagates());
         let item: Box<dyn StatefulTask<St>> = Box::new(Job::new(job, Some(tx)));
         match self.inner.0.push(item).await {
             Ok(()) => Ok(JobHandle::new(rx)),
@@ -305,7 +305,7 @@ impl<St: Send + 'static> StatefulPool<St> {
         F: for<'s> FnOnce(&'s mut St) -> BoxFuture<'s, T> + Send + 'static,
         T: Send + 'static,
     {
-        let (tx, rx) = oneshot::channel();
+        let (tx, rx) = oneshot::channel_with(self.inner.0.propagates());
         let item: Box<dyn StatefulTask<St>> = Box::new(Job::new(job, Some(tx)));
         match self.inner.0.try_push(item) {
             Ok(()) => Ok(JobHandle::new(rx)),
@@ -376,7 +376,7 @@ impl<St: Send + 'static> StatefulPool<St> {
         F: for<'s> FnOnce(&'s mut St) -> BoxFuture<'s, T> + Send + 'static,
         T: Send + 'static,
     {
-        let (tx, rx) = oneshot::channel();
+        let (tx, rx) = oneshot::channel_with(self.inner.0.propagates());
         let (item, len) = Batch::<F, T>::item(jobs, Some(tx));
         match self.inner.0.push(item).await {
             Ok(()) => Ok(BatchHandle::new(rx, len)),

@@ -467,11 +467,25 @@ pub(crate) async fn run_task(item: BoxTask, env: &Env<'_>) -> bool {
     panicked
 }
 
+/// Raises a job's panic again where its handle is awaited
+/// (`PanicPolicy::Propagate`; it was counted and logged where it happened).
+/// Out of line: the success path stays as small as it was.
+#[cold]
+#[inline(never)]
+fn propagate(p: &weft_core::Panicked) -> ! {
+    std::panic::resume_unwind(Box::new(p.message().to_owned()))
+}
+
 /// Awaits one job's result: its value, or why it has none.
 ///
 /// Dropping the handle detaches the job: it still runs and is counted.
+/// Under [`PanicPolicy::Propagate`](weft_core::PanicPolicy::Propagate)
+/// (see [`Builder::panic_policy`](crate::Builder::panic_policy)), awaiting
+/// the handle of a job that panicked panics with the job's message.
 #[must_use = "a JobHandle does nothing unless awaited; drop it to detach the job"]
 pub struct JobHandle<T> {
+    /// Made with `PanicPolicy::Propagate`'s flag in it
+    /// ([`resumes_panics`](oneshot::Receiver::resumes_panics)).
     rx: oneshot::Receiver<Result<T, JobError>>,
 }
 
@@ -491,6 +505,11 @@ impl<T> Future for JobHandle<T> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let r = ready!(self.rx.poll_recv(cx));
+        if let Some(Err(JobError::Panicked(p))) = &r
+            && self.rx.resumes_panics()
+        {
+            propagate(p);
+        }
         Poll::Ready(r.unwrap_or(Err(JobError::Cancelled)))
     }
 }
@@ -502,6 +521,9 @@ impl<T> std::fmt::Debug for JobHandle<T> {
 }
 
 /// Awaits the results of a batch, in the order the jobs were given.
+///
+/// Under [`PanicPolicy::Propagate`](weft_core::PanicPolicy::Propagate),
+/// awaiting it panics with the message of the first job that panicked.
 #[must_use = "a BatchHandle does nothing unless awaited; drop it to detach the batch"]
 pub struct BatchHandle<T> {
     rx: oneshot::Receiver<Vec<Result<T, JobError>>>,
@@ -530,6 +552,15 @@ impl<T> Future for BatchHandle<T> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let len = self.len;
         let r = ready!(self.rx.poll_recv(cx));
+        if self.rx.resumes_panics()
+            && let Some(rs) = &r
+            && let Some(p) = rs.iter().find_map(|r| match r {
+                Err(JobError::Panicked(p)) => Some(p),
+                _ => None,
+            })
+        {
+            propagate(p);
+        }
         Poll::Ready(r.unwrap_or_else(|| (0..len).map(|_| Err(JobError::Cancelled)).collect()))
     }
 }
