@@ -61,6 +61,10 @@ impl Panicked {
 /// boundaries (DESIGN.md, contract 3). In every case the panic is caught,
 /// counted and logged with `tracing::error!` first.
 ///
+/// Taken by the components whose work has a handle someone awaits:
+/// weft-exec's `BoundedExecutor` and weft-pool's pools
+/// (`Builder::panic_policy` in each).
+///
 /// ```
 /// use weft_core::PanicPolicy;
 ///
