@@ -192,11 +192,20 @@ impl<T: Send + 'static, E: Send + 'static> TaskGroup<T, E> {
         }
     }
 
-    /// At most `n` tasks run at once (0 is taken as 1).
+    /// At most `n` tasks run at once.
+    ///
+    /// # Panics
+    ///
+    /// If `n` is 0 (a group that could never run a task: pass at least 1,
+    /// or no limit at all), or if a task was already spawned.
     pub fn with_limit(mut self, n: usize) -> Self {
+        assert!(
+            n > 0,
+            "TaskGroup::with_limit(0) would never run a task: pass a limit of at least 1 (or set none)"
+        );
         Arc::get_mut(&mut self.shared)
             .expect("set the limit before spawning")
-            .limit = Some(Arc::new(Semaphore::new(n.max(1))));
+            .limit = Some(Arc::new(Semaphore::new(n)));
         self
     }
 

@@ -228,3 +228,15 @@ fn a_task_dropped_with_its_runtime_is_reported_aborted() {
         vec![Err(TaskError::Aborted), Ok(1)]
     );
 }
+
+#[test]
+fn a_limit_of_zero_is_refused_with_what_to_pass() {
+    let payload = std::panic::catch_unwind(|| TaskGroup::<u8, ()>::new().with_limit(0))
+        .expect_err("a limit of 0 must be refused");
+    let msg = payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap();
+    assert!(msg.contains("at least 1"), "{msg}");
+}
