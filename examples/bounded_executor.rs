@@ -69,7 +69,6 @@ async fn dependency(dep: Arc<Semaphore>, req: Request) -> Duration {
     req.arrived.elapsed()
 }
 
-/// Resident memory in bytes (Linux), or 0 elsewhere.
 /// Resident memory in bytes, from the `VmRSS` line (in kB) of
 /// `/proc/self/status` (whatever the page size); 0 where there is none.
 fn rss() -> usize {

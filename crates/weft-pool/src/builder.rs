@@ -155,7 +155,12 @@ impl Builder {
     ///   job's message, as a tokio `JoinHandle` + `resume_unwind` would. A
     ///   job nobody awaits (`execute`, a dropped handle) is only reported.
     /// - [`PanicPolicy::Abort`]: the process aborts once the panic is
-    ///   logged, also for a panic in the drop of a job's future or output.
+    ///   counted and logged, also for a panic in the drop of a job's future
+    ///   or output, and of a job evicted (`DropOldest`) or handed back by a
+    ///   shutdown and dropped. One exception: a job still running when the
+    ///   shutdown deadline aborts its worker is dropped by tokio, which
+    ///   catches a panic in that drop and discards it (the job counts as
+    ///   aborted; the panic hook prints the panic, nothing aborts).
     ///
     /// Jobs handed back by a shutdown and run with
     /// [`Unstarted::run`](crate::Unstarted::run) run outside the pool:

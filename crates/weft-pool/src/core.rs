@@ -213,9 +213,16 @@ impl<'a> Env<'a> {
         }
     }
 
+    /// Counts the panic (in the stats and the metrics: the job's own
+    /// record never comes), logs, and aborts.
     #[cold]
     #[inline(never)]
     fn abort(&self) -> ! {
+        Slot::bump(&self.slot.panicked, 1);
+        #[cfg(feature = "metrics")]
+        if let Some(m) = self.metrics {
+            m.job(JobOutcome::Panicked, None);
+        }
         tracing::error!(
             pool = self.name,
             worker = self.slot.id,
@@ -444,7 +451,7 @@ impl<R: Runner> Shared<R> {
                     jobs = k,
                     "queue full: evicted the oldest job (DropOldest)"
                 );
-                old.into_iter().for_each(R::evicted);
+                self.dispose(old, R::evicted, "evicted (DropOldest)");
                 Ok(())
             }
             Err(e) => {
@@ -642,6 +649,37 @@ impl<R: Runner> Shared<R> {
             .get_or_init(|| self.run_shutdown(mode, deadline))
             .await
             .clone()
+    }
+
+    /// Drops the jobs a shutdown handed back and nobody took
+    /// (`shutdown_returning` takes them), each inside a panic boundary.
+    pub(crate) fn drop_returned(&self) {
+        self.dispose(self.take_returned(), drop, "handed back by the shutdown");
+    }
+
+    /// Disposes of queue items that never ran (`f`: drop them, or fail
+    /// their handles first), each inside a panic boundary: a job whose
+    /// future panics when dropped must not unwind into the submitter that
+    /// evicted it or the caller of `shutdown`. Such a panic is logged (the
+    /// jobs were counted already: returned, or dropped); under
+    /// `PanicPolicy::Abort` it aborts the process.
+    fn dispose(&self, items: Vec<R::Item>, f: fn(R::Item), why: &str) {
+        for item in items {
+            if let Err(p) = guarded(move || f(item)) {
+                tracing::error!(
+                    pool = &*self.cfg.name,
+                    panic = p.message(),
+                    "a job {why} panicked when dropped"
+                );
+                if self.cfg.panic_policy == PanicPolicy::Abort {
+                    tracing::error!(
+                        pool = &*self.cfg.name,
+                        "aborting the process (PanicPolicy::Abort)"
+                    );
+                    std::process::abort();
+                }
+            }
+        }
     }
 
     pub(crate) fn take_returned(&self) -> Vec<R::Item> {

@@ -111,7 +111,7 @@ macro_rules! common_pool_methods {
         pub async fn shutdown(&self, mode: $crate::ShutdownMode) -> weft_core::ShutdownReport {
             let (mode, deadline) = mode.split();
             let r = self.inner.0.shutdown(mode, deadline).await;
-            drop(self.inner.0.take_returned());
+            self.inner.0.drop_returned();
             r
         }
     };
@@ -148,7 +148,7 @@ macro_rules! state_pool_impls {
                         .0
                         .shutdown($crate::core::Mode::Drain, deadline)
                         .await;
-                    drop(self.inner.0.take_returned());
+                    self.inner.0.drop_returned();
                     r
                 })
             }
@@ -208,8 +208,11 @@ impl Unstarted {
     }
 
     /// Runs the job(s) here, delivering results to the original handles.
-    /// Panics are caught and delivered as [`JobError::Panicked`]. Not counted
-    /// in the pool's stats (the pool already counted them as returned).
+    /// Panics are caught and delivered as [`JobError::Panicked`] (under
+    /// [`PanicPolicy::Propagate`](weft_core::PanicPolicy::Propagate) the
+    /// original handle, made with the pool's policy, panics again when
+    /// awaited; `Abort` does not apply here). Not counted in the pool's
+    /// stats (the pool already counted them as returned).
     pub async fn run(self) {
         let slot = crate::core::Slot::default();
         let flag = std::sync::atomic::AtomicBool::new(false);
@@ -416,7 +419,7 @@ impl Drain for WorkerPool {
     fn drain(&self, deadline: Instant) -> BoxFuture<'_, ShutdownReport> {
         Box::pin(async move {
             let r = self.inner.0.shutdown(Mode::Drain, deadline).await;
-            drop(self.inner.0.take_returned());
+            self.inner.0.drop_returned();
             r
         })
     }

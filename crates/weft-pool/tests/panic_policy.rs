@@ -2,13 +2,14 @@
 //! counted and logged, on every kind of pool and through the tower service.
 
 use std::future::Future;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use tower::{Service, ServiceExt, service_fn};
 use tower_layer::Layer;
-use weft_core::{BoxError, PanicPolicy};
+use weft_core::{BoxError, Overflow, PanicPolicy};
 use weft_pool::service::PoolLayer;
-use weft_pool::{JobError, WorkerPool};
+use weft_pool::{JobError, ShutdownMode, WorkerPool};
 
 /// Awaits `fut` in a task of its own and returns the message it panicked
 /// with (it must panic).
@@ -23,6 +24,48 @@ async fn panic_message<T: Send + 'static>(fut: impl Future<Output = T> + Send + 
         .cloned()
         .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
         .expect("a panic message")
+}
+
+/// A job that never finishes and panics when dropped.
+struct DropBomb;
+
+impl Future for DropBomb {
+    type Output = ();
+    fn poll(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        std::task::Poll::Pending
+    }
+}
+
+impl Drop for DropBomb {
+    fn drop(&mut self) {
+        panic!("bomb dropped");
+    }
+}
+
+/// An output that panics when dropped.
+struct OutputBomb;
+
+impl Drop for OutputBomb {
+    fn drop(&mut self) {
+        panic!("output dropped");
+    }
+}
+
+/// A pool of one worker kept busy (for an hour of paused time) and one job
+/// queued behind it whose future panics when dropped.
+async fn busy_pool_with_a_bomb_queued(policy: PanicPolicy, overflow: Overflow) -> WorkerPool {
+    let pool = builder(policy)
+        .queue_capacity(1)
+        .overflow(overflow)
+        .build()
+        .unwrap();
+    pool.execute(tokio::time::sleep(Duration::from_secs(3600)))
+        .await
+        .unwrap();
+    // Let the worker take the sleeper, so the bomb waits in the queue.
+    tokio::task::yield_now().await;
+    pool.execute(DropBomb).await.unwrap();
+    pool
 }
 
 fn builder(policy: PanicPolicy) -> weft_pool::Builder {
@@ -140,8 +183,33 @@ async fn propagate_reports_a_job_nobody_awaits() {
     assert_eq!((s.panicked, s.succeeded), (2, 1));
 }
 
+/// A job that never ran and panics when dropped (handed back by a
+/// cancelling shutdown, or evicted) is dropped inside a boundary: neither
+/// the caller of `shutdown` nor the evicting submitter sees the panic.
+#[tokio::test(start_paused = true)]
+async fn a_never_run_job_panicking_when_dropped_reaches_neither_shutdown_nor_submitter() {
+    let pool = busy_pool_with_a_bomb_queued(PanicPolicy::Report, Overflow::Block).await;
+    let report = tokio::spawn(async move {
+        pool.shutdown(ShutdownMode::Cancel(Duration::from_secs(1)))
+            .await
+    })
+    .await
+    .expect("shutdown must not panic");
+    assert_eq!((report.returned, report.aborted), (1, 1), "{report:?}");
+    assert!(report.is_balanced(), "{report:?}");
+
+    let pool = busy_pool_with_a_bomb_queued(PanicPolicy::Report, Overflow::DropOldest).await;
+    let evicting = pool.clone();
+    tokio::spawn(async move { evicting.execute(async {}).await })
+        .await
+        .expect("the evicting submit must not panic")
+        .unwrap();
+    assert_eq!(pool.stats().dropped, 1);
+}
+
 /// `PanicPolicy::Abort`: a panicking job aborts the process, whether it
-/// panics while polled or while its output is dropped. The test runs itself
+/// panics while polled, while its output is dropped, or while it is dropped
+/// unrun (handed back by a shutdown, or evicted). The test runs itself
 /// again in child processes, which must die of SIGABRT.
 #[cfg(unix)]
 #[test]
@@ -151,6 +219,7 @@ fn abort_policy_aborts_the_process() {
     if let Some(kind) = std::env::var_os(CHILD) {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
+            .start_paused(true)
             .build()
             .unwrap();
         rt.block_on(async {
@@ -168,24 +237,53 @@ fn abort_policy_aborts_the_process() {
                         .unwrap();
                     let _ = h.await;
                 }
+                Some("output_drop") => {
+                    let pool = builder(PanicPolicy::Abort).build().unwrap();
+                    pool.execute(async { OutputBomb }).await.unwrap();
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Some("returned_drop") => {
+                    let pool =
+                        busy_pool_with_a_bomb_queued(PanicPolicy::Abort, Overflow::Block).await;
+                    pool.shutdown(ShutdownMode::Cancel(Duration::from_secs(1)))
+                        .await;
+                }
+                Some("evicted_drop") => {
+                    let pool =
+                        busy_pool_with_a_bomb_queued(PanicPolicy::Abort, Overflow::DropOldest)
+                            .await;
+                    pool.execute(async {}).await.unwrap();
+                }
                 other => unreachable!("{other:?}"),
             }
         });
         // Not reached when the policy works.
         std::process::exit(0);
     }
-    for kind in ["poll", "blocking"] {
+    let mut wrong = Vec::new();
+    for kind in [
+        "poll",
+        "blocking",
+        "output_drop",
+        "returned_drop",
+        "evicted_drop",
+    ] {
         let out = std::process::Command::new(std::env::current_exe().unwrap())
             .args(["--exact", "abort_policy_aborts_the_process", "--nocapture"])
             .env(CHILD, kind)
             .output()
             .unwrap();
-        assert_eq!(
-            out.status.signal(),
-            Some(6),
-            "{kind}: the child should die of SIGABRT: {:?}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
+        if out.status.signal() != Some(6) {
+            wrong.push(format!(
+                "{kind}: {:?}\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
     }
+    assert!(
+        wrong.is_empty(),
+        "children that did not die of SIGABRT:\n{}",
+        wrong.join("\n")
+    );
 }

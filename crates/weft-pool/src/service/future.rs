@@ -12,7 +12,9 @@ use crate::JobHandle;
 /// The inner service's error passes through (boxed); weft's own errors are
 /// [`Closed`](super::Closed), [`Full`](super::Full) and
 /// [`JobError`](crate::JobError) (panicked, timed out, cancelled by
-/// shutdown), found with `downcast_ref`.
+/// shutdown), found with `downcast_ref`. Under
+/// [`PanicPolicy::Propagate`](weft_core::PanicPolicy::Propagate) a panicked
+/// job makes this future panic again with its message.
 #[must_use = "futures do nothing unless polled"]
 pub struct ResponseFuture<T, E> {
     state: State<T, E>,

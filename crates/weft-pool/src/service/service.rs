@@ -29,7 +29,10 @@ use crate::{SubmitError, WorkerPool};
 /// or from `call` if it closed in between), [`Full`] when something other
 /// than its services filled the pool's queue (dedicate the pool to avoid
 /// it), and [`JobError`](crate::JobError) when the job panicked, timed out
-/// or was cancelled by the shutdown.
+/// or was cancelled by the shutdown. (Under
+/// [`PanicPolicy::Propagate`](weft_core::PanicPolicy::Propagate), see
+/// [`Builder::panic_policy`](crate::Builder::panic_policy), a panicked
+/// job's response future panics again instead.)
 ///
 /// ```
 /// use tower::{Service, ServiceExt, service_fn};
