@@ -262,11 +262,21 @@ pub enum Lost {
 }
 
 pin_project! {
+    /// An in-task item inside its panic boundary. The item's future is
+    /// dropped inside the boundary too: as soon as it finishes (a panic in
+    /// that drop is the item's panic) and when the item is cancelled (a
+    /// panic there is ignored after the panic hook printed it), so a user
+    /// `Drop` that panics never unwinds into whoever awaits the scatter.
     #[doc(hidden)]
     #[derive(Debug)]
     pub struct CatchTask<F> {
         #[pin]
-        inner: futures::future::CatchUnwind<std::panic::AssertUnwindSafe<F>>,
+        inner: Option<F>,
+    }
+    impl<F> PinnedDrop for CatchTask<F> {
+        fn drop(this: Pin<&mut Self>) {
+            weft_core::drop_contained(this.project().inner);
+        }
     }
 }
 
@@ -274,8 +284,8 @@ impl<F: Future> Future for CatchTask<F> {
     type Output = Result<F::Output, Lost>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let out = ready!(self.project().inner.poll(cx));
-        Poll::Ready(out.map_err(|p| Lost::Panicked(Panicked::from_payload(p.as_ref()))))
+        let out = ready!(weft_core::poll_contained(self.project().inner, cx));
+        Poll::Ready(out.map_err(Lost::Panicked))
     }
 }
 
@@ -284,10 +294,7 @@ impl<Fut: Future> Mode<Fut> for InTask {
     const AWAIT_CANCELLED: bool = false;
 
     fn start(fut: Fut) -> Self::Task {
-        use futures::FutureExt;
-        CatchTask {
-            inner: std::panic::AssertUnwindSafe(fut).catch_unwind(),
-        }
+        CatchTask { inner: Some(fut) }
     }
 
     fn cancel(_task: Pin<&mut Self::Task>) {}

@@ -373,3 +373,84 @@ async fn a_panic_while_making_the_future_is_that_items_error() {
     .unwrap_err();
     assert_eq!(err.index(), 5);
 }
+
+/// A user future that panics when it is dropped.
+struct PanicOnDrop<F>(F);
+
+impl<F: std::future::Future + Unpin> std::future::Future for PanicOnDrop<F> {
+    type Output = F::Output;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+impl<F> Drop for PanicOnDrop<F> {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            panic!("user future drop");
+        }
+    }
+}
+
+/// An in-task item whose future panics when dropped after it finished is
+/// that item's panic (`ItemError::Panicked`), not a panic out of
+/// `results()`; the other items keep their outputs.
+#[tokio::test(start_paused = true)]
+async fn a_finished_items_drop_panic_is_that_items_panic() {
+    let out = tokio::spawn(async {
+        scatter(0..2u32, 2, |i| {
+            let f: std::pin::Pin<Box<dyn std::future::Future<Output = Result<u32, ()>> + Send>> =
+                if i == 1 {
+                    Box::pin(PanicOnDrop(std::future::ready(Ok(i))))
+                } else {
+                    Box::pin(async move { Ok(i) })
+                };
+            f
+        })
+        .unwrap()
+        .results()
+        .await
+    })
+    .await
+    .expect("results() must not panic");
+    assert!(matches!(out[0], Ok(0)), "{:?}", out[0]);
+    assert!(
+        matches!(&out[1], Err(ItemError::Panicked { index: 1, .. })),
+        "{:?}",
+        out[1]
+    );
+}
+
+/// Items cancelled because another failed (`try_collect`) are dropped inside
+/// their boundary: a panic in that drop does not replace the first error.
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_items_drop_panic_does_not_escape_try_collect() {
+    let r = tokio::spawn(async {
+        scatter(0..2u32, 2, |i| {
+            let guard = PanicOnDrop(std::future::ready(()));
+            Box::pin(async move {
+                let guard = guard;
+                if i == 0 {
+                    std::mem::forget(guard);
+                    Err::<u32, &str>("boom")
+                } else {
+                    sleep(Duration::from_secs(10)).await;
+                    drop(guard);
+                    Ok(i)
+                }
+            })
+        })
+        .unwrap()
+        .try_collect()
+        .await
+    })
+    .await
+    .expect("try_collect() must not panic");
+    assert!(
+        matches!(r, Err(ItemError::Failed { index: 0, .. })),
+        "{r:?}"
+    );
+}

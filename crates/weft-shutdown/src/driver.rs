@@ -180,7 +180,24 @@ impl Driver {
             tracing::warn!(unfinished = ?report.unfinished(), "shutdown complete, not clean");
         }
         self.inner.report.send_replace(Some(report));
-        drop(never_started);
+        never_started.into_iter().for_each(drop_unrun);
+    }
+}
+
+/// Drops components that never ran (a phase skipped or never started), each
+/// inside a panic boundary: a registered closure (or what it captured) or a
+/// `Drain` component whose `Drop` panics must not unwind the driver, where
+/// it would be reported as the coordinator's own panic, and a second one
+/// would abort the process (a panic while the first unwinds the `Vec`).
+fn drop_unrun(components: Vec<Registered>) {
+    for c in components {
+        let Registered { name, component } = c;
+        if let Err(p) =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(component)))
+        {
+            let p = Panicked::from_payload(p.as_ref());
+            tracing::error!(component = %name, panic = %p.message(), "a component that never ran panicked when dropped");
+        }
     }
 }
 
@@ -215,6 +232,7 @@ async fn run_phase(
     let forced = &inner.trigger.forced;
     if forced.is_cancelled() {
         tracing::warn!(phase = %phase.name, "phase skipped: shutdown forced");
+        drop_unrun(components);
         return;
     }
     tracing::info!(phase = %phase.name, components = components.len(), "shutdown phase starting");
