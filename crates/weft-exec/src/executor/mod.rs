@@ -383,6 +383,16 @@ fn unbox<F: 'static>(q: Queued) -> F {
         .unwrap_or_else(|_| unreachable!("a queued job holds the future it was built from"))
 }
 
+/// Ends a spawn's wait for room (`Block`, `WaitTimeout`) however it ends:
+/// see [`Shared::room_may_have_returned`].
+struct RoomWaitEnd<'a>(&'a Shared);
+
+impl Drop for RoomWaitEnd<'_> {
+    fn drop(&mut self) {
+        self.0.room_may_have_returned();
+    }
+}
+
 /// A fast-path spawn that took its permits just as a shutdown closed the
 /// executor: gives them back (waking the shutdown if that made the
 /// executor idle) and refuses. Out of line: it must not weigh on the fast
@@ -528,6 +538,17 @@ impl Shared {
         if self.closed.load(Ordering::SeqCst) {
             self.idle.notify_waiters();
             // The dispatcher, closed, waits for the last room permit.
+            self.wake.notify_one();
+        }
+    }
+
+    /// A room permit may have come back without `release_room`: if the
+    /// executor is closed, wake whoever waits for the last one (spurious
+    /// wake-ups are harmless: both waiters re-check).
+    fn room_may_have_returned(&self) {
+        fence(Ordering::SeqCst);
+        if self.closed.load(Ordering::SeqCst) {
+            self.idle.notify_waiters();
             self.wake.notify_one();
         }
     }
@@ -830,6 +851,12 @@ impl BoundedExecutor {
     {
         let s = self.shared();
         tracing::trace!(executor = %s.name, "queue full: spawn waits for room");
+        // Declared before the acquire, so dropped after it, also when this
+        // future is dropped mid-wait: a permit tokio handed to the acquire
+        // and that goes back with it (the acquire dropped, or returning
+        // `Closed` after a close) bypasses `release_room`; the guard tells
+        // a closed executor's shutdown and dispatcher instead.
+        let _tell = RoomWaitEnd(s);
         let got = match s.overflow {
             Overflow::WaitTimeout(d) => match tokio::time::timeout(d, s.room.acquire()).await {
                 Ok(r) => r.map_err(|_| Refusal::Closed),
