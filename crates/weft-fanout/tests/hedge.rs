@@ -11,7 +11,7 @@ use support::Tracker;
 use tokio::time::{Instant, sleep};
 use tower::{Service, ServiceExt, service_fn};
 use weft_core::{BoxError, Panicked};
-use weft_fanout::hedge::{ConfigError, HedgeLayer};
+use weft_fanout::hedge::{ConfigError, Hedge, HedgeLayer};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -76,11 +76,7 @@ async fn fixed_delay_hedge_wins_and_the_primary_is_cancelled() {
 async fn no_hedge_when_the_primary_is_fast_enough() {
     let t = Tracker::default();
     let (inner, calls) = backend(t.clone(), |_| (20, true));
-    let mut svc = HedgeLayer::builder()
-        .fixed_delay(ms(50))
-        .build()
-        .unwrap()
-        .wrap(inner);
+    let mut svc = hedged_after_50ms(inner);
     for _ in 0..5 {
         svc.ready().await.unwrap().call(()).await.unwrap();
     }
@@ -210,11 +206,7 @@ async fn hedging_never_doubles_the_load() {
 async fn a_fast_error_is_returned_without_hedging() {
     let t = Tracker::default();
     let (inner, calls) = backend(t.clone(), |_| (5, false));
-    let mut svc = HedgeLayer::builder()
-        .fixed_delay(ms(50))
-        .build()
-        .unwrap()
-        .wrap(inner);
+    let mut svc = hedged_after_50ms(inner);
     let start = Instant::now();
     let err = svc.ready().await.unwrap().call(()).await.unwrap_err();
     assert_eq!(err.to_string(), "attempt 0 failed");
@@ -409,6 +401,15 @@ fn panicking_backend(
     })
 }
 
+/// `inner` behind a hedge sent after a fixed 50 ms.
+fn hedged_after_50ms<S>(inner: S) -> Hedge<S> {
+    HedgeLayer::builder()
+        .fixed_delay(ms(50))
+        .build()
+        .unwrap()
+        .wrap(inner)
+}
+
 /// Guards DESIGN contract 3 for hedging: a hedge attempt that panics is a
 /// failed attempt, so the good primary still answers (the panic used to
 /// unwind out of the response future and take the whole call down), and
@@ -420,11 +421,7 @@ async fn a_panicking_hedge_does_not_sink_a_good_primary() {
         0 => (100, None),
         _ => (10, Some("future")),
     });
-    let mut svc = HedgeLayer::builder()
-        .fixed_delay(ms(50))
-        .build()
-        .unwrap()
-        .wrap(inner);
+    let mut svc = hedged_after_50ms(inner);
     svc.ready().await.unwrap();
     let start = Instant::now();
     let out = tokio::spawn(svc.call(()))
@@ -451,11 +448,7 @@ async fn a_panicking_primary_lets_the_hedge_win() {
         0 => (80, Some("future")),
         _ => (100, None),
     });
-    let mut svc = HedgeLayer::builder()
-        .fixed_delay(ms(50))
-        .build()
-        .unwrap()
-        .wrap(inner);
+    let mut svc = hedged_after_50ms(inner);
     svc.ready().await.unwrap();
     let start = Instant::now();
     let out = tokio::spawn(svc.call(()))
@@ -470,11 +463,7 @@ async fn a_panicking_primary_lets_the_hedge_win() {
     );
 
     let inner = panicking_backend(|_| (10, Some("call")));
-    let mut svc = HedgeLayer::builder()
-        .fixed_delay(ms(50))
-        .build()
-        .unwrap()
-        .wrap(inner);
+    let mut svc = hedged_after_50ms(inner);
     svc.ready().await.unwrap();
     // `call` runs inside the task, so a panic escaping it fails the join.
     let (out, s) = tokio::spawn(async move {
@@ -614,11 +603,7 @@ async fn a_primary_panicking_when_cancelled_is_contained() {
             Ok::<_, BoxError>(n)
         }
     });
-    let mut svc = HedgeLayer::builder()
-        .fixed_delay(ms(50))
-        .build()
-        .unwrap()
-        .wrap(inner);
+    let mut svc = hedged_after_50ms(inner);
     let call = svc.ready().await.unwrap().call(());
     let r = tokio::spawn(call)
         .await
