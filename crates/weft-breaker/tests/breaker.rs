@@ -21,6 +21,13 @@ async fn ok(b: &CircuitBreaker) -> Result<(), CallError<&'static str>> {
     b.call(async { Ok(()) }).await
 }
 
+/// The transitions published so far (without waiting).
+fn drained(
+    events: &mut tokio::sync::broadcast::Receiver<weft_breaker::Transition>,
+) -> impl Iterator<Item = weft_breaker::Transition> + '_ {
+    std::iter::from_fn(|| events.try_recv().ok())
+}
+
 #[tokio::test(start_paused = true)]
 async fn consecutive_failures_trip_and_success_resets() {
     support::init();
@@ -247,12 +254,9 @@ async fn hung_probe_does_not_hold_its_slot_forever() {
     // Past the max wait a caller finding no slot reopens the breaker...
     let e = ok(&b).await.unwrap_err();
     assert!(e.is_open());
-    let reasons: Vec<Reason> = std::iter::from_fn(|| events.try_recv().ok())
-        .map(|t| t.reason)
-        .collect();
     assert_eq!(
-        reasons,
-        vec![
+        drained(&mut events).map(|t| t.reason).collect::<Vec<_>>(),
+        [
             Reason::ConsecutiveFailures,
             Reason::OpenElapsed,
             Reason::HalfOpenTimeout
@@ -339,12 +343,9 @@ async fn a_probe_stuck_past_the_max_wait_still_reopens_the_breaker() {
     let e = b.try_acquire().unwrap_err();
     assert_eq!(e.state(), State::Open);
     assert_eq!(e.retry_after(), Some(SEC));
-    let reasons: Vec<Reason> = std::iter::from_fn(|| events.try_recv().ok())
-        .map(|t| t.reason)
-        .collect();
     assert_eq!(
-        reasons,
-        vec![
+        drained(&mut events).map(|t| t.reason).collect::<Vec<_>>(),
+        [
             Reason::ConsecutiveFailures,
             Reason::OpenElapsed,
             Reason::HalfOpenTimeout
@@ -469,9 +470,7 @@ async fn panicking_callback_does_not_leak_the_probe_slot() {
     ok(&b).await.unwrap();
     assert_eq!(b.state(), State::Closed);
     // Subscribers still saw every transition.
-    let tos: Vec<State> = std::iter::from_fn(|| events.try_recv().ok())
-        .map(|t| t.to)
-        .collect();
+    let tos: Vec<State> = drained(&mut events).map(|t| t.to).collect();
     assert_eq!(tos, vec![State::Open, State::HalfOpen, State::Closed]);
 }
 

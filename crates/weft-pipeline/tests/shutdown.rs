@@ -141,15 +141,15 @@ async fn items_cut_off_mid_hand_off_are_counted_cancelled_not_completed() {
     assert!(drained.is_balanced(), "{drained}");
 }
 
-/// Guards `from_receiver` under drain: items the caller already sent into
-/// the channel (the send succeeded, so they were accepted) but the source
-/// had not pulled yet are processed before the pipeline finishes, not
-/// dropped with the receiver.
-#[tokio::test(start_paused = true)]
-async fn drain_of_a_receiver_source_keeps_buffered_items() {
+/// A pipeline reading a channel into which 50 items were sent (accepted),
+/// through a slow stage (10 ms an item, capacity 1), 15 ms into its run.
+async fn slow_receiver_pipeline() -> (
+    tokio::sync::mpsc::Sender<u64>,
+    weft_pipeline::Running<Vec<u64>>,
+) {
     let (tx, rx) = tokio::sync::mpsc::channel(100);
     for i in 0..50u64 {
-        tx.send(i).await.unwrap(); // accepted
+        tx.send(i).await.unwrap();
     }
     let running = Pipeline::from_receiver(rx)
         .then(Stage::new("slow").capacity(1), |x| async move {
@@ -160,6 +160,16 @@ async fn drain_of_a_receiver_source_keeps_buffered_items() {
         .spawn()
         .unwrap();
     sleep(Duration::from_millis(15)).await;
+    (tx, running)
+}
+
+/// Guards `from_receiver` under drain: items the caller already sent into
+/// the channel (the send succeeded, so they were accepted) but the source
+/// had not pulled yet are processed before the pipeline finishes, not
+/// dropped with the receiver.
+#[tokio::test(start_paused = true)]
+async fn drain_of_a_receiver_source_keeps_buffered_items() {
+    let (tx, running) = slow_receiver_pipeline().await;
     let report = running
         .drain(Instant::now() + Duration::from_secs(60))
         .await;
@@ -178,19 +188,7 @@ async fn drain_of_a_receiver_source_keeps_buffered_items() {
 /// the channel is counted as cancelled, so the reports balance.
 #[tokio::test(start_paused = true)]
 async fn a_receiver_source_cut_off_at_the_deadline_counts_the_rest() {
-    let (tx, rx) = tokio::sync::mpsc::channel(100);
-    for i in 0..50u64 {
-        tx.send(i).await.unwrap();
-    }
-    let running = Pipeline::from_receiver(rx)
-        .then(Stage::new("slow").capacity(1), |x| async move {
-            sleep(Duration::from_millis(10)).await;
-            x
-        })
-        .collect()
-        .spawn()
-        .unwrap();
-    sleep(Duration::from_millis(15)).await;
+    let (tx, running) = slow_receiver_pipeline().await;
     let drained = running
         .drain(Instant::now() + Duration::from_millis(100))
         .await;

@@ -456,6 +456,19 @@ impl Drop for PanicsOnDrop {
     }
 }
 
+/// The state the worker hands the next job (the pool's one worker must
+/// still be alive: the job has a minute of paused time to run).
+async fn next_state(pool: &StatefulPool<u32>) -> u32 {
+    let next = pool
+        .submit(|id: &mut u32| Box::pin(async move { *id }))
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(60), next)
+        .await
+        .expect("the next job never ran")
+        .unwrap()
+}
+
 /// Guards the panic boundary around the drop of a stateful job: a job whose
 /// future panics when it is dropped at its timeout gets `TimedOut` (counted
 /// once), the worker survives and its state is rebuilt.
@@ -478,12 +491,7 @@ async fn a_stateful_job_that_panics_when_dropped_at_its_timeout_does_not_kill_th
         .await
         .unwrap();
     assert_eq!(h.await, Err(JobError::TimedOut(Duration::from_secs(1))));
-    let next = pool
-        .submit(|id: &mut u32| Box::pin(async move { *id }))
-        .await
-        .unwrap();
-    let r = tokio::time::timeout(Duration::from_secs(60), next).await;
-    assert_eq!(r.expect("the next job never ran"), Ok(1), "state rebuilt");
+    assert_eq!(next_state(&pool).await, 1, "state rebuilt");
     let s = pool.stats();
     assert_eq!((s.workers, s.timed_out, s.panicked), (1, 1, 0), "{s:?}");
 }
@@ -501,12 +509,7 @@ async fn a_stateful_jobs_unread_output_that_panics_when_dropped_is_the_jobs_pani
     pool.execute(|_: &mut u32| Box::pin(async { PanicsOnDrop }))
         .await
         .unwrap();
-    let next = pool
-        .submit(|id: &mut u32| Box::pin(async move { *id }))
-        .await
-        .unwrap();
-    let r = tokio::time::timeout(Duration::from_secs(60), next).await;
-    assert_eq!(r.expect("the next job never ran"), Ok(1), "state rebuilt");
+    assert_eq!(next_state(&pool).await, 1, "state rebuilt");
     let s = pool.stats();
     assert_eq!((s.workers, s.panicked, s.succeeded), (1, 1, 1), "{s:?}");
 }
